@@ -1,0 +1,179 @@
+/**
+ * The `underpass` command: `server`, `proxy`, `redirector`, and `run` (the same as `hook-run`). This file
+ * only turns flags into options and errors into one line; each program lives in its own folder.
+ */
+import fs from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { ConfigError, isUnderpassError } from '../protocol/errors';
+import { zone as checkZone } from '../protocol/names';
+import { ServiceProxy, parsePublish, type ProxyEvent } from '../proxy/proxy';
+import { Redirector } from '../redirector/redirector';
+import { createLogger, type LogFormat, type Logger } from '../runtime/log';
+import { defaultIpcPath } from '../runtime/paths';
+import { parseHostPort, type LinkOptions } from '../runtime/server-link';
+import { TunnelServer } from '../server/server';
+
+const version = (JSON.parse(fs.readFileSync(`${__dirname}/../../package.json`, 'utf8')) as { version: string }).version;
+
+/** Prints one line for an expected failure and exits non-zero; a stack only with UNDERPASS_DEBUG=1. */
+export function fail(program: string, error: unknown): never {
+  const message = isUnderpassError(error) ? error.message : error instanceof Error ? error.message : String(error);
+  process.stderr.write(`${program}: ${message}\n`);
+  if (process.env.UNDERPASS_DEBUG === '1' && error instanceof Error && error.stack) process.stderr.write(error.stack + '\n');
+  process.exit(1);
+}
+
+/** Stops cleanly on SIGINT/SIGTERM with exit status 0. */
+function onSignals(stop: () => void | Promise<void>, logger: Logger): void {
+  let stopping = false;
+  const handler = (signal: NodeJS.Signals): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info(`stopping (${signal})`);
+    Promise.resolve(stop()).finally(() => process.exit(0));
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+}
+
+function readCa(file: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (e) {
+    throw new ConfigError(`cannot read --ca ${file} (${(e as NodeJS.ErrnoException).code ?? 'error'}): pass the server's DATA_DIR/tls/cert.pem`);
+  }
+}
+
+interface EndpointFlags {
+  server?: string;
+  ca?: string;
+  token?: string;
+  logFormat: LogFormat;
+}
+
+function linkOptions(flags: EndpointFlags, logger: Logger): LinkOptions {
+  const server = flags.server ?? process.env.UNDERPASS_SERVER;
+  const ca = flags.ca ?? process.env.UNDERPASS_CA;
+  const token = flags.token ?? process.env.UNDERPASS_TOKEN;
+  if (!server) throw new ConfigError('missing --server HOST:PORT (the tunnel server to dial)');
+  if (!ca) throw new ConfigError("missing --ca FILE (the server's DATA_DIR/tls/cert.pem)");
+  if (!token) throw new ConfigError('missing --token TOKEN (the server prints where its token is)');
+  return { server: parseHostPort(server, '--server'), ca: readCa(ca), token, logger };
+}
+
+const logFormat = (): Option => new Option('--log-format <format>', 'log lines as readable text or JSON').choices(['text', 'json']).default('text');
+
+export function buildProgram(): Command {
+  const program = new Command('underpass')
+    .version(version)
+    .description('Reach TCP services behind someone else\'s firewall from unmodified client apps.')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+
+  program
+    .command('server')
+    .description('run the public publishing/tunneling server')
+    .option('--listen <host:port>', 'address to listen on', '0.0.0.0:7443')
+    .requiredOption('--data-dir <dir>', 'directory for the certificate, token and publications')
+    .option('--token <token>', 'token proxies and redirectors present (default: generated into DATA_DIR/token)')
+    .option('--cert <file>', 'TLS certificate (PEM) instead of the generated one')
+    .option('--key <file>', 'TLS private key (PEM) for --cert')
+    .option('--zone <zone>', 'DNS zone pseudo names live under', 'underpass.internal')
+    .addOption(logFormat())
+    .action(async (flags: { listen: string; dataDir: string; token?: string; cert?: string; key?: string; zone: string; logFormat: LogFormat }) => {
+      const logger = createLogger('server', flags.logFormat);
+      try {
+        const listen = parseHostPort(flags.listen, '--listen');
+        if ((flags.cert === undefined) !== (flags.key === undefined)) throw new ConfigError('--cert and --key go together: pass both or neither');
+        const server = new TunnelServer({
+          host: listen.host,
+          port: listen.port,
+          dataDir: flags.dataDir,
+          token: flags.token ?? process.env.UNDERPASS_TOKEN,
+          cert: flags.cert !== undefined && flags.key !== undefined ? { cert: flags.cert, key: flags.key } : undefined,
+          zone: checkZone(flags.zone),
+          logger,
+        });
+        const address = await server.start().catch((e: NodeJS.ErrnoException) => {
+          if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
+            throw new ConfigError(`cannot listen on ${flags.listen} (${e.code}): choose another --listen`);
+          }
+          throw e;
+        });
+        logger.info(`listening on ${address.address}:${address.port}`, { certificate: server.certPath, ...(server.tokenFile ? { token: server.tokenFile } : {}), zone: server.zone });
+        onSignals(() => server.stop(), logger);
+      } catch (e) {
+        fail('underpass server', e);
+      }
+    });
+
+  program
+    .command('proxy')
+    .description('publish local services to the tunnel server (runs next to the real server)')
+    .option('--server <host:port>', 'tunnel server to dial')
+    .option('--ca <file>', "the server's certificate (DATA_DIR/tls/cert.pem)")
+    .option('--token <token>', 'token the server accepts')
+    .option('--publish <name=host:port>', 'publish a service (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--json', 'print one JSON event per line on stdout')
+    .addOption(logFormat())
+    .action(async (flags: EndpointFlags & { publish: string[]; json?: boolean }) => {
+      const logger = createLogger('proxy', flags.logFormat);
+      try {
+        if (flags.publish.length === 0) throw new ConfigError('nothing to publish: add --publish NAME=HOST:PORT');
+        const proxy = new ServiceProxy({ link: linkOptions(flags, logger), targets: flags.publish.map(parsePublish), logger });
+        proxy.on('event', (event: ProxyEvent) => {
+          if (flags.json) process.stdout.write(JSON.stringify(event) + '\n');
+          else if (event.event === 'published') process.stdout.write(`published ${event.name}: ${event.host} → ${event.target} (service key ${event.key})\n`);
+        });
+        await proxy.start();
+        onSignals(() => proxy.stop(), logger);
+      } catch (e) {
+        fail('underpass proxy', e);
+      }
+    });
+
+  program
+    .command('redirector')
+    .description('serve hooks on this machine and tunnel their connections')
+    .option('--server <host:port>', 'tunnel server to dial')
+    .option('--ca <file>', "the server's certificate (DATA_DIR/tls/cert.pem)")
+    .option('--token <token>', 'token the server accepts')
+    .option('--ipc <path>', 'Unix socket hooks connect to', defaultIpcPath())
+    .option('--pseudo-net <cidr>', 'loopback range pseudo addresses come from', '127.77.0.0/16')
+    .addOption(logFormat())
+    .action(async (flags: EndpointFlags & { ipc: string; pseudoNet: string }) => {
+      const logger = createLogger('redirector', flags.logFormat);
+      try {
+        const redirector = new Redirector({ link: linkOptions(flags, logger), ipcPath: flags.ipc, pseudoNet: flags.pseudoNet, logger });
+        const info = await redirector.start();
+        logger.info(`serving hooks on ${flags.ipc}`, { zone: info.zone, account: info.account });
+        onSignals(() => redirector.stop(), logger);
+      } catch (e) {
+        fail('underpass redirector', e);
+      }
+    });
+
+  program
+    .command('run')
+    .description('run a command with the hook (the same as hook-run)')
+    .allowUnknownOption()
+    .helpOption(false)
+    .argument('[args...]');
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  if (argv[0] === 'run') {
+    const { runHookCli } = await import('../hook/run');
+    process.exitCode = await runHookCli(argv.slice(1));
+    return;
+  }
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (e) {
+    if (e instanceof CommanderError) process.exit(e.exitCode);
+    fail('underpass', e);
+  }
+}

@@ -1,0 +1,93 @@
+/**
+ * The service proxy's control stream, version 1: newline-delimited JSON in both directions of one
+ * long-lived HTTP/2 stream (POST /v1/control). It carries what is not a byte stream: publications and
+ * their service keys, and the tunnel requests the server forwards to the proxy (seed steps 320–335, 715).
+ *
+ * Pure code: `ControlDecoder` turns chunks into validated messages and throws only ProtocolError
+ * subclasses; nothing here touches a socket.
+ */
+import { z } from 'zod';
+import { BadMessageError, FrameTooLargeError } from './errors';
+
+/** Longest line (bytes, newline excluded) either side accepts. */
+export const MAX_CONTROL_LINE = 64 * 1024;
+
+const name = z.string().min(1).max(63);
+const port = z.number().int().min(1).max(65535);
+const id = z.string().min(1).max(64);
+const code = z.string().regex(/^UP_ERR_[A-Z_]+$/).max(64);
+const text = z.string().max(1024);
+
+/** Proxy → server. */
+export const ProxyMessage = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('publish'), name, port }).strict(),
+  z.object({ type: z.literal('tunnel-failed'), id, code, message: text }).strict(),
+]);
+export type ProxyMessage = z.infer<typeof ProxyMessage>;
+
+/** Server → proxy. */
+export const ServerMessage = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('published'), name, host: z.string().max(253), key: z.string().min(16).max(128), port }).strict(),
+  z.object({ type: z.literal('refused'), name, code, message: text }).strict(),
+  z.object({ type: z.literal('tunnel'), id, key: z.string().min(16).max(128) }).strict(),
+]);
+export type ServerMessage = z.infer<typeof ServerMessage>;
+
+export function encodeControl(message: ProxyMessage | ServerMessage): Buffer {
+  return Buffer.from(JSON.stringify(message) + '\n', 'utf8');
+}
+
+/**
+ * Push-style line decoder: `push(chunk)` returns every complete message in it; an incomplete line waits
+ * for more bytes. Holds at most MAX_CONTROL_LINE bytes between calls.
+ */
+export class ControlDecoder<T> {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+
+  constructor(private readonly schema: z.ZodType<T>, private readonly maxLine = MAX_CONTROL_LINE) {}
+
+  push(chunk: Buffer): T[] {
+    const out: T[] = [];
+    let start = 0;
+    for (;;) {
+      const nl = chunk.indexOf(0x0a, start);
+      if (nl === -1) break;
+      const piece = chunk.subarray(start, nl);
+      if (this.pendingBytes + piece.length > this.maxLine) throw new FrameTooLargeError(this.maxLine);
+      const line = this.pendingBytes === 0 ? piece : Buffer.concat([...this.pending, piece]);
+      this.pending = [];
+      this.pendingBytes = 0;
+      start = nl + 1;
+      if (line.length === 0) continue;
+      out.push(this.decodeLine(line));
+    }
+    const rest = chunk.subarray(start);
+    if (rest.length > 0) {
+      if (this.pendingBytes + rest.length > this.maxLine) throw new FrameTooLargeError(this.maxLine);
+      this.pending.push(Buffer.from(rest));
+      this.pendingBytes += rest.length;
+    }
+    return out;
+  }
+
+  /** Bytes of an unfinished line held back. */
+  get buffered(): number {
+    return this.pendingBytes;
+  }
+
+  private decodeLine(line: Buffer): T {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(line.toString('utf8'));
+    } catch {
+      throw new BadMessageError('not JSON');
+    }
+    const result = this.schema.safeParse(parsed);
+    if (!result.success) {
+      const issue = result.error.issues[0];
+      throw new BadMessageError(issue ? `${issue.path.join('.') || 'message'}: ${issue.message}` : 'invalid');
+    }
+    return result.data;
+  }
+}

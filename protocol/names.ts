@@ -1,0 +1,62 @@
+/**
+ * Pseudo DNS names: `<publication>.<account>.<zone>`, e.g. `redis.default.underpass.internal`. They look
+ * like any host name but no DNS server serves them (seed step 405); only the hook answers them, with a
+ * pseudo address. The default zone sits under `.internal`, the top-level name reserved for private use,
+ * so a name that ever leaks to real DNS cannot reach anyone's host.
+ *
+ * Every parse and check of a host name goes through tldts.
+ */
+import { parse } from 'tldts';
+import { ConfigError } from './errors';
+
+export const DEFAULT_ZONE = 'underpass.internal';
+export const DEFAULT_ACCOUNT = 'default';
+
+const parseOptions = { allowPrivateDomains: true, validateHostname: true, extractHostname: false, mixedInputs: false } as const;
+
+/** Lower-cased host name without trailing dot, or null when it is not a valid DNS host name (or is an IP). */
+export function tryNormalizeHostname(input: string): string | null {
+  const trimmed = input.endsWith('.') ? input.slice(0, -1) : input;
+  const result = parse(trimmed.toLowerCase(), parseOptions);
+  if (result.isIp === true || result.hostname === null) return null;
+  // tldts validates label syntax and lengths; an empty or over-long result is not a host name.
+  if (result.hostname.length === 0 || result.hostname.length > 253) return null;
+  return result.hostname;
+}
+
+/** True when `host` is a valid IP literal (v4 or v6), as tldts sees it. */
+export function isIpLiteral(host: string): boolean {
+  return parse(host, parseOptions).isIp === true;
+}
+
+/** A single DNS label usable as a publication or account name; throws ConfigError otherwise. */
+export function label(input: string, what: string): string {
+  const normalized = tryNormalizeHostname(input);
+  if (normalized === null || normalized.includes('.')) {
+    throw new ConfigError(`${what} '${input}' is not a DNS label: use letters, digits and '-', at most 63 characters`);
+  }
+  return normalized;
+}
+
+/** Validates a zone (one or more labels). */
+export function zone(input: string): string {
+  const normalized = tryNormalizeHostname(input);
+  if (normalized === null) throw new ConfigError(`zone '${input}' is not a valid DNS name`);
+  return normalized;
+}
+
+export function pseudoName(publication: string, account: string, zoneName: string): string {
+  const name = tryNormalizeHostname(`${publication}.${account}.${zoneName}`);
+  if (name === null) throw new ConfigError(`'${publication}.${account}.${zoneName}' is not a valid DNS name`);
+  return name;
+}
+
+/** If `host` is a pseudo name under `zoneName`, its publication and account; else null. */
+export function tryParsePseudoName(host: string, zoneName: string): { publication: string; account: string; host: string } | null {
+  const normalized = tryNormalizeHostname(host);
+  if (normalized === null || !normalized.endsWith(`.${zoneName}`)) return null;
+  const labels = normalized.slice(0, -(zoneName.length + 1)).split('.');
+  if (labels.length !== 2) return null;
+  const [publication, account] = labels as [string, string];
+  return { publication, account, host: normalized };
+}

@@ -1,0 +1,66 @@
+/**
+ * The session layer, version 1: what travels over the one HTTP/2 connection each service proxy and each
+ * redirector keeps to the tunnel server. Written down in protocol/PROTOCOL.md; this file holds the names.
+ *
+ * HTTP/2 (Node's own `http2`, over TLS with ALPN `h2`) is the multiplexer: every tunneled TCP connection
+ * is one HTTP/2 CONNECT stream (RFC 9113 §8.5) with its own flow-control window, so a stalled reader
+ * holds back only its own stream, and opening a tunnel costs one HEADERS frame, not a TCP or TLS handshake.
+ */
+import type { ErrorCode } from './errors';
+
+export const WIRE_VERSION = 1;
+
+/** ALPN protocol id; a peer that does not offer it is not one of ours. */
+export const ALPN = 'h2';
+
+export const Paths = {
+  /** GET: checks the token, answers {@link SessionInfo}. */
+  session: '/v1/session',
+  /** GET /v1/names/<pseudo name>: answers {@link NameInfo} or 404. */
+  names: '/v1/names/',
+  /** POST, long-lived: the service proxy's control stream (NDJSON both ways, see control.ts). */
+  control: '/v1/control',
+} as const;
+
+export const Headers = {
+  /** Wire version the sender speaks; a server refuses other majors with 400. */
+  version: 'underpass-version',
+  /** On a proxy's CONNECT: which tunnel request this stream answers. */
+  tunnelId: 'underpass-tunnel',
+  /** On a redirector's CONNECT: optional service key that grants access to another account's publication. */
+  serviceKey: 'underpass-service-key',
+  /** On a refusal: the {@link ErrorCode} of the failure. */
+  errorCode: 'underpass-error',
+  /** On a refusal: one readable line. */
+  errorMessage: 'underpass-error-message',
+} as const;
+
+/** Answer to GET /v1/session. */
+export interface SessionInfo {
+  v: number;
+  account: string;
+  /** The zone pseudo names live under, e.g. `underpass.internal`. */
+  zone: string;
+}
+
+/** Answer to GET /v1/names/<name>. */
+export interface NameInfo {
+  name: string;
+  host: string;
+  port: number;
+  online: boolean;
+}
+
+/** HTTP status a refusal travels with, per error code. */
+export const StatusOf: Partial<Record<ErrorCode, number>> = {
+  UP_ERR_AUTH: 401,
+  UP_ERR_FORBIDDEN: 403,
+  UP_ERR_NOT_FOUND: 404,
+  UP_ERR_BAD_MESSAGE: 400,
+  UP_ERR_PROTOCOL: 400,
+  UP_ERR_LIMIT: 429,
+  UP_ERR_TARGET_REFUSED: 502,
+  UP_ERR_OFFLINE: 503,
+  UP_ERR_BUSY: 503,
+  UP_ERR_UNREACHABLE: 504,
+};

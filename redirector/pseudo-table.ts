@@ -1,0 +1,51 @@
+/**
+ * The machine's one table of pseudo addresses: pseudo name ↔ address in a loopback sub-range. It lives in
+ * the redirector, not in the hook, so every hooked process — forked, exec'd or unrelated — gets the same
+ * answer for the same name (seed 000: "records a table entry associating the requested name with the
+ * returned IP address"). Loopback means a connect the hook ever misses stays on this machine: it meets the
+ * redirector's own listener, or nothing.
+ */
+import { ConfigError } from '../protocol/errors';
+import { formatIPv4, inPseudoNet, tryParseIPv4 } from '../protocol/ipc';
+
+export const DEFAULT_PSEUDO_NET = '127.77.0.0/16';
+
+export class PseudoAddressTable {
+  readonly base: number;
+  readonly prefix: number;
+  private readonly byName = new Map<string, string>();
+  private readonly byAddress = new Map<string, string>();
+  private next = 1;
+
+  constructor(cidr: string = DEFAULT_PSEUDO_NET) {
+    const [addr, bits] = cidr.split('/');
+    const base = tryParseIPv4(addr ?? '');
+    const prefix = Number(bits);
+    if (base === null || !Number.isInteger(prefix) || prefix < 8 || prefix > 30 || !inPseudoNet(base, 0x7f000000, 8)) {
+      throw new ConfigError(`--pseudo-net '${cidr}' must be a loopback range such as 127.77.0.0/16`);
+    }
+    this.base = base;
+    this.prefix = prefix;
+  }
+
+  get baseAddress(): string {
+    return formatIPv4(this.base);
+  }
+
+  /** The pseudo address of `name`, allocating the next free one on first use. */
+  addressOf(name: string): string {
+    const known = this.byName.get(name);
+    if (known !== undefined) return known;
+    const size = 2 ** (32 - this.prefix);
+    if (this.next >= size - 1) throw new ConfigError(`the pseudo address range ${this.baseAddress}/${this.prefix} is full`);
+    const address = formatIPv4((this.base + this.next) >>> 0);
+    this.next += 1;
+    this.byName.set(name, address);
+    this.byAddress.set(address, name);
+    return address;
+  }
+
+  tryNameOf(address: string): string | null {
+    return this.byAddress.get(address) ?? null;
+  }
+}

@@ -1,0 +1,262 @@
+/**
+ * The redirector (seed figure 5, process 510): the daemon on the client machine. It holds one session to
+ * the tunnel server, serves hooks over IPC, owns the machine's pseudo-address table, and opens the local
+ * listeners that tunneled connections flow through.
+ *
+ * Each listener sits on the pseudo address and the published port itself (127.77.0.5:6379, say), so the
+ * app's connect() needs no rewriting: its sockaddr, getpeername() and error paths stay its own, and a port
+ * that was not published has no listener and is refused by the kernel. A blocking connect first asks over
+ * IPC; the redirector opens the tunnel and answers only once the service proxy reached the real server
+ * (seed steps 625–640), parking the ready stream for the accept that follows. A non-blocking connect asks
+ * nothing: the tunnel is opened on accept and a failure resets the connection the app already holds.
+ */
+import http2 from 'node:http2';
+import net from 'node:net';
+import { isUnderpassError, TunnelError, UnderpassError } from '../protocol/errors';
+import { IPC_VERSION, type ConnectReply, type ErrorReply, type HelloReply, type ResolveReply, type ReverseReply } from '../protocol/ipc';
+import { tryParsePseudoName } from '../protocol/names';
+import { Paths, type NameInfo, type SessionInfo } from '../protocol/wire';
+import type { Logger } from '../runtime/log';
+import { readBody, refusalFrom, ServerLink, type LinkOptions } from '../runtime/server-link';
+import { abort, splice } from '../runtime/splice';
+import { IpcServer } from './ipc-server';
+import { PseudoAddressTable } from './pseudo-table';
+
+export interface RedirectorOptions {
+  link: LinkOptions;
+  ipcPath: string;
+  pseudoNet?: string;
+  logger: Logger;
+  /** How long a tunnel opened for a blocking connect waits for its accept (ms). */
+  parkMs?: number;
+}
+
+/** One pseudo address:port the redirector listens on, and the tunnels parked for it. */
+interface Listener {
+  host: string;
+  address: string;
+  port: number;
+  server: net.Server;
+  parked: Array<{ stream: http2.ClientHttp2Stream; timer: NodeJS.Timeout }>;
+}
+
+const NAME_TTL_MS = 30_000;
+
+export class Redirector {
+  readonly link: ServerLink;
+  readonly table: PseudoAddressTable;
+  private readonly ipc: IpcServer;
+  private readonly listeners = new Map<string, Listener>();
+  private readonly names = new Map<string, { info: NameInfo; at: number }>();
+  private info: SessionInfo | null = null;
+  private readonly sockets = new Set<net.Socket>();
+
+  constructor(private readonly options: RedirectorOptions) {
+    this.table = new PseudoAddressTable(options.pseudoNet);
+    this.link = new ServerLink(options.link);
+    this.link.on('up', (_session: http2.ClientHttp2Session, info: SessionInfo) => {
+      this.info = info;
+    });
+    this.ipc = new IpcServer(
+      options.ipcPath,
+      {
+        hello: () => this.handleHello(),
+        resolve: (r) => this.handleResolve(r.name),
+        connect: (r) => this.handleConnect(r.address, r.port),
+        reverse: (r) => this.handleReverse(r.address),
+      },
+      options.logger,
+    );
+  }
+
+  private get log(): Logger {
+    return this.options.logger;
+  }
+
+  async start(): Promise<SessionInfo> {
+    const info = await this.link.start();
+    this.info = info;
+    await this.ipc.start();
+    return info;
+  }
+
+  stop(): void {
+    this.ipc.stop();
+    for (const l of this.listeners.values()) {
+      l.server.close();
+      for (const p of l.parked) p.stream.close(http2.constants.NGHTTP2_CANCEL);
+    }
+    for (const s of this.sockets) s.destroy();
+    this.link.stop();
+  }
+
+  private zone(): string {
+    if (!this.info) throw new UnderpassError('UP_ERR_UNREACHABLE', 'no session to the tunnel server yet');
+    return this.info.zone;
+  }
+
+  private handleHello(): HelloReply {
+    return { ok: true, v: IPC_VERSION, zones: [this.zone()], pseudoNet: { base: this.table.baseAddress, prefix: this.table.prefix } };
+  }
+
+  /** Asks the server what a pseudo name stands for; answers from a short cache while the link is down. */
+  private async lookup(host: string): Promise<NameInfo> {
+    const cached = this.names.get(host);
+    const live = this.link.current();
+    if (cached && (Date.now() - cached.at < NAME_TTL_MS || !live)) return cached.info;
+    if (!live) throw new UnderpassError('UP_ERR_UNREACHABLE', 'no session to the tunnel server (reconnecting)');
+    const stream = live.session.request({ ':method': 'GET', ':path': Paths.names + encodeURIComponent(host), ...this.link.authHeaders() }, { endStream: true });
+    const headers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+      stream.once('response', resolve);
+      stream.once('error', reject);
+      stream.once('close', () => reject(new UnderpassError('UP_ERR_UNREACHABLE', 'the session closed during a name lookup')));
+    });
+    const body = await readBody(stream);
+    if (Number(headers[':status']) !== 200) throw refusalFrom(headers, `lookup of ${host} failed`);
+    const info = JSON.parse(body.toString('utf8')) as NameInfo;
+    this.names.set(host, { info, at: Date.now() });
+    return info;
+  }
+
+  private async handleResolve(name: string): Promise<ResolveReply | ErrorReply> {
+    const parsed = tryParsePseudoName(name, this.zone());
+    if (!parsed) return { ok: false, code: 'NOT_FOUND', message: `${name} is not a pseudo name under ${this.zone()}` };
+    let info: NameInfo;
+    try {
+      info = await this.lookup(parsed.host);
+    } catch (e) {
+      if (isUnderpassError(e) && (e.code === 'UP_ERR_NOT_FOUND' || e.code === 'UP_ERR_FORBIDDEN')) {
+        return { ok: false, code: 'NOT_FOUND', message: e.message };
+      }
+      return { ok: false, code: 'UNAVAILABLE', message: isUnderpassError(e) ? e.message : String(e) };
+    }
+    const address = this.table.addressOf(parsed.host);
+    try {
+      await this.ensureListener(parsed.host, address, info.port);
+    } catch (e) {
+      return { ok: false, code: 'UNAVAILABLE', message: e instanceof Error ? e.message : String(e) };
+    }
+    this.log.debug('resolved', { name: parsed.host, address, port: info.port });
+    return { ok: true, name: parsed.host, address };
+  }
+
+  private handleReverse(address: string): ReverseReply | ErrorReply {
+    const name = this.table.tryNameOf(address);
+    return name === null ? { ok: false, code: 'NOT_FOUND', message: `${address} is not a pseudo address` } : { ok: true, name };
+  }
+
+  /** A blocking connect: answer only once the chain reached the real server (seed steps 625–640). */
+  private async handleConnect(address: string, port: number): Promise<ConnectReply | ErrorReply> {
+    const listener = this.listeners.get(`${address}:${port}`);
+    if (!listener) {
+      const name = this.table.tryNameOf(address);
+      return { ok: false, code: 'REFUSED', message: name ? `${name} is not published on port ${port}` : `${address} is not a pseudo address` };
+    }
+    try {
+      const stream = await this.openTunnel(listener);
+      this.park(listener, stream);
+      return { ok: true };
+    } catch (e) {
+      this.log.info(`tunnel to ${listener.host}:${port} refused: ${isUnderpassError(e) ? e.message : String(e)}`);
+      return { ok: false, code: 'REFUSED', message: isUnderpassError(e) ? e.message : String(e) };
+    }
+  }
+
+  private park(listener: Listener, stream: http2.ClientHttp2Stream): void {
+    const entry = {
+      stream,
+      timer: setTimeout(() => {
+        const i = listener.parked.indexOf(entry);
+        if (i >= 0) listener.parked.splice(i, 1);
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+      }, this.options.parkMs ?? 10_000),
+    };
+    entry.timer.unref();
+    stream.once('close', () => {
+      const i = listener.parked.indexOf(entry);
+      if (i >= 0) {
+        listener.parked.splice(i, 1);
+        clearTimeout(entry.timer);
+      }
+    });
+    listener.parked.push(entry);
+  }
+
+  private takeParked(listener: Listener): http2.ClientHttp2Stream | null {
+    for (;;) {
+      const entry = listener.parked.shift();
+      if (!entry) return null;
+      clearTimeout(entry.timer);
+      if (!entry.stream.destroyed && !entry.stream.closed) return entry.stream;
+    }
+  }
+
+  /** Sends the tunnel request (seed step 625) and resolves with the stream once the proxy answered. */
+  private openTunnel(listener: Listener): Promise<http2.ClientHttp2Stream> {
+    const live = this.link.current();
+    if (!live) return Promise.reject(new TunnelError('UP_ERR_UNREACHABLE', 'no session to the tunnel server (reconnecting)'));
+    const stream = live.session.request({ ':method': 'CONNECT', ':authority': `${listener.host}:${listener.port}`, ...this.link.authHeaders() });
+    return new Promise((resolve, reject) => {
+      const onEarlyClose = (): void => reject(new TunnelError('UP_ERR_UNREACHABLE', 'the session closed while opening the tunnel'));
+      stream.on('error', () => undefined);
+      stream.once('close', onEarlyClose);
+      stream.once('response', (headers) => {
+        stream.off('close', onEarlyClose);
+        if (Number(headers[':status']) === 200) {
+          resolve(stream);
+          return;
+        }
+        const refusal = refusalFrom(headers, 'the tunnel was refused');
+        stream.close();
+        reject(refusal);
+      });
+    });
+  }
+
+  private ensureListener(host: string, address: string, port: number): Promise<void> {
+    const key = `${address}:${port}`;
+    if (this.listeners.has(key)) return Promise.resolve();
+    const server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true });
+    const listener: Listener = { host, address, port, server, parked: [] };
+    server.on('connection', (socket) => this.handleAccept(listener, socket));
+    return new Promise((resolve, reject) => {
+      server.once('error', (e: NodeJS.ErrnoException) => {
+        reject(new UnderpassError('UP_ERR_CONFIG', `cannot listen on ${key} for ${host} (${e.code ?? e.message}): another program holds port ${port} on every address`));
+      });
+      server.listen({ host: address, port, exclusive: true }, () => {
+        this.listeners.set(key, listener);
+        this.log.info('listening for tunneled connections', { name: host, address, port });
+        resolve();
+      });
+    });
+  }
+
+  /** A tunneled connection arrives: join it to a parked tunnel, or open one now. */
+  private handleAccept(listener: Listener, socket: net.Socket): void {
+    socket.setNoDelay(true);
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+    socket.on('error', () => undefined);
+    const parked = this.takeParked(listener);
+    if (parked) {
+      socket.resume();
+      splice(socket, parked);
+      return;
+    }
+    this.openTunnel(listener).then(
+      (stream) => {
+        if (socket.destroyed) {
+          stream.close(http2.constants.NGHTTP2_CANCEL);
+          return;
+        }
+        socket.resume();
+        splice(socket, stream);
+      },
+      (e: unknown) => {
+        this.log.info(`tunnel to ${listener.host}:${listener.port} refused: ${isUnderpassError(e) ? e.message : String(e)}`);
+        abort(socket);
+      },
+    );
+  }
+}
+

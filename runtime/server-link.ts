@@ -1,0 +1,236 @@
+/**
+ * The one HTTP/2 session a service proxy or a redirector keeps to the tunnel server (only outbound: the
+ * endpoints dial, the server never does). `ServerLink` dials, checks the token, keeps the session alive
+ * with PINGs, and when the session goes away dials again with exponential backoff and jitter, telling
+ * its owner through `onUp` / `onDown`.
+ */
+import { EventEmitter } from 'node:events';
+import http2 from 'node:http2';
+import { AuthError, ConfigError, isUnderpassError, UnderpassError, UnreachableError } from '../protocol/errors';
+import { isIpLiteral, tryNormalizeHostname } from '../protocol/names';
+import { Headers, Paths, WIRE_VERSION, type SessionInfo } from '../protocol/wire';
+import { raiseSessionWindow, sessionOptions } from './h2';
+import type { Logger } from './log';
+
+export interface ServerAddress {
+  host: string;
+  port: number;
+}
+
+/** Parses `HOST:PORT` (`[v6]:PORT` for IPv6); throws ConfigError with the fix. */
+export function parseHostPort(input: string, flag: string): ServerAddress {
+  const fail = (): never => {
+    throw new ConfigError(`${flag} '${input}' is not HOST:PORT (for example 127.0.0.1:7443)`);
+  };
+  let url: URL;
+  try {
+    url = new URL(`tcp://${input}`);
+  } catch {
+    return fail();
+  }
+  const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+  const port = Number(url.port);
+  if (url.port === '' || url.pathname !== '' || url.username !== '' || !(port >= 1 && port <= 65535)) return fail();
+  if (!isIpLiteral(host) && tryNormalizeHostname(host) === null) return fail();
+  return { host, port };
+}
+
+export interface LinkOptions {
+  server: ServerAddress;
+  /** PEM of the CA (or self-signed certificate) that signs the server's certificate. */
+  ca: Buffer;
+  token: string;
+  logger: Logger;
+  /** Interval between keepalive PINGs (ms); a PING unanswered for as long ends the session. */
+  keepaliveMs?: number;
+}
+
+/** Backoff between reconnect attempts: 250 ms doubling to 30 s, each with ±50 % jitter. */
+export class Backoff {
+  private attempt = 0;
+  constructor(private readonly minMs = 250, private readonly maxMs = 30_000) {}
+  next(): number {
+    const base = Math.min(this.maxMs, this.minMs * 2 ** this.attempt);
+    this.attempt += 1;
+    return Math.round(base * (0.5 + Math.random()));
+  }
+  reset(): void {
+    this.attempt = 0;
+  }
+}
+
+function describeDialError(error: NodeJS.ErrnoException, where: string): UnderpassError {
+  const code = error.code ?? '';
+  if (code.startsWith('ERR_TLS') || /certificate|self.signed|UNABLE_TO|CERT_/i.test(`${code} ${error.message}`)) {
+    return new UnderpassError('UP_ERR_TLS', `TLS to ${where} failed (${code || error.message}): pass the server's certificate with --ca (the server writes it to DATA_DIR/tls/cert.pem)`);
+  }
+  return new UnreachableError(`cannot reach the tunnel server at ${where} (${code || error.message}): check --server and that 'underpass server' runs there`, error);
+}
+
+/** Reads a whole (small) response body; refuses more than `limit` bytes. */
+export function readBody(stream: http2.ClientHttp2Stream, limit = 64 * 1024): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    stream.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+        reject(new UnderpassError('UP_ERR_PROTOCOL', `response larger than ${limit} bytes`));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    stream.on('end', () => resolve(Buffer.concat(chunks)));
+    stream.on('error', reject);
+  });
+}
+
+/** A refusal read from response headers as an UnderpassError. */
+export function refusalFrom(headers: http2.IncomingHttpHeaders, fallback: string): UnderpassError {
+  const code = headers[Headers.errorCode];
+  const message = headers[Headers.errorMessage];
+  const status = Number(headers[':status']);
+  if (status === 401) return new AuthError();
+  return new UnderpassError(
+    (typeof code === 'string' && code.startsWith('UP_ERR_') ? code : 'UP_ERR_PROTOCOL') as UnderpassError['code'],
+    typeof message === 'string' && message !== '' ? message : `${fallback} (HTTP ${status})`,
+  );
+}
+
+export class ServerLink extends EventEmitter {
+  private session: http2.ClientHttp2Session | null = null;
+  private info: SessionInfo | null = null;
+  private readonly backoff = new Backoff();
+  private stopped = false;
+  private timer: NodeJS.Timeout | null = null;
+  private readonly where: string;
+
+  constructor(private readonly options: LinkOptions) {
+    super();
+    this.where = `${options.server.host}:${options.server.port}`;
+  }
+
+  /** The live session and what the server said of it, or null while reconnecting. */
+  current(): { session: http2.ClientHttp2Session; info: SessionInfo } | null {
+    return this.session && this.info && !this.session.closed && !this.session.destroyed ? { session: this.session, info: this.info } : null;
+  }
+
+  /** Headers every request carries. */
+  authHeaders(): http2.OutgoingHttpHeaders {
+    return { authorization: `Bearer ${this.options.token}`, [Headers.version]: String(WIRE_VERSION) };
+  }
+
+  /**
+   * First connection: resolves once the server accepted the token, rejects with the reason otherwise
+   * (the CLI turns that into one line and a non-zero exit). After that, reconnects on its own.
+   */
+  async start(): Promise<SessionInfo> {
+    const info = await this.dial();
+    return info;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.session?.close();
+    this.session?.destroy();
+  }
+
+  private async dial(): Promise<SessionInfo> {
+    const { server, ca } = this.options;
+    const session = http2.connect(`https://${server.host.includes(':') ? `[${server.host}]` : server.host}:${server.port}`, {
+      ...sessionOptions,
+      ca,
+      ...(isIpLiteral(server.host) ? {} : { servername: server.host }),
+    });
+    session.on('error', () => {
+      // Reported through 'close' below and the pending request; a session error must never crash us.
+    });
+    await new Promise<void>((resolve, reject) => {
+      const onError = (e: NodeJS.ErrnoException): void => reject(describeDialError(e, this.where));
+      session.once('error', onError);
+      session.once('connect', () => {
+        session.off('error', onError);
+        resolve();
+      });
+    }).catch((e: unknown) => {
+      session.destroy();
+      throw e;
+    });
+    raiseSessionWindow(session);
+    let info: SessionInfo;
+    try {
+      info = await this.hello(session);
+    } catch (e) {
+      session.destroy();
+      throw e;
+    }
+    this.session = session;
+    this.info = info;
+    this.backoff.reset();
+    this.keepalive(session);
+    session.once('close', () => this.onClosed(session));
+    this.emit('up', session, info);
+    return info;
+  }
+
+  private async hello(session: http2.ClientHttp2Session): Promise<SessionInfo> {
+    const stream = session.request({ ':method': 'GET', ':path': Paths.session, ...this.authHeaders() }, { endStream: true });
+    const headers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+      stream.once('response', resolve);
+      stream.once('error', (e: Error) => reject(new UnreachableError(`the tunnel server at ${this.where} closed the session (${e.message})`, e)));
+      stream.once('close', () => reject(new UnreachableError(`the tunnel server at ${this.where} closed the session`)));
+    });
+    const body = await readBody(stream);
+    if (Number(headers[':status']) !== 200) throw refusalFrom(headers, 'the server refused the session');
+    const parsed = JSON.parse(body.toString('utf8')) as SessionInfo;
+    if (typeof parsed.zone !== 'string' || typeof parsed.account !== 'string') throw new UnderpassError('UP_ERR_PROTOCOL', 'the server sent a malformed session answer');
+    return parsed;
+  }
+
+  private keepalive(session: http2.ClientHttp2Session): void {
+    const interval = this.options.keepaliveMs ?? 15_000;
+    let waiting = false;
+    const tick = setInterval(() => {
+      if (waiting) {
+        this.options.logger.warn('tunnel server stopped answering keepalives; reconnecting', { server: this.where });
+        session.destroy();
+        return;
+      }
+      waiting = true;
+      const sent = session.ping((err) => {
+        if (!err) waiting = false;
+      });
+      if (!sent) waiting = false;
+    }, interval);
+    tick.unref();
+    session.once('close', () => clearInterval(tick));
+  }
+
+  private onClosed(session: http2.ClientHttp2Session): void {
+    if (this.session !== session) return;
+    this.session = null;
+    this.info = null;
+    this.emit('down');
+    if (this.stopped) return;
+    this.options.logger.warn('lost the session to the tunnel server; reconnecting', { server: this.where });
+    this.schedule();
+  }
+
+  private schedule(): void {
+    const delay = this.backoff.next();
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      if (this.stopped) return;
+      this.dial().then(
+        () => this.options.logger.info('reconnected to the tunnel server', { server: this.where }),
+        (e: unknown) => {
+          const message = isUnderpassError(e) ? e.message : String(e);
+          this.options.logger.warn(`reconnect failed: ${message}`, { retryInMs: delay });
+          this.schedule();
+        },
+      );
+    }, delay);
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * Joins two byte streams into one virtual TCP connection: bytes both ways with backpressure (`pipe`
+ * pauses the source while the destination is full), a half-close on one side carried to the other as
+ * end-of-stream, and an abort on either side carried to the other as an abort: a TCP RST for a socket,
+ * RST_STREAM for an HTTP/2 stream. An app therefore sees a reset where the real server reset, and an
+ * orderly close where it closed.
+ */
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+
+export interface SpliceResult {
+  /** Bytes moved a → b and b → a. */
+  aToB: number;
+  bToA: number;
+  /** Set when one side aborted rather than closing in order. */
+  error?: Error;
+}
+
+/** Aborts a stream the way its transport spells it. */
+export function abort(stream: Duplex): void {
+  if (stream.destroyed) return;
+  if (stream instanceof net.Socket) stream.resetAndDestroy();
+  else stream.destroy();
+}
+
+export function splice(a: Duplex, b: Duplex, onDone?: (result: SpliceResult) => void): void {
+  const result: SpliceResult = { aToB: 0, bToA: 0 };
+  let finished = false;
+  a.on('data', (chunk: Buffer) => {
+    result.aToB += chunk.length;
+  });
+  b.on('data', (chunk: Buffer) => {
+    result.bToA += chunk.length;
+  });
+  a.pipe(b);
+  b.pipe(a);
+
+  let closed = 0;
+  const finish = (): void => {
+    if (!finished) {
+      finished = true;
+      onDone?.(result);
+    }
+  };
+  const onError = (error: Error): void => {
+    result.error ??= error;
+  };
+  a.on('error', onError);
+  b.on('error', onError);
+  // A side that closes before its reading half ended was aborted (reset, RST_STREAM, error): abort the
+  // other. A side that ended in order has already ended the other's writing half through pipe().
+  const onClose = (self: Duplex, other: Duplex) => (): void => {
+    if (!self.readableEnded || result.error !== undefined) {
+      result.error ??= new Error('aborted');
+      abort(other);
+    }
+    closed += 1;
+    if (closed === 2) finish();
+  };
+  a.once('close', onClose(a, b));
+  b.once('close', onClose(b, a));
+}

@@ -1,0 +1,339 @@
+/**
+ * The publishing/tunneling server (seed figures 4 and 7). Service proxies publish to it over a control
+ * stream and get a service key and a pseudo DNS name; redirectors ask it for tunnels with HTTP/2 CONNECT;
+ * it finds the session of the proxy that holds the publication, forwards the request with the key, and
+ * splices the redirector's stream to the stream the proxy opens in answer.
+ *
+ * Every session is an HTTP/2 connection over TLS that an endpoint dialled. A bad request ends that stream
+ * with a status and an `underpass-error` code; it never touches another stream or session.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
+import http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { ControlDecoder, encodeControl, ProxyMessage, type ServerMessage } from '../protocol/control';
+import { isUnderpassError, UnderpassError, type ErrorCode } from '../protocol/errors';
+import { DEFAULT_ZONE, label, pseudoName, tryParsePseudoName } from '../protocol/names';
+import { Headers, Paths, StatusOf, WIRE_VERSION, type NameInfo, type SessionInfo } from '../protocol/wire';
+import { raiseSessionWindow, sessionOptions } from '../runtime/h2';
+import type { Logger } from '../runtime/log';
+import { splice } from '../runtime/splice';
+import { Accounts, loadOrCreateToken, secretsEqual } from './accounts';
+import { ensureIdentity } from './certificate';
+import { PublicationStore, type Publication } from './store';
+
+export interface ServerOptions {
+  host: string;
+  port: number;
+  dataDir: string;
+  token?: string;
+  cert?: { cert: string; key: string };
+  zone?: string;
+  logger: Logger;
+  /** How long a tunnel request waits for the proxy's answer (ms). */
+  tunnelTimeoutMs?: number;
+  /** Tunnel requests one proxy session may have waiting at once. */
+  maxPendingPerProxy?: number;
+}
+
+/** A live service proxy: its control stream and the publications it holds. */
+interface ProxySession {
+  id: number;
+  account: string;
+  session: http2.Http2Session;
+  control: http2.ServerHttp2Stream;
+  publications: Set<string>;
+  pending: Map<string, PendingTunnel>;
+}
+
+/** A redirector's CONNECT waiting for the proxy to connect to the target. */
+interface PendingTunnel {
+  id: string;
+  proxy: ProxySession;
+  client: http2.ServerHttp2Stream;
+  publication: Publication;
+  timer: NodeJS.Timeout;
+}
+
+function pubId(account: string, name: string): string {
+  return `${account}/${name}`;
+}
+
+export class TunnelServer {
+  private server: http2.Http2SecureServer | null = null;
+  private store!: PublicationStore;
+  private readonly accounts = new Accounts();
+  /** Publication id → the proxy session serving it now. */
+  private readonly holders = new Map<string, ProxySession>();
+  private readonly tunnels = new Map<string, PendingTunnel>();
+  private readonly sessions = new Set<http2.Http2Session>();
+  private nextProxyId = 1;
+  readonly zone: string;
+  certPath = '';
+  tokenFile: string | null = null;
+
+  constructor(private readonly options: ServerOptions) {
+    this.zone = options.zone ?? DEFAULT_ZONE;
+  }
+
+  private get log(): Logger {
+    return this.options.logger;
+  }
+
+  /** Opens the data dir, the identity and the store, then listens. Resolves with the bound address. */
+  async start(): Promise<AddressInfo> {
+    const { dataDir } = this.options;
+    await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
+    const identity = await ensureIdentity(dataDir, this.options.host, this.options.cert);
+    this.certPath = identity.certPath;
+    const { token, file } = await loadOrCreateToken(dataDir, this.options.token);
+    this.tokenFile = file;
+    this.accounts.add(token);
+    this.store = await PublicationStore.open(dataDir);
+
+    const server = http2.createSecureServer({ ...sessionOptions, cert: identity.cert, key: identity.key, allowHTTP1: false });
+    this.server = server;
+    server.on('session', (session) => this.handleSession(session));
+    server.on('stream', (stream, headers) => this.handleStream(stream, headers));
+    server.on('tlsClientError', (err) => this.log.debug(`TLS handshake failed: ${err.message}`));
+    server.on('sessionError', (err) => this.log.debug(`session error: ${err.message}`));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.options.port, this.options.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    return server.address() as AddressInfo;
+  }
+
+  async stop(): Promise<void> {
+    for (const session of this.sessions) session.destroy();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+
+  private handleSession(session: http2.ServerHttp2Session): void {
+    this.sessions.add(session);
+    raiseSessionWindow(session);
+    session.on('error', () => undefined);
+    session.once('close', () => this.sessions.delete(session));
+  }
+
+  private refuse(stream: http2.ServerHttp2Stream, code: ErrorCode, message: string): void {
+    if (stream.destroyed || stream.closed) return;
+    if (stream.headersSent) {
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      return;
+    }
+    stream.respond({ ':status': StatusOf[code] ?? 400, [Headers.errorCode]: code, [Headers.errorMessage]: message }, { endStream: true });
+  }
+
+  private respondJson(stream: http2.ServerHttp2Stream, body: unknown): void {
+    stream.respond({ ':status': 200, 'content-type': 'application/json' });
+    stream.end(JSON.stringify(body));
+  }
+
+  private handleStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    stream.on('error', () => undefined);
+    const auth = headers.authorization;
+    const token = typeof auth === 'string' && auth.startsWith('Bearer ') ? auth.slice(7) : '';
+    const account = token === '' ? null : this.accounts.tryAccountOf(token);
+    if (account === null) {
+      this.log.warn('refused a request with a wrong or missing token', { remote: stream.session?.socket?.remoteAddress });
+      this.refuse(stream, 'UP_ERR_AUTH', 'wrong or missing token');
+      return;
+    }
+    const version = Number(headers[Headers.version] ?? WIRE_VERSION);
+    if (version !== WIRE_VERSION) {
+      this.refuse(stream, 'UP_ERR_PROTOCOL', `wire version ${String(headers[Headers.version])} is not supported (server speaks ${WIRE_VERSION}): upgrade the older side`);
+      return;
+    }
+    const method = headers[':method'];
+    const path = headers[':path'] ?? '';
+    try {
+      if (method === 'CONNECT') {
+        const tunnelId = headers[Headers.tunnelId];
+        if (typeof tunnelId === 'string') this.handleProxyAnswer(stream, tunnelId);
+        else this.handleTunnelRequest(stream, account, headers);
+      } else if (method === 'GET' && path === Paths.session) {
+        const info: SessionInfo = { v: WIRE_VERSION, account, zone: this.zone };
+        this.respondJson(stream, info);
+      } else if (method === 'GET' && path.startsWith(Paths.names)) {
+        const key = headers[Headers.serviceKey];
+        this.handleNameLookup(stream, account, decodeURIComponent(path.slice(Paths.names.length)), typeof key === 'string' ? key : undefined);
+      } else if (method === 'POST' && path === Paths.control) {
+        this.handleControl(stream, account);
+      } else {
+        this.refuse(stream, 'UP_ERR_NOT_FOUND', `no such endpoint: ${String(method)} ${path}`);
+      }
+    } catch (e) {
+      this.refuse(stream, isUnderpassError(e) ? e.code : 'UP_ERR_PROTOCOL', isUnderpassError(e) ? e.message : 'bad request');
+    }
+  }
+
+  /** Finds the publication a pseudo name stands for, if the account may use it. */
+  private lookup(account: string, host: string, serviceKey?: string): Publication {
+    const parsed = tryParsePseudoName(host, this.zone);
+    const publication = parsed ? this.store.get(parsed.account, parsed.publication) : undefined;
+    if (!parsed || !publication) throw new UnderpassError('UP_ERR_NOT_FOUND', `${host} is not a publication on this server`);
+    const mayUse = publication.account === account || (serviceKey !== undefined && secretsEqual(serviceKey, publication.key));
+    if (!mayUse) throw new UnderpassError('UP_ERR_FORBIDDEN', `${host} belongs to another account: present its service key`);
+    return publication;
+  }
+
+  private handleNameLookup(stream: http2.ServerHttp2Stream, account: string, host: string, key: string | undefined): void {
+    const publication = this.lookup(account, host, key);
+    const info: NameInfo = {
+      name: publication.name,
+      host: pseudoName(publication.name, publication.account, this.zone),
+      port: publication.port,
+      online: this.holders.has(pubId(publication.account, publication.name)),
+    };
+    this.respondJson(stream, info);
+  }
+
+  /** Seed figure 7: a redirector asks for a tunnel to PSEUDO_NAME:PORT. */
+  private handleTunnelRequest(stream: http2.ServerHttp2Stream, account: string, headers: http2.IncomingHttpHeaders): void {
+    const authority = headers[':authority'] ?? '';
+    let host = '';
+    let port = 0;
+    try {
+      const url = new URL(`tcp://${authority}`);
+      host = url.hostname;
+      port = Number(url.port);
+    } catch {
+      // falls through to NOT_FOUND below
+    }
+    const key = headers[Headers.serviceKey];
+    const publication = this.lookup(account, host, typeof key === 'string' ? key : undefined);
+    if (port !== publication.port) {
+      throw new UnderpassError('UP_ERR_NOT_FOUND', `${host} is published on port ${publication.port}, not ${port}`);
+    }
+    const proxy = this.holders.get(pubId(publication.account, publication.name));
+    if (!proxy) throw new UnderpassError('UP_ERR_OFFLINE', `${host} is offline: its service proxy is not connected`);
+    const limit = this.options.maxPendingPerProxy ?? 10_000;
+    if (proxy.pending.size >= limit) throw new UnderpassError('UP_ERR_LIMIT', `too many tunnels waiting for ${host}'s proxy`);
+
+    const id = crypto.randomBytes(12).toString('base64url');
+    const timer = setTimeout(() => {
+      if (this.tunnels.get(id) !== pending) return;
+      this.forget(pending);
+      this.refuse(stream, 'UP_ERR_UNREACHABLE', `${host}'s proxy did not answer in time`);
+    }, this.options.tunnelTimeoutMs ?? 15_000);
+    timer.unref();
+    const pending: PendingTunnel = { id, proxy, client: stream, publication, timer };
+    this.tunnels.set(id, pending);
+    proxy.pending.set(id, pending);
+    stream.once('close', () => {
+      if (this.tunnels.get(id) === pending) this.forget(pending);
+    });
+    this.sendControl(proxy, { type: 'tunnel', id, key: publication.key });
+  }
+
+  private forget(pending: PendingTunnel): void {
+    clearTimeout(pending.timer);
+    this.tunnels.delete(pending.id);
+    pending.proxy.pending.delete(pending.id);
+  }
+
+  /** Step 715's answer: the proxy reached the target and opens the stream that carries the bytes. */
+  private handleProxyAnswer(stream: http2.ServerHttp2Stream, id: string): void {
+    const pending = this.tunnels.get(id);
+    if (!pending || pending.proxy.session !== stream.session) {
+      throw new UnderpassError('UP_ERR_NOT_FOUND', 'no tunnel request with that id is waiting on this session');
+    }
+    this.forget(pending);
+    const client = pending.client;
+    if (client.destroyed || client.closed) {
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      return;
+    }
+    stream.respond({ ':status': 200 });
+    client.respond({ ':status': 200 });
+    const started = Date.now();
+    splice(client, stream, (result) => {
+      this.log.debug('tunnel closed', {
+        publication: pending.publication.name,
+        up: result.aToB,
+        down: result.bToA,
+        ms: Date.now() - started,
+        ...(result.error ? { aborted: true } : {}),
+      });
+    });
+  }
+
+  private sendControl(proxy: ProxySession, message: ServerMessage): void {
+    if (!proxy.control.destroyed) proxy.control.write(encodeControl(message));
+  }
+
+  /** Seed figure 4: a proxy's control stream, on which it publishes and receives tunnel requests. */
+  private handleControl(stream: http2.ServerHttp2Stream, account: string): void {
+    const proxy: ProxySession = {
+      id: this.nextProxyId++,
+      account,
+      session: stream.session as http2.Http2Session,
+      control: stream,
+      publications: new Set(),
+      pending: new Map(),
+    };
+    stream.respond({ ':status': 200, 'content-type': 'application/x-ndjson' });
+    const decoder = new ControlDecoder(ProxyMessage);
+    this.log.info('service proxy connected', { proxy: proxy.id, account, remote: stream.session?.socket?.remoteAddress });
+    stream.on('data', (chunk: Buffer) => {
+      let messages: ProxyMessage[];
+      try {
+        messages = decoder.push(chunk);
+      } catch (e) {
+        this.log.warn(`closing a proxy's control stream: ${isUnderpassError(e) ? e.message : String(e)}`, { proxy: proxy.id });
+        stream.close(http2.constants.NGHTTP2_PROTOCOL_ERROR);
+        return;
+      }
+      for (const message of messages) this.handleProxyMessage(proxy, message);
+    });
+    stream.once('close', () => this.dropProxy(proxy));
+  }
+
+  private handleProxyMessage(proxy: ProxySession, message: ProxyMessage): void {
+    if (message.type === 'publish') {
+      void this.publish(proxy, message.name, message.port);
+      return;
+    }
+    const pending = proxy.pending.get(message.id);
+    if (!pending) return;
+    this.forget(pending);
+    this.log.info(`tunnel refused: ${message.message}`, { publication: pending.publication.name, code: message.code });
+    this.refuse(pending.client, 'UP_ERR_TARGET_REFUSED', message.message);
+  }
+
+  private async publish(proxy: ProxySession, rawName: string, port: number): Promise<void> {
+    let name: string;
+    try {
+      name = label(rawName, 'publication name');
+    } catch (e) {
+      this.sendControl(proxy, { type: 'refused', name: rawName, code: 'UP_ERR_BAD_MESSAGE', message: isUnderpassError(e) ? e.message : 'bad name' });
+      return;
+    }
+    const publication = await this.store.publish(proxy.account, name, port);
+    if (proxy.control.destroyed) return;
+    const id = pubId(proxy.account, name);
+    const previous = this.holders.get(id);
+    if (previous && previous !== proxy) {
+      previous.publications.delete(id);
+      this.log.info('publication taken over by a newer proxy session', { publication: name, from: previous.id, to: proxy.id });
+    }
+    this.holders.set(id, proxy);
+    proxy.publications.add(id);
+    const host = pseudoName(name, proxy.account, this.zone);
+    this.log.info('published', { publication: name, host, port, proxy: proxy.id });
+    this.sendControl(proxy, { type: 'published', name, host, key: publication.key, port });
+  }
+
+  private dropProxy(proxy: ProxySession): void {
+    for (const id of proxy.publications) if (this.holders.get(id) === proxy) this.holders.delete(id);
+    for (const pending of [...proxy.pending.values()]) {
+      this.forget(pending);
+      this.refuse(pending.client, 'UP_ERR_OFFLINE', 'the service proxy went away');
+    }
+    this.log.info('service proxy disconnected', { proxy: proxy.id });
+  }
+}

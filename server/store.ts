@@ -1,0 +1,100 @@
+/**
+ * Publications, kept durably in `DATA_DIR/publications.json`, so that a proxy that reconnects and a server
+ * that restarts keep every pseudo name and service key (seed step 405: the key is issued once).
+ *
+ * Writes are atomic: the new state goes to a temporary file, is fsync'd, and replaces the old one with
+ * rename(2), so a crash mid-write leaves either the old store or the new one, never a torn file.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { z } from 'zod';
+import { UnderpassError } from '../protocol/errors';
+
+export interface Publication {
+  account: string;
+  name: string;
+  /** Port of the published target: clients reach the publication at PSEUDO_NAME:port. */
+  port: number;
+  /** The secret service key (seed step 335). */
+  key: string;
+  createdAt: string;
+}
+
+const StoreFile = z.object({
+  version: z.literal(1),
+  publications: z.array(
+    z.object({ account: z.string(), name: z.string(), port: z.number().int(), key: z.string(), createdAt: z.string() }).strict(),
+  ),
+});
+
+function id(account: string, name: string): string {
+  return `${account}/${name}`;
+}
+
+export class PublicationStore {
+  private readonly byId = new Map<string, Publication>();
+  private writing: Promise<void> = Promise.resolve();
+
+  private constructor(private readonly file: string) {}
+
+  static async open(dataDir: string): Promise<PublicationStore> {
+    const store = new PublicationStore(path.join(dataDir, 'publications.json'));
+    let text: string | null = null;
+    try {
+      text = await fs.readFile(store.file, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+    if (text !== null) {
+      let parsed: z.infer<typeof StoreFile>;
+      try {
+        parsed = StoreFile.parse(JSON.parse(text));
+      } catch {
+        throw new UnderpassError('UP_ERR_CONFIG', `${store.file} is not a valid publication store: restore it from a backup or move it away`);
+      }
+      for (const p of parsed.publications) store.byId.set(id(p.account, p.name), p);
+    }
+    return store;
+  }
+
+  get(account: string, name: string): Publication | undefined {
+    return this.byId.get(id(account, name));
+  }
+
+  all(): Publication[] {
+    return [...this.byId.values()];
+  }
+
+  /**
+   * Returns the publication for (account, name), creating it with a fresh service key on first publish.
+   * A republish keeps name and key; a new port replaces the old one.
+   */
+  async publish(account: string, name: string, port: number): Promise<Publication> {
+    const existing = this.byId.get(id(account, name));
+    if (existing && existing.port === port) return existing;
+    const publication: Publication = existing
+      ? { ...existing, port }
+      : { account, name, port, key: crypto.randomBytes(24).toString('base64url'), createdAt: new Date().toISOString() };
+    this.byId.set(id(account, name), publication);
+    await this.save();
+    return publication;
+  }
+
+  private save(): Promise<void> {
+    // Serialise writes; each one writes the whole, current state.
+    this.writing = this.writing.then(async () => {
+      const tmp = `${this.file}.${process.pid}.tmp`;
+      const body = JSON.stringify({ version: 1, publications: this.all() }, null, 2) + '\n';
+      const handle = await fs.open(tmp, 'w', 0o600);
+      try {
+        await handle.writeFile(body);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await fs.rename(tmp, this.file);
+    });
+    return this.writing;
+  }
+}
