@@ -165,7 +165,9 @@ export function buildProgram(): Command {
 
 export async function main(argv: string[]): Promise<void> {
   if (argv[0] === 'run') {
-    const { runHookCli } = await import('../hook/run');
+    // Loaded only for `run`: the hook's controller is not needed by the daemons.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { runHookCli } = require('../hook/run') as typeof import('../hook/run');
     process.exitCode = await runHookCli(argv.slice(1));
     return;
   }

@@ -61,7 +61,6 @@ export class ServiceProxy extends EventEmitter {
   readonly link: ServerLink;
   /** Service key → target (seed step 335: the proxy keeps the mapping). */
   private readonly byKey = new Map<string, Target>();
-  private readonly announced = new Map<string, string>();
   private wasUp = false;
 
   constructor(private readonly options: ProxyOptions) {
@@ -128,12 +127,10 @@ export class ServiceProxy extends EventEmitter {
         if (!target) return;
         for (const [key, t] of this.byKey) if (t === target && key !== message.key) this.byKey.delete(key);
         this.byKey.set(message.key, target);
-        const summary = `${message.host}|${message.key}`;
-        if (this.announced.get(message.name) !== summary) {
-          this.announced.set(message.name, summary);
-          this.log.info('published', { name: message.name, host: message.host, port: message.port, target: `${target.host}:${target.port}` });
-          this.emitEvent({ event: 'published', name: message.name, host: message.host, key: message.key, target: `${target.host}:${target.port}` });
-        }
+        // Announced on every acceptance, after a reconnect too: a restarted server that kept its store
+        // shows the same name and key here.
+        this.log.info('published', { name: message.name, host: message.host, port: message.port, target: `${target.host}:${target.port}` });
+        this.emitEvent({ event: 'published', name: message.name, host: message.host, key: message.key, target: `${target.host}:${target.port}` });
         return;
       }
       case 'refused':

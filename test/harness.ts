@@ -1,0 +1,181 @@
+/**
+ * Starts the real programs — `underpass server`, `underpass proxy`, `underpass redirector`, `hook-run` —
+ * as separate processes, the way a user would, and real third-party servers and clients beside them.
+ * Nothing here stands in for one of our components; it only starts, waits for and stops them.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+export const ROOT = path.resolve(__dirname, '..', '..');
+export const UNDERPASS = path.join(ROOT, 'bin', 'underpass.js');
+export const HOOK_RUN = path.join(ROOT, 'bin', 'hook-run.js');
+
+export function tmpDir(prefix: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `underpass-${prefix}-`));
+}
+
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, host, () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export function which(command: string): string | null {
+  const r = spawnSync('sh', ['-c', `command -v ${command}`], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : null;
+}
+
+/** A started program whose output is collected, with a way to wait for a line in it. */
+export class Program {
+  readonly child: ChildProcess;
+  stdout = '';
+  stderr = '';
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+
+  constructor(readonly label: string, command: string, args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}) {
+    this.child = spawn(command, args, { cwd: options.cwd ?? ROOT, env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child.stdout!.setEncoding('utf8').on('data', (d: string) => (this.stdout += d));
+    this.child.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr += d));
+    this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
+  }
+
+  /** Resolves with the first match of `pattern` in stdout+stderr; rejects if the program exits first. */
+  async waitFor(pattern: RegExp, timeoutMs = 20_000, stream: 'stdout' | 'stderr' | 'both' = 'both'): Promise<RegExpMatchArray> {
+    const deadline = Date.now() + timeoutMs;
+    let exited = false;
+    void this.exited.then(() => (exited = true));
+    for (;;) {
+      const text = stream === 'stdout' ? this.stdout : stream === 'stderr' ? this.stderr : this.stdout + this.stderr;
+      const m = text.match(pattern);
+      if (m) return m;
+      if (exited) throw new Error(`${this.label} exited before printing ${pattern}:\n${this.stderr}${this.stdout}`);
+      if (Date.now() > deadline) throw new Error(`${this.label} did not print ${pattern} within ${timeoutMs} ms:\n${this.stderr}${this.stdout}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
+    const result = await this.exited;
+    clearTimeout(timer);
+    return result;
+  }
+}
+
+export interface Published {
+  event: 'published';
+  name: string;
+  host: string;
+  key: string;
+  target: string;
+}
+
+/** Runs a command to completion, collecting its output. */
+export function run(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number; cwd?: string } = {}): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; stdoutBuffer: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { cwd: options.cwd ?? ROOT, env: { ...process.env, ...options.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => out.push(d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${command} ${args.join(' ')} timed out:\n${stderr}`));
+    }, options.timeoutMs ?? 60_000);
+    child.once('error', reject);
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      const stdoutBuffer = Buffer.concat(out);
+      resolve({ code, signal, stdout: stdoutBuffer.toString('utf8'), stderr, stdoutBuffer });
+    });
+    child.stdin.end(options.input ?? '');
+  });
+}
+
+let pseudoNetCounter = 0;
+
+/** The whole chain: tunnel server, one service proxy publishing `publish`, one redirector. */
+export class Chain {
+  server!: Program;
+  proxy!: Program;
+  redirector!: Program;
+  readonly dir = tmpDir('chain');
+  readonly dataDir = path.join(this.dir, 'data');
+  readonly ipcPath = path.join(this.dir, 'redirector.sock');
+  readonly pseudoNet = `127.${78 + (pseudoNetCounter++ % 100)}.0.0/16`;
+  serverPort = 0;
+  token = '';
+  published = new Map<string, Published>();
+  private readonly extra: Program[] = [];
+
+  constructor(private readonly publish: string[]) {}
+
+  get ca(): string {
+    return path.join(this.dataDir, 'tls', 'cert.pem');
+  }
+
+  async startServer(): Promise<void> {
+    if (this.serverPort === 0) this.serverPort = await freePort();
+    this.server = new Program('server', process.execPath, [UNDERPASS, 'server', '--listen', `127.0.0.1:${this.serverPort}`, '--data-dir', this.dataDir]);
+    await this.server.waitFor(/listening on/);
+    this.token = fs.readFileSync(path.join(this.dataDir, 'token'), 'utf8').trim();
+  }
+
+  endpointArgs(): string[] {
+    return ['--server', `127.0.0.1:${this.serverPort}`, '--ca', this.ca, '--token', this.token];
+  }
+
+  async startProxy(): Promise<void> {
+    const args = [UNDERPASS, 'proxy', ...this.endpointArgs(), '--json'];
+    for (const p of this.publish) args.push('--publish', p);
+    this.proxy = new Program('proxy', process.execPath, args);
+    for (const spec of this.publish) {
+      const name = spec.split('=')[0]!;
+      const m = await this.proxy.waitFor(new RegExp(`^(\\{"event":"published","name":"${name}".*\\})$`, 'm'), 20_000, 'stdout');
+      this.published.set(name, JSON.parse(m[1]!) as Published);
+    }
+  }
+
+  async startRedirector(): Promise<void> {
+    this.redirector = new Program('redirector', process.execPath, [UNDERPASS, 'redirector', ...this.endpointArgs(), '--ipc', this.ipcPath, '--pseudo-net', this.pseudoNet]);
+    await this.redirector.waitFor(/serving hooks on/);
+  }
+
+  async start(): Promise<this> {
+    await this.startServer();
+    await this.startProxy();
+    await this.startRedirector();
+    return this;
+  }
+
+  host(name: string): string {
+    const p = this.published.get(name);
+    if (!p) throw new Error(`${name} was not published`);
+    return p.host;
+  }
+
+  /** `hook-run --ipc <ours> -- command args…`, to completion. */
+  hookRun(command: string[], options: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {}): ReturnType<typeof run> {
+    return run(process.execPath, [HOOK_RUN, '--ipc', this.ipcPath, '--', ...command], options);
+  }
+
+  /** Keeps a program running until the chain stops. */
+  adopt(program: Program): Program {
+    this.extra.push(program);
+    return program;
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.extra, this.redirector, this.proxy, this.server].filter(Boolean).map((p) => p.stop()));
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
