@@ -11,6 +11,7 @@ import { Redirector } from '../redirector/redirector';
 import { createLogger, type LogFormat, type Logger } from '../runtime/log';
 import { defaultIpcPath } from '../runtime/paths';
 import { parseHostPort, type LinkOptions } from '../runtime/server-link';
+import type { TransportKind } from '../runtime/transport';
 import { TunnelServer } from '../server/server';
 
 const version = (JSON.parse(fs.readFileSync(`${__dirname}/../../package.json`, 'utf8')) as { version: string }).version;
@@ -48,6 +49,9 @@ interface EndpointFlags {
   server?: string;
   ca?: string;
   token?: string;
+  transport: TransportKind;
+  proxy?: string;
+  keepalive: number;
   logFormat: LogFormat;
 }
 
@@ -58,8 +62,29 @@ function linkOptions(flags: EndpointFlags, logger: Logger): LinkOptions {
   if (!server) throw new ConfigError('missing --server HOST:PORT (the tunnel server to dial)');
   if (!ca) throw new ConfigError("missing --ca FILE (the server's DATA_DIR/tls/cert.pem)");
   if (!token) throw new ConfigError('missing --token TOKEN (the server prints where its token is)');
-  return { server: parseHostPort(server, '--server'), ca: readCa(ca), token, logger };
+  return { server: parseHostPort(server, '--server'), ca: readCa(ca), token, logger, transport: flags.transport, keepaliveMs: flags.keepalive * 1000, ...(flags.proxy !== undefined ? { proxy: flags.proxy } : {}) };
 }
+
+/** Flags every endpoint (proxy, redirector) shares. */
+function endpointOptions(command: Command): Command {
+  return command
+    .option('--server <host:port>', 'tunnel server to dial (env UNDERPASS_SERVER)')
+    .option('--ca <file>', "the server's certificate, DATA_DIR/tls/cert.pem (env UNDERPASS_CA)")
+    .option('--token <token>', 'token the server accepts (env UNDERPASS_TOKEN)')
+    .addOption(new Option('--transport <kind>', 'tls, wss (WebSocket over HTTPS), or auto: try each').choices(['auto', 'tls', 'wss']).default('auto'))
+    .option('--proxy <url>', 'HTTP or SOCKS5 proxy (http://, socks5://, socks5h://); default: https_proxy/all_proxy as curl reads them')
+    .addOption(keepaliveOption())
+    .addOption(logFormat());
+}
+
+const keepaliveOption = (): Option =>
+  new Option('--keepalive <seconds>', 'PING interval; a peer silent for two intervals is taken for dead')
+    .default(15)
+    .argParser((v: string) => {
+      const n = Number(v);
+      if (!(n > 0 && n <= 3600)) throw new ConfigError(`--keepalive '${v}' must be a number of seconds between 0 and 3600`);
+      return n;
+    });
 
 const logFormat = (): Option => new Option('--log-format <format>', 'log lines as readable text or JSON').choices(['text', 'json']).default('text');
 
@@ -79,8 +104,9 @@ export function buildProgram(): Command {
     .option('--cert <file>', 'TLS certificate (PEM) instead of the generated one')
     .option('--key <file>', 'TLS private key (PEM) for --cert')
     .option('--zone <zone>', 'DNS zone pseudo names live under', 'underpass.internal')
+    .addOption(keepaliveOption())
     .addOption(logFormat())
-    .action(async (flags: { listen: string; dataDir: string; token?: string; cert?: string; key?: string; zone: string; logFormat: LogFormat }) => {
+    .action(async (flags: { listen: string; dataDir: string; token?: string; cert?: string; key?: string; zone: string; keepalive: number; logFormat: LogFormat }) => {
       const logger = createLogger('server', flags.logFormat);
       try {
         const listen = parseHostPort(flags.listen, '--listen');
@@ -92,6 +118,7 @@ export function buildProgram(): Command {
           token: flags.token ?? process.env.UNDERPASS_TOKEN,
           cert: flags.cert !== undefined && flags.key !== undefined ? { cert: flags.cert, key: flags.key } : undefined,
           zone: checkZone(flags.zone),
+          keepaliveMs: flags.keepalive * 1000,
           logger,
         });
         const address = await server.start().catch((e: NodeJS.ErrnoException) => {
@@ -107,15 +134,9 @@ export function buildProgram(): Command {
       }
     });
 
-  program
-    .command('proxy')
-    .description('publish local services to the tunnel server (runs next to the real server)')
-    .option('--server <host:port>', 'tunnel server to dial')
-    .option('--ca <file>', "the server's certificate (DATA_DIR/tls/cert.pem)")
-    .option('--token <token>', 'token the server accepts')
+  endpointOptions(program.command('proxy').description('publish local services to the tunnel server (runs next to the real server)'))
     .option('--publish <name=host:port>', 'publish a service (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--json', 'print one JSON event per line on stdout')
-    .addOption(logFormat())
     .action(async (flags: EndpointFlags & { publish: string[]; json?: boolean }) => {
       const logger = createLogger('proxy', flags.logFormat);
       try {
@@ -132,15 +153,9 @@ export function buildProgram(): Command {
       }
     });
 
-  program
-    .command('redirector')
-    .description('serve hooks on this machine and tunnel their connections')
-    .option('--server <host:port>', 'tunnel server to dial')
-    .option('--ca <file>', "the server's certificate (DATA_DIR/tls/cert.pem)")
-    .option('--token <token>', 'token the server accepts')
+  endpointOptions(program.command('redirector').description('serve hooks on this machine and tunnel their connections'))
     .option('--ipc <path>', 'Unix socket hooks connect to', defaultIpcPath())
     .option('--pseudo-net <cidr>', 'loopback range pseudo addresses come from', '127.77.0.0/16')
-    .addOption(logFormat())
     .action(async (flags: EndpointFlags & { ipc: string; pseudoNet: string }) => {
       const logger = createLogger('redirector', flags.logFormat);
       try {

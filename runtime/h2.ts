@@ -43,3 +43,37 @@ export function raiseSessionWindow(session: http2.Http2Session): void {
   if (session.connecting) session.once('connect', raise);
   else raise();
 }
+
+/** Default interval between keepalive PINGs (ms). */
+export const KEEPALIVE_MS = 15_000;
+
+/**
+ * Sends a PING every `intervalMs`; when one is still unanswered at the next tick the peer is taken for
+ * dead: `onDead` runs and the session is destroyed. A dead peer is thus noticed within two intervals.
+ */
+export function keepalive(session: http2.Http2Session, intervalMs: number, onDead: () => void): void {
+  let waiting = false;
+  const tick = setInterval(() => {
+    if (session.destroyed || session.closed) {
+      clearInterval(tick);
+      return;
+    }
+    if (waiting) {
+      clearInterval(tick);
+      onDead();
+      session.destroy();
+      return;
+    }
+    waiting = true;
+    try {
+      session.ping((err) => {
+        if (!err) waiting = false;
+      });
+    } catch {
+      // Not connected yet or already closing: the next tick decides.
+      waiting = false;
+    }
+  }, intervalMs);
+  tick.unref();
+  session.once('close', () => clearInterval(tick));
+}

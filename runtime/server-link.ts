@@ -9,8 +9,9 @@ import http2 from 'node:http2';
 import { AuthError, ConfigError, isUnderpassError, UnderpassError, UnreachableError } from '../protocol/errors';
 import { isIpLiteral, tryNormalizeHostname } from '../protocol/names';
 import { Headers, Paths, WIRE_VERSION, type SessionInfo } from '../protocol/wire';
-import { raiseSessionWindow, sessionOptions } from './h2';
+import { keepalive, KEEPALIVE_MS, raiseSessionWindow, sessionOptions } from './h2';
 import type { Logger } from './log';
+import { candidateRoutes, describeRoute, openRoute, proxyFor, type Route, type TransportKind } from './transport';
 
 export interface ServerAddress {
   host: string;
@@ -43,6 +44,10 @@ export interface LinkOptions {
   logger: Logger;
   /** Interval between keepalive PINGs (ms); a PING unanswered for as long ends the session. */
   keepaliveMs?: number;
+  /** Which carriers to try (default auto: TLS, then WebSocket). */
+  transport?: TransportKind;
+  /** `--proxy URL`; without it the environment's proxy variables apply, as curl reads them. */
+  proxy?: string;
 }
 
 /** Backoff between reconnect attempts: 250 ms doubling to 30 s, each with ±50 % jitter. */
@@ -105,10 +110,19 @@ export class ServerLink extends EventEmitter {
   private stopped = false;
   private timer: NodeJS.Timeout | null = null;
   private readonly where: string;
+  private readonly routes: Route[];
+  /** The route that worked last; tried first on every reconnect. */
+  private preferred: Route | null = null;
 
   constructor(private readonly options: LinkOptions) {
     super();
     this.where = `${options.server.host}:${options.server.port}`;
+    this.routes = candidateRoutes(options.transport ?? 'auto', proxyFor(options.server, options.proxy));
+  }
+
+  /** How the live session reaches the server, for logs and tests. */
+  get route(): string | null {
+    return this.preferred ? describeRoute(this.preferred) : null;
   }
 
   /** The live session and what the server said of it, or null while reconnecting. */
@@ -137,12 +151,37 @@ export class ServerLink extends EventEmitter {
     this.session?.destroy();
   }
 
+  /** Tries each route, preferred first; an authentication failure ends the search at once. */
   private async dial(): Promise<SessionInfo> {
+    const order = this.preferred ? [this.preferred, ...this.routes.filter((r) => r !== this.preferred)] : this.routes;
+    const failures: Array<{ route: Route; error: UnderpassError }> = [];
+    for (const route of order) {
+      try {
+        const info = await this.dialRoute(route);
+        if (this.preferred !== route) this.options.logger.info(`session to the tunnel server ${this.where} runs over ${describeRoute(route)}`);
+        this.preferred = route;
+        return info;
+      } catch (e) {
+        const error = isUnderpassError(e) ? e : describeDialError(e as NodeJS.ErrnoException, this.where);
+        if (error.code === 'UP_ERR_AUTH' || error.code === 'UP_ERR_PROTOCOL') throw error;
+        this.options.logger.debug(`route ${describeRoute(route)} failed: ${error.message}`);
+        failures.push({ route, error });
+      }
+    }
+    const first = failures[0]!.error;
+    if (failures.every((f) => f.error.code === first.code)) throw first;
+    throw new UnreachableError(`cannot reach the tunnel server at ${this.where} by any route: ${failures.map((f) => `${describeRoute(f.route)}: ${f.error.message}`).join('; ')}`);
+  }
+
+  private async dialRoute(route: Route): Promise<SessionInfo> {
     const { server, ca } = this.options;
-    const session = http2.connect(`https://${server.host.includes(':') ? `[${server.host}]` : server.host}:${server.port}`, {
+    const stream = await openRoute(route, { host: server.host, port: server.port, ca }).catch((e: unknown) => {
+      throw isUnderpassError(e) ? e : describeDialError(e as NodeJS.ErrnoException, this.where);
+    });
+    const host = server.host.includes(':') ? `[${server.host}]` : server.host;
+    const session = http2.connect(`${route.carrier === 'tls' ? 'https' : 'http'}://${host}:${server.port}`, {
       ...sessionOptions,
-      ca,
-      ...(isIpLiteral(server.host) ? {} : { servername: server.host }),
+      createConnection: () => stream,
     });
     session.on('error', () => {
       // Reported through 'close' below and the pending request; a session error must never crash us.
@@ -169,7 +208,9 @@ export class ServerLink extends EventEmitter {
     this.session = session;
     this.info = info;
     this.backoff.reset();
-    this.keepalive(session);
+    keepalive(session, this.options.keepaliveMs ?? KEEPALIVE_MS, () =>
+      this.options.logger.warn('the tunnel server stopped answering keepalives; reconnecting', { server: this.where }),
+    );
     session.once('close', () => this.onClosed(session));
     this.emit('up', session, info);
     return info;
@@ -187,25 +228,6 @@ export class ServerLink extends EventEmitter {
     const parsed = JSON.parse(body.toString('utf8')) as SessionInfo;
     if (typeof parsed.zone !== 'string' || typeof parsed.account !== 'string') throw new UnderpassError('UP_ERR_PROTOCOL', 'the server sent a malformed session answer');
     return parsed;
-  }
-
-  private keepalive(session: http2.ClientHttp2Session): void {
-    const interval = this.options.keepaliveMs ?? 15_000;
-    let waiting = false;
-    const tick = setInterval(() => {
-      if (waiting) {
-        this.options.logger.warn('tunnel server stopped answering keepalives; reconnecting', { server: this.where });
-        session.destroy();
-        return;
-      }
-      waiting = true;
-      const sent = session.ping((err) => {
-        if (!err) waiting = false;
-      });
-      if (!sent) waiting = false;
-    }, interval);
-    tick.unref();
-    session.once('close', () => clearInterval(tick));
   }
 
   private onClosed(session: http2.ClientHttp2Session): void {

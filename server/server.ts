@@ -10,14 +10,19 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import http2 from 'node:http2';
+import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type tls from 'node:tls';
+import { createWebSocketStream, WebSocketServer } from 'ws';
 import { ControlDecoder, encodeControl, ProxyMessage, type ServerMessage } from '../protocol/control';
 import { isUnderpassError, UnderpassError, type ErrorCode } from '../protocol/errors';
 import { DEFAULT_ZONE, label, pseudoName, tryParsePseudoName } from '../protocol/names';
 import { Headers, Paths, StatusOf, WIRE_VERSION, type NameInfo, type SessionInfo } from '../protocol/wire';
-import { raiseSessionWindow, sessionOptions } from '../runtime/h2';
+import { keepalive, KEEPALIVE_MS, raiseSessionWindow, sessionOptions } from '../runtime/h2';
 import type { Logger } from '../runtime/log';
 import { splice } from '../runtime/splice';
+import { WS_PATH } from '../runtime/transport';
 import { Accounts, loadOrCreateToken, secretsEqual } from './accounts';
 import { ensureIdentity } from './certificate';
 import { PublicationStore, type Publication } from './store';
@@ -34,6 +39,8 @@ export interface ServerOptions {
   tunnelTimeoutMs?: number;
   /** Tunnel requests one proxy session may have waiting at once. */
   maxPendingPerProxy?: number;
+  /** Interval between keepalive PINGs to every session (ms); two missed answers drop the session. */
+  keepaliveMs?: number;
 }
 
 /** A live service proxy: its control stream and the publications it holds. */
@@ -91,10 +98,27 @@ export class TunnelServer {
     this.accounts.add(token);
     this.store = await PublicationStore.open(dataDir);
 
-    const server = http2.createSecureServer({ ...sessionOptions, cert: identity.cert, key: identity.key, allowHTTP1: false });
+    // HTTP/1.1 is allowed only to carry the WebSocket upgrade for networks that pass nothing but web
+    // traffic; sessions that arrive that way run HTTP/2 in clear inside the WebSocket's TLS.
+    const server = http2.createSecureServer({ ...sessionOptions, cert: identity.cert, key: identity.key, allowHTTP1: true });
     this.server = server;
-    server.on('session', (session) => this.handleSession(session));
-    server.on('stream', (stream, headers) => this.handleStream(stream, headers));
+    const carried = http2.createServer(sessionOptions);
+    for (const h2 of [server, carried] as http2.Http2Server[]) {
+      h2.on('session', (session: http2.ServerHttp2Session) => this.handleSession(session));
+      h2.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => this.handleStream(stream, headers));
+    }
+    const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 8 * 1024 * 1024 });
+    server.on('upgrade', (request: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (request.url !== WS_PATH) {
+        socket.destroy();
+        return;
+      }
+      wss.handleUpgrade(request, socket, head, (ws) => carried.emit('connection', createWebSocketStream(ws)));
+    });
+    // A TLS client that did not pick HTTP/2 gets a short while to send its upgrade; ws clears the timeout.
+    server.on('secureConnection', (socket: tls.TLSSocket) => {
+      if (socket.alpnProtocol !== 'h2') socket.setTimeout(10_000, () => socket.destroy());
+    });
     server.on('tlsClientError', (err) => this.log.debug(`TLS handshake failed: ${err.message}`));
     server.on('sessionError', (err) => this.log.debug(`session error: ${err.message}`));
     await new Promise<void>((resolve, reject) => {
@@ -115,6 +139,7 @@ export class TunnelServer {
   private handleSession(session: http2.ServerHttp2Session): void {
     this.sessions.add(session);
     raiseSessionWindow(session);
+    keepalive(session, this.options.keepaliveMs ?? KEEPALIVE_MS, () => this.log.warn('dropped a session that stopped answering keepalives'));
     session.on('error', () => undefined);
     session.once('close', () => this.sessions.delete(session));
   }

@@ -103,6 +103,24 @@ export function run(command: string, args: string[], options: { env?: NodeJS.Pro
 
 let pseudoNetCounter = 0;
 
+export interface ChainOptions {
+  /** Address the server listens on and endpoints dial (default 127.0.0.1). */
+  serverHost?: string;
+  /** More flags for each program. */
+  serverArgs?: string[];
+  proxyArgs?: string[];
+  redirectorArgs?: string[];
+  /** Run the redirector (and hookRun's clients) inside this network namespace. */
+  clientNetns?: string;
+  /** Environment of the redirector (e.g. HTTPS_PROXY). */
+  redirectorEnv?: NodeJS.ProcessEnv;
+}
+
+/** `command args` as run inside `netns`, or as is. */
+export function inNetns(netns: string | undefined, command: string, args: string[]): [string, string[]] {
+  return netns ? ['ip', ['netns', 'exec', netns, command, ...args]] : [command, args];
+}
+
 /** The whole chain: tunnel server, one service proxy publishing `publish`, one redirector. */
 export class Chain {
   server!: Program;
@@ -117,7 +135,11 @@ export class Chain {
   published = new Map<string, Published>();
   private readonly extra: Program[] = [];
 
-  constructor(private readonly publish: string[]) {}
+  constructor(private readonly publish: string[], readonly options: ChainOptions = {}) {}
+
+  get serverHost(): string {
+    return this.options.serverHost ?? '127.0.0.1';
+  }
 
   get ca(): string {
     return path.join(this.dataDir, 'tls', 'cert.pem');
@@ -125,17 +147,17 @@ export class Chain {
 
   async startServer(): Promise<void> {
     if (this.serverPort === 0) this.serverPort = await freePort();
-    this.server = new Program('server', process.execPath, [UNDERPASS, 'server', '--listen', `127.0.0.1:${this.serverPort}`, '--data-dir', this.dataDir]);
+    this.server = new Program('server', process.execPath, [UNDERPASS, 'server', '--listen', `${this.serverHost}:${this.serverPort}`, '--data-dir', this.dataDir, ...(this.options.serverArgs ?? [])]);
     await this.server.waitFor(/listening on/);
     this.token = fs.readFileSync(path.join(this.dataDir, 'token'), 'utf8').trim();
   }
 
   endpointArgs(): string[] {
-    return ['--server', `127.0.0.1:${this.serverPort}`, '--ca', this.ca, '--token', this.token];
+    return ['--server', `${this.serverHost}:${this.serverPort}`, '--ca', this.ca, '--token', this.token];
   }
 
   async startProxy(): Promise<void> {
-    const args = [UNDERPASS, 'proxy', ...this.endpointArgs(), '--json'];
+    const args = [UNDERPASS, 'proxy', ...this.endpointArgs(), '--json', ...(this.options.proxyArgs ?? [])];
     for (const p of this.publish) args.push('--publish', p);
     this.proxy = new Program('proxy', process.execPath, args);
     for (const spec of this.publish) {
@@ -146,7 +168,17 @@ export class Chain {
   }
 
   async startRedirector(): Promise<void> {
-    this.redirector = new Program('redirector', process.execPath, [UNDERPASS, 'redirector', ...this.endpointArgs(), '--ipc', this.ipcPath, '--pseudo-net', this.pseudoNet]);
+    const [command, args] = inNetns(this.options.clientNetns, process.execPath, [
+      UNDERPASS,
+      'redirector',
+      ...this.endpointArgs(),
+      '--ipc',
+      this.ipcPath,
+      '--pseudo-net',
+      this.pseudoNet,
+      ...(this.options.redirectorArgs ?? []),
+    ]);
+    this.redirector = new Program('redirector', command, args, { env: this.options.redirectorEnv ?? {} });
     await this.redirector.waitFor(/serving hooks on/);
   }
 
@@ -165,7 +197,8 @@ export class Chain {
 
   /** `hook-run --ipc <ours> -- command args…`, to completion. */
   hookRun(command: string[], options: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {}): ReturnType<typeof run> {
-    return run(process.execPath, [HOOK_RUN, '--ipc', this.ipcPath, '--', ...command], options);
+    const [cmd, args] = inNetns(this.options.clientNetns, process.execPath, [HOOK_RUN, '--ipc', this.ipcPath, '--', ...command]);
+    return run(cmd, args, options);
   }
 
   /** Keeps a program running until the chain stops. */

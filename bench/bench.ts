@@ -1,0 +1,418 @@
+/**
+ * `npm run bench`: Underpass measured on loopback against references run in the same process tree and
+ * the same minutes (issue 5). It starts every program it measures — the three daemons, iperf3, an echo
+ * server, an sshd with two ssh clients — stops them all even when a step fails or the run is
+ * interrupted, prints progress lines on stderr and a table on stdout, and writes JSON and a PNG chart
+ * under bench/results/. It never asserts: a figure that cannot be measured is reported as missing.
+ *
+ *   node dist/bench/bench.js [--quick] [--only throughput,latency,memory,hook] [--profile DIR] [--out NAME]
+ *
+ * --quick     about a minute: shorter iperf3 runs, fewer iterations (writes results/quick.*)
+ * --only      run some sections
+ * --profile   run the daemons with node --cpu-prof into DIR and print their top self-time functions
+ * --out       base name of the result files (default latest, or quick with --quick)
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { freePort, ROOT } from '../test/harness';
+import { BenchChain } from './chain';
+import { writeChart } from './chart';
+import { openIdle } from './idle';
+import { measureIperf } from './iperf';
+import { cpuMs, exec, fileLimits, Proc, reexecWithFileLimit, rssKiB, sleep, stopAll, tail } from './proc';
+import { summariseProfiles } from './profile-summary';
+import { evaluateBars, printTable } from './report';
+import type { BenchResults, DaemonCpu, LatencySummary, ProcessMemory, Throughput } from './results';
+import { mean, quantile, median } from './stats';
+import { SshChain } from './ssh-chain';
+
+const SECTIONS = ['throughput', 'latency', 'memory', 'hook'] as const;
+type Section = (typeof SECTIONS)[number];
+
+interface Options {
+  quick: boolean;
+  only: Set<Section>;
+  profileDir: string | null;
+  out: string;
+}
+
+const PROBE = path.join(ROOT, 'bench', 'probe.py');
+const ECHO = path.join(ROOT, 'dist', 'bench', 'echo-server.js');
+const t0 = Date.now();
+
+function progress(message: string): void {
+  const s = Math.round((Date.now() - t0) / 1000);
+  process.stderr.write(`[bench ${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}] ${message}\n`);
+}
+
+function parseArgs(argv: string[]): Options {
+  const options: Options = { quick: false, only: new Set(SECTIONS), profileDir: null, out: '' };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--quick') options.quick = true;
+    else if (a === '--only') {
+      const list = (argv[++i] ?? '').split(',').filter(Boolean);
+      for (const s of list) if (!(SECTIONS as readonly string[]).includes(s)) throw new Error(`--only: unknown section '${s}' (known: ${SECTIONS.join(', ')})`);
+      options.only = new Set(list as Section[]);
+    } else if (a === '--profile') options.profileDir = path.resolve(argv[++i] ?? 'bench-profile');
+    else if (a === '--out') options.out = argv[++i] ?? '';
+    else if (a === '--help' || a === '-h') {
+      process.stdout.write('usage: npm run bench -- [--quick] [--only throughput,latency,memory,hook] [--profile DIR] [--out NAME]\n');
+      process.exit(0);
+    } else throw new Error(`unknown argument ${a} (try --help)`);
+  }
+  if (options.out === '') options.out = options.quick ? 'quick' : 'latest';
+  return options;
+}
+
+function version(command: string, args: string[]): string {
+  try {
+    const out = execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    return out.split('\n')[0]!.trim();
+  } catch (e) {
+    const err = e as { stderr?: string };
+    return (err.stderr ?? '').split('\n')[0]!.trim() || 'not installed';
+  }
+}
+
+/** The commit measured, and whether the working tree differed from it (other work in progress). */
+function gitState(): string {
+  try {
+    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: ROOT, encoding: 'utf8' }).trim().split('\n').filter(Boolean).length;
+    return dirty > 0 ? `${head} + ${dirty} modified files` : head;
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** Node flags for the daemons: --cpu-prof into DIR/<label> when profiling (NODE_OPTIONS may not carry it). */
+function daemonArgs(options: Options, label: string): string[] {
+  if (options.profileDir === null) return [];
+  const dir = path.join(options.profileDir, label);
+  fs.mkdirSync(dir, { recursive: true });
+  return ['--cpu-prof', `--cpu-prof-dir=${dir}`];
+}
+
+function recordPids(options: Options, label: string, chain: BenchChain): void {
+  if (options.profileDir === null) return;
+  fs.writeFileSync(path.join(options.profileDir, label, 'pids.json'), JSON.stringify(chain.pids()));
+}
+
+async function startEcho(port: number): Promise<Proc> {
+  const echo = new Proc('echo', process.execPath, [ECHO, String(port)]);
+  await echo.waitFor(/echo listening/);
+  return echo;
+}
+
+/** Runs `fn` and returns the CPU ms each daemon spent meanwhile, divided by `per(result)`. */
+async function withDaemonCpu<T>(chain: BenchChain, fn: () => Promise<T>, per: (result: T) => number): Promise<{ result: T; cpu: DaemonCpu }> {
+  const pids = chain.pids();
+  const before = { server: cpuMs(pids.server), proxy: cpuMs(pids.proxy), redirector: cpuMs(pids.redirector) };
+  const result = await fn();
+  const units = per(result);
+  const cpu: DaemonCpu = { server: null, proxy: null, redirector: null };
+  for (const n of ['server', 'proxy', 'redirector'] as const) {
+    const after = cpuMs(pids[n]);
+    if (after !== null && before[n] !== null && units > 0) cpu[n] = (after - before[n]!) / units;
+  }
+  return { result, cpu };
+}
+
+function summarise(samples: number[]): LatencySummary {
+  return { p50: quantile(samples, 0.5), p99: quantile(samples, 0.99), mean: mean(samples), samples: samples.length };
+}
+
+function errorLine(e: unknown): string {
+  return e instanceof Error ? tail(e.message, 4).replace(/\s*\n\s*/g, ' | ') : String(e);
+}
+
+/** Checks that hook-run works against this chain; returns null when it does, else why not. */
+async function hookProblem(chain: BenchChain): Promise<string | null> {
+  try {
+    const r = await chain.hookRun(['true'], { timeoutMs: 60_000 });
+    if (r.code === 0) return null;
+    const lines = (r.stderr + r.stdout).split('\n').map((l) => l.trim()).filter(Boolean);
+    const telling = lines.find((l) => /^hook-run:|Error|error:/.test(l));
+    return `exit ${r.code}: ${telling ?? lines.slice(-2).join(' | ')}`;
+  } catch (e) {
+    return errorLine(e);
+  }
+}
+
+/** Sections 1 and 2: one connection, then 8 and 64 in parallel. */
+async function benchThroughput(options: Options, chain: BenchChain, iperfPort: number, hookOk: boolean, results: BenchResults): Promise<void> {
+  const seconds = options.quick ? 2 : 5;
+  const section: NonNullable<BenchResults['throughput']> = { seconds, sshCipher: '', rows: [], cpuMsPerMB: null, errors: [] };
+  results.throughput = section;
+  let ssh: SshChain | null = null;
+  try {
+    ssh = await new SshChain({ host: '127.0.0.1', port: iperfPort }).start();
+    section.sshCipher = ssh.cipher;
+  } catch (e) {
+    section.errors.push(`OpenSSH chain: ${errorLine(e)}`);
+    ssh = null;
+  }
+  try {
+    const pseudo = await chain.pseudoAddress('iperf');
+    for (const parallel of [1, 8, 64]) {
+      const row: Throughput = { parallel, direct: null, ssh: null, tunnel: null, hooked: null };
+      section.rows.push(row);
+      const variants: Array<[keyof Throughput, () => Promise<number>]> = [
+        ['direct', async () => (await measureIperf(iperfPort, { host: '127.0.0.1', port: iperfPort }, seconds, parallel)).bytesPerSecond],
+        [
+          'tunnel',
+          async () => {
+            const { result, cpu } = await withDaemonCpu(chain, () => measureIperf(iperfPort, { host: pseudo, port: iperfPort }, seconds, parallel), (r) => (r.bytesPerSecond * seconds) / 1e6);
+            if (parallel === 1) section.cpuMsPerMB = cpu;
+            return result.bytesPerSecond;
+          },
+        ],
+      ];
+      if (ssh) {
+        const port = ssh.localPort;
+        variants.push(['ssh', async () => (await measureIperf(iperfPort, { host: '127.0.0.1', port }, seconds, parallel)).bytesPerSecond]);
+      }
+      if (hookOk) {
+        variants.push([
+          'hooked',
+          async () =>
+            (await measureIperf(iperfPort, { host: chain.host('iperf'), port: iperfPort }, seconds, parallel, (args, timeoutMs) => chain.hookRun(['iperf3', ...args], { timeoutMs }))).bytesPerSecond,
+        ]);
+      }
+      for (const [name, measure] of variants) {
+        progress(`throughput: ${parallel} connection${parallel > 1 ? 's' : ''}, ${name} (${seconds} s)`);
+        try {
+          (row as unknown as Record<string, number | null>)[name] = await measure();
+          progress(`  ${name}: ${(((row[name] as number) * 8) / 1e9).toFixed(2)} Gbit/s`);
+        } catch (e) {
+          section.errors.push(`${name} ×${parallel}: ${errorLine(e)}`);
+          progress(`  ${name} failed: ${errorLine(e)}`);
+        }
+      }
+    }
+  } finally {
+    await ssh?.stop();
+  }
+}
+
+/** Section 3: connect + 1-byte round trip, p50/p99, warm session. */
+async function benchLatency(options: Options, chain: BenchChain, echoPort: number, hookOk: boolean, results: BenchResults): Promise<void> {
+  const iterations = options.quick ? 500 : 2000;
+  const section: NonNullable<BenchResults['latency']> = { iterations, direct: null, tunnel: null, hooked: null, cpuMsPerTunnel: null, errors: [] };
+  results.latency = section;
+  const probe = async (label: string, run: () => Promise<{ code: number | null; stdout: string; stderr: string }>): Promise<LatencySummary | null> => {
+    progress(`latency: ${label}, ${iterations} × connect + 1-byte round trip`);
+    try {
+      const r = await run();
+      if (r.code !== 0) throw new Error(`probe exited ${r.code}: ${tail(r.stderr, 3)}`);
+      const samples = (JSON.parse(r.stdout.trim().split('\n').pop()!) as { samples_us: number[] }).samples_us;
+      const s = summarise(samples);
+      progress(`  ${label}: p50 ${(s.p50 / 1000).toFixed(3)} ms, p99 ${(s.p99 / 1000).toFixed(3)} ms`);
+      return s;
+    } catch (e) {
+      section.errors.push(`${label}: ${errorLine(e)}`);
+      progress(`  ${label} failed: ${errorLine(e)}`);
+      return null;
+    }
+  };
+  const timeoutMs = 120_000;
+  section.direct = await probe('direct', () => exec('python3', [PROBE, 'latency', '127.0.0.1', String(echoPort), String(iterations)], { timeoutMs }));
+  const pseudo = await chain.pseudoAddress('echo');
+  const warmups = Math.max(10, Math.floor(iterations / 20));
+  const measured = await withDaemonCpu(
+    chain,
+    () => probe('tunnel (pseudo address, no hook)', () => exec('python3', [PROBE, 'latency', pseudo, String(echoPort), String(iterations)], { timeoutMs })),
+    (s) => (s === null ? 0 : iterations + warmups),
+  );
+  section.tunnel = measured.result;
+  if (section.tunnel !== null) section.cpuMsPerTunnel = measured.cpu;
+  if (hookOk) section.hooked = await probe('tunnel under hook-run', () => chain.hookRun(['python3', PROBE, 'latency', chain.host('echo'), String(echoPort), String(iterations)], { timeoutMs }));
+}
+
+/** Section 5: hook start-up and the hook's cost on ordinary names. */
+async function benchHook(options: Options, chain: BenchChain, echoPort: number, hookProblemText: string | null, results: BenchResults): Promise<void> {
+  const runs = options.quick ? 5 : 11;
+  const iterations = options.quick ? 500 : 2000;
+  const section: NonNullable<BenchResults['hook']> = {
+    available: hookProblemText === null,
+    ...(hookProblemText !== null ? { unavailableReason: hookProblemText } : {}),
+    startup: { runs, trueMs: null, hookRunMs: null },
+    ordinary: { iterations, plain: [], hooked: null },
+    errors: [],
+  };
+  results.hook = section;
+  progress(`hook: start-up, median of ${runs} × true and hook-run -- true`);
+  const plainTimes: number[] = [];
+  for (let i = 0; i < runs; i++) plainTimes.push((await exec('true', [])).ms);
+  section.startup.trueMs = median(plainTimes);
+  if (hookProblemText === null) {
+    const hookTimes: number[] = [];
+    try {
+      for (let i = 0; i < runs; i++) {
+        const r = await chain.hookRun(['true'], { timeoutMs: 30_000 });
+        if (r.code !== 0) throw new Error(`hook-run -- true exited ${r.code}: ${tail(r.stderr, 2)}`);
+        hookTimes.push(r.ms);
+      }
+      section.startup.hookRunMs = median(hookTimes);
+      progress(`  true ${section.startup.trueMs.toFixed(1)} ms, hook-run -- true ${section.startup.hookRunMs.toFixed(0)} ms (min ${Math.min(...hookTimes).toFixed(0)}, max ${Math.max(...hookTimes).toFixed(0)})`);
+    } catch (e) {
+      section.errors.push(`start-up: ${errorLine(e)}`);
+    }
+  }
+  progress(`hook: ordinary names, ${iterations} × getaddrinfo('localhost') and connect, plain / hooked / plain`);
+  const ordinary = async (hooked: boolean): Promise<{ getaddrinfo_us: number; connect_us: number }> => {
+    const args = [PROBE, 'ordinary', String(echoPort), String(iterations)];
+    const r = hooked ? await chain.hookRun(['python3', ...args], { timeoutMs: 120_000 }) : await exec('python3', args, { timeoutMs: 120_000 });
+    if (r.code !== 0) throw new Error(`probe exited ${r.code}: ${tail(r.stderr, 3)}`);
+    return JSON.parse(r.stdout.trim().split('\n').pop()!) as { getaddrinfo_us: number; connect_us: number };
+  };
+  try {
+    section.ordinary.plain.push(await ordinary(false));
+    if (hookProblemText === null) section.ordinary.hooked = await ordinary(true);
+    section.ordinary.plain.push(await ordinary(false));
+    const p = section.ordinary.plain;
+    const h = section.ordinary.hooked;
+    progress(`  getaddrinfo: plain ${p.map((x) => x.getaddrinfo_us.toFixed(1)).join('/')} µs, hooked ${h ? h.getaddrinfo_us.toFixed(1) : '—'} µs; connect: plain ${p.map((x) => x.connect_us.toFixed(1)).join('/')} µs, hooked ${h ? h.connect_us.toFixed(1) : '—'} µs`);
+  } catch (e) {
+    section.errors.push(`ordinary names: ${errorLine(e)}`);
+  }
+}
+
+/** Section 4: 10,000 idle tunneled connections, RSS of each daemon before and after. */
+async function benchMemory(options: Options, results: BenchResults): Promise<void> {
+  const target = 10_000;
+  const section: NonNullable<BenchResults['memory']> = {
+    target,
+    opened: 0,
+    failed: 0,
+    openSeconds: 0,
+    server: { beforeKiB: null, afterKiB: null, perConnectionKiB: null },
+    proxy: { beforeKiB: null, afterKiB: null, perConnectionKiB: null },
+    redirector: { beforeKiB: null, afterKiB: null, perConnectionKiB: null },
+    errors: [],
+  };
+  results.memory = section;
+  const limit = fileLimits().soft;
+  if (limit < target + 1000) section.errors.push(`open-file limit ${limit} is below ${target + 1000}: run as root or raise ulimit -n`);
+  const echoPort = await freePort();
+  const echo = await startEcho(echoPort);
+  const chain = new BenchChain({ publish: [`idle=127.0.0.1:${echoPort}`], nodeArgs: daemonArgs(options, 'memory') });
+  try {
+    progress('memory: starting a fresh chain');
+    await chain.start();
+    recordPids(options, 'memory', chain);
+    const pseudo = await chain.pseudoAddress('idle');
+    // Warm-up: the first tunnels load code and grow pools that every later one shares.
+    const warm = await openIdle(pseudo, echoPort, 200, 50, 30_000);
+    await warm.close();
+    await sleep(1000);
+    const pids = chain.pids();
+    const names = ['server', 'proxy', 'redirector'] as const;
+    for (const n of names) section[n].beforeKiB = rssKiB(pids[n]);
+    progress(`memory: opening ${target} idle tunneled connections (RSS before: ${names.map((n) => `${n} ${section[n].beforeKiB} KiB`).join(', ')})`);
+    const set = await openIdle(pseudo, echoPort, Math.min(target, limit - 500), 256, options.quick ? 60_000 : 120_000, (n) => progress(`  ${n} open`));
+    section.opened = set.opened;
+    section.failed = set.failed;
+    section.openSeconds = set.seconds;
+    if (set.firstError !== undefined) section.firstError = set.firstError;
+    await sleep(2000);
+    for (const n of names) {
+      const m: ProcessMemory = section[n];
+      m.afterKiB = rssKiB(pids[n]);
+      if (m.afterKiB !== null && m.beforeKiB !== null && set.opened > 0) m.perConnectionKiB = (m.afterKiB - m.beforeKiB) / set.opened;
+    }
+    progress(`  ${set.opened} open (${set.failed} failed) in ${set.seconds.toFixed(1)} s; per connection: ${names.map((n) => `${n} ${section[n].perConnectionKiB?.toFixed(2)} KiB`).join(', ')}`);
+    await set.close();
+  } catch (e) {
+    section.errors.push(errorLine(e));
+    progress(`  memory failed: ${errorLine(e)}`);
+  } finally {
+    await chain.stop();
+    await echo.stop();
+  }
+}
+
+async function main(): Promise<number> {
+  const options = parseArgs(process.argv.slice(2));
+  const reexec = reexecWithFileLimit(20_000 + 4096);
+  if (reexec) return reexec;
+
+  const results: BenchResults = {
+    version: 1,
+    date: new Date().toISOString(),
+    quick: options.quick,
+    durationSeconds: 0,
+    machine: {
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model ?? 'unknown',
+      memoryMiB: Math.round(os.totalmem() / 1024 / 1024),
+      kernel: `${os.type()} ${os.release()}`,
+      node: process.version,
+      iperf3: version('iperf3', ['--version']),
+      openssh: version('ssh', ['-V']),
+      fileLimit: fileLimits().soft,
+      git: gitState(),
+      loadAverageAtStart: os.loadavg().map((l) => Math.round(l * 100) / 100),
+    },
+    bars: [],
+  };
+  if (os.loadavg()[0]! > 0.5) progress(`warning: load average ${os.loadavg()[0]!.toFixed(2)} before the run: other work on this machine will perturb the figures`);
+  progress(`${options.quick ? 'quick' : 'full'} run on ${results.machine.cpus} × ${results.machine.cpuModel}; sections: ${[...options.only].join(', ')}`);
+
+  const stopOnSignal = (signal: NodeJS.Signals): void => {
+    progress(`${signal}: stopping everything the bench started`);
+    void stopAll().finally(() => process.exit(130));
+  };
+  process.on('SIGINT', stopOnSignal);
+  process.on('SIGTERM', stopOnSignal);
+
+  try {
+    const needsChain = options.only.has('throughput') || options.only.has('latency') || options.only.has('hook');
+    if (needsChain) {
+      const iperfPort = await freePort();
+      const echoPort = await freePort();
+      const echo = await startEcho(echoPort);
+      const chain = new BenchChain({ publish: [`iperf=127.0.0.1:${iperfPort}`, `echo=127.0.0.1:${echoPort}`], nodeArgs: daemonArgs(options, 'chain') });
+      try {
+        progress('starting server, proxy and redirector');
+        await chain.start();
+        recordPids(options, 'chain', chain);
+        const problem = await hookProblem(chain);
+        progress(problem === null ? 'hook-run works: hooked figures included' : `hook-run does not work yet, hooked figures skipped: ${problem}`);
+        if (options.only.has('throughput')) await benchThroughput(options, chain, iperfPort, problem === null, results);
+        if (options.only.has('latency')) await benchLatency(options, chain, echoPort, problem === null, results);
+        if (options.only.has('hook')) await benchHook(options, chain, echoPort, problem, results);
+      } finally {
+        await chain.stop();
+        await echo.stop();
+      }
+    }
+    if (options.only.has('memory')) await benchMemory(options, results);
+  } finally {
+    await stopAll();
+  }
+
+  results.durationSeconds = Math.round((Date.now() - t0) / 1000);
+  results.bars = evaluateBars(results);
+  printTable(results);
+  const dir = path.join(ROOT, 'bench', 'results');
+  fs.mkdirSync(dir, { recursive: true });
+  const jsonPath = path.join(dir, `${options.out}.json`);
+  fs.writeFileSync(jsonPath, JSON.stringify(results, null, 2) + '\n');
+  const png = await writeChart(results, path.join(dir, `${options.out}.png`));
+  progress(`wrote ${path.relative(ROOT, jsonPath)}${png.ok ? ` and ${path.relative(ROOT, png.path)}` : ` (no chart: ${png.reason})`} in ${results.durationSeconds} s`);
+  if (options.profileDir !== null) process.stdout.write('\n' + summariseProfiles(options.profileDir, 15) + '\n');
+  return 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  async (e: unknown) => {
+    process.stderr.write(`bench: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    await stopAll();
+    process.exit(1);
+  },
+);

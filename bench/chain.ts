@@ -1,0 +1,123 @@
+/**
+ * The whole Underpass chain as the benchmark runs it: `underpass server`, one `underpass proxy` publishing
+ * the bench's targets, one `underpass redirector`, each the real program in its own process (and process
+ * group, see proc.ts). Unlike the test harness's Chain it can pass an environment to the three daemons —
+ * `--cpu-prof` for profiling, a quieter log level — and knows their pids for RSS readings.
+ *
+ * `pseudoAddress(name)` asks the redirector over IPC to resolve a pseudo name, exactly as the hook would;
+ * that also opens the redirector's listener on the pseudo address, so a client connecting to that address
+ * with no hook at all still travels the whole tunnel. The bench uses it to tell tunnel cost from hook cost.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { IPC_DELIMITER, IpcEvent } from '../protocol/ipc';
+import { freePort, HOOK_RUN, tmpDir, UNDERPASS } from '../test/harness';
+import { exec, onCleanup, Proc, type ExecResult } from './proc';
+
+export interface ChainOptions {
+  /** `NAME=HOST:PORT` publications. */
+  publish: string[];
+  /** Extra environment for the three daemons. */
+  env?: NodeJS.ProcessEnv;
+  /** Extra node flags for the three daemons (e.g. --cpu-prof, which NODE_OPTIONS may not carry). */
+  nodeArgs?: string[];
+}
+
+export class BenchChain {
+  server!: Proc;
+  proxy!: Proc;
+  redirector!: Proc;
+  readonly dir = tmpDir('bench');
+  readonly ipcPath = path.join(this.dir, 'redirector.sock');
+  // A /16 of its own, away from the tests' 127.78–177 ranges, so a concurrent test run cannot collide.
+  readonly pseudoNet = `127.${200 + Math.floor(Math.random() * 50)}.0.0/16`;
+  private readonly hosts = new Map<string, string>();
+  private readonly nodeArgs: string[];
+
+  constructor(private readonly options: ChainOptions) {
+    this.nodeArgs = options.nodeArgs ?? [];
+    onCleanup(() => fs.rmSync(this.dir, { recursive: true, force: true }));
+  }
+
+  async start(): Promise<this> {
+    const env = { UNDERPASS_LOG_LEVEL: 'warn', ...this.options.env };
+    const dataDir = path.join(this.dir, 'data');
+    const serverPort = await freePort();
+    this.server = new Proc('server', process.execPath, [...this.nodeArgs, UNDERPASS, 'server', '--listen', `127.0.0.1:${serverPort}`, '--data-dir', dataDir], { env: { ...env, UNDERPASS_LOG_LEVEL: 'info' }, keepOutput: false });
+    await this.server.waitFor(/listening on/);
+    const token = fs.readFileSync(path.join(dataDir, 'token'), 'utf8').trim();
+    const endpoint = ['--server', `127.0.0.1:${serverPort}`, '--ca', path.join(dataDir, 'tls', 'cert.pem'), '--token', token];
+
+    const proxyArgs = [...this.nodeArgs, UNDERPASS, 'proxy', ...endpoint, '--json'];
+    for (const p of this.options.publish) proxyArgs.push('--publish', p);
+    this.proxy = new Proc('proxy', process.execPath, proxyArgs, { env, keepOutput: false });
+    for (const spec of this.options.publish) {
+      const name = spec.split('=')[0]!;
+      const m = await this.proxy.waitFor(new RegExp(`\\{"event":"published","name":"${name}","host":"([^"]+)"`));
+      this.hosts.set(name, m[1]!);
+    }
+    this.redirector = new Proc('redirector', process.execPath, [...this.nodeArgs, UNDERPASS, 'redirector', ...endpoint, '--ipc', this.ipcPath, '--pseudo-net', this.pseudoNet], {
+      env: { ...env, UNDERPASS_LOG_LEVEL: 'info' },
+      keepOutput: false,
+    });
+    await this.redirector.waitFor(/serving hooks on/);
+    return this;
+  }
+
+  /** The pseudo DNS name the server gave publication `name`. */
+  host(name: string): string {
+    const h = this.hosts.get(name);
+    if (h === undefined) throw new Error(`${name} was not published`);
+    return h;
+  }
+
+  /** Resolves `name`'s pseudo name through the redirector's IPC (as the hook does); returns the address. */
+  async pseudoAddress(name: string): Promise<string> {
+    const reply = await ipcRequest(this.ipcPath, IpcEvent.resolve, { name: this.host(name) });
+    if (reply.ok !== true || typeof reply.address !== 'string') throw new Error(`the redirector did not resolve ${name}: ${JSON.stringify(reply)}`);
+    return reply.address;
+  }
+
+  /** `hook-run --ipc <ours> -- command…`, to completion. */
+  hookRun(command: string[], options: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<ExecResult> {
+    return exec(process.execPath, [HOOK_RUN, '--ipc', this.ipcPath, '--', ...command], options);
+  }
+
+  pids(): { server: number; proxy: number; redirector: number } {
+    return { server: this.server.pid, proxy: this.proxy.pid, redirector: this.redirector.pid };
+  }
+
+  /** Stops the daemons in dependency order (SIGTERM lets `--cpu-prof` write its profile). */
+  async stop(): Promise<void> {
+    await Promise.all([this.redirector, this.proxy].filter(Boolean).map((p) => p.stop(5000)));
+    await this.server?.stop(5000);
+  }
+}
+
+/** One node-ipc request on its own connection (PROTOCOL.md §2), as the hook sends it. */
+export function ipcRequest(socketPath: string, type: string, data: unknown, timeoutMs = 10_000): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(socketPath);
+    let buffer = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`IPC ${type} got no reply within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.setEncoding('utf8');
+    socket.on('connect', () => socket.write(JSON.stringify({ type, data }) + IPC_DELIMITER));
+    socket.on('data', (d: string) => {
+      buffer += d;
+      const end = buffer.indexOf(IPC_DELIMITER);
+      if (end < 0) return;
+      clearTimeout(timer);
+      socket.destroy();
+      const message = JSON.parse(buffer.slice(0, end)) as { type: string; data: Record<string, unknown> };
+      resolve(message.data);
+    });
+    socket.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+  });
+}

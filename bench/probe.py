@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""The benchmark's unmodified client, run plain or under `hook-run` (the same script either way).
+
+It times itself, so the hook's start-up never enters these figures. Output: one JSON object on stdout.
+
+  probe.py latency HOST PORT N    N x (blocking connect + 1-byte write + 1-byte read + close) against an
+                                  echo server; HOST is resolved once. {"samples_us": [...]} (after 5 %
+                                  warm-up iterations, which are dropped).
+  probe.py ordinary PORT N        N x getaddrinfo('localhost', PORT) and N x connect+close to
+                                  127.0.0.1:PORT: the ordinary-name path the hook must leave alone.
+                                  {"getaddrinfo_us": per call, "connect_us": per call}
+"""
+
+import json
+import socket
+import sys
+import time
+
+
+def latency(host, port, n):
+    addr = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)[0][4]
+    warm = max(10, n // 20)
+    samples = []
+    for i in range(n + warm):
+        t0 = time.perf_counter_ns()
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.connect(addr)  # blocking, no timeout: the path a hooked blocking connect takes
+        s.sendall(b'x')
+        if s.recv(1) != b'x':
+            raise SystemExit('probe: echo answered wrongly')
+        t1 = time.perf_counter_ns()
+        s.close()
+        if i >= warm:
+            samples.append((t1 - t0) / 1000)
+    return {'samples_us': samples, 'address': addr[0]}
+
+
+def ordinary(port, n):
+    # Warm the resolver (nsswitch, /etc/hosts parsing) before timing.
+    for _ in range(50):
+        socket.getaddrinfo('localhost', port, socket.AF_INET, socket.SOCK_STREAM)
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        socket.getaddrinfo('localhost', port, socket.AF_INET, socket.SOCK_STREAM)
+    t1 = time.perf_counter_ns()
+    for _ in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.connect(('127.0.0.1', port))
+        s.close()
+    t2 = time.perf_counter_ns()
+    return {'getaddrinfo_us': (t1 - t0) / n / 1000, 'connect_us': (t2 - t1) / n / 1000}
+
+
+def main(argv):
+    if len(argv) == 4 and argv[0] == 'latency':
+        out = latency(argv[1], int(argv[2]), int(argv[3]))
+    elif len(argv) == 3 and argv[0] == 'ordinary':
+        out = ordinary(int(argv[1]), int(argv[2]))
+    else:
+        raise SystemExit(__doc__)
+    sys.stdout.write(json.dumps(out) + '\n')
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

@@ -1,0 +1,149 @@
+/**
+ * Turns a BenchResults into the printed table (Markdown, so it pastes into bench/README.md as is) and
+ * into issue 5's bars, each with met / not met. "Zero measurable added cost" is decided against the
+ * run's own noise floor: two plain runs bracket the hooked one, and the hook's extra cost counts as
+ * measurable when it exceeds both their difference and 5 % of their mean.
+ */
+import type { Bar, BenchResults, LatencySummary } from './results';
+import { fmt, gbps, mean } from './stats';
+
+const ms = (us: number | null | undefined): string => (us === null || us === undefined ? '—' : `${(us / 1000).toFixed(3)} ms`);
+const g = (bps: number | null | undefined): string => (bps === null || bps === undefined ? '—' : `${gbps(bps).toFixed(2)} Gbit/s`);
+const ratio = (a: number | null | undefined, b: number | null | undefined): number | null => (a == null || b == null || b === 0 ? null : a / b);
+const x = (r: number | null): string => (r === null ? '—' : `${r.toFixed(2)}×`);
+
+/** The one-connection figure the bar is judged on: the hooked chain when hook-run works, else the tunnel. */
+function headline(results: BenchResults): { value: number | null; label: string; ssh: number | null } {
+  const row = results.throughput?.rows.find((r) => r.parallel === 1);
+  if (!row) return { value: null, label: '', ssh: null };
+  return row.hooked !== null ? { value: row.hooked, label: 'hooked iperf3', ssh: row.ssh } : { value: row.tunnel, label: 'pseudo address, no hook', ssh: row.ssh };
+}
+
+function latencyHeadline(results: BenchResults): { s: LatencySummary | null; label: string } {
+  const l = results.latency;
+  if (!l) return { s: null, label: '' };
+  return l.hooked !== null ? { s: l.hooked, label: 'under hook-run' } : { s: l.tunnel, label: 'pseudo address, no hook' };
+}
+
+/** Added cost of the hook on ordinary names: per-op µs over the plain mean, and the noise floor. */
+export function ordinaryCost(results: BenchResults, op: 'getaddrinfo_us' | 'connect_us'): { plain: number; hooked: number; added: number; noise: number } | null {
+  const o = results.hook?.ordinary;
+  if (!o || o.hooked === null || o.plain.length < 2) return null;
+  const plain = mean(o.plain.map((p) => p[op]));
+  const noise = Math.max(Math.abs(o.plain[0]![op] - o.plain[1]![op]), 0.05 * plain);
+  return { plain, hooked: o.hooked[op], added: o.hooked[op] - plain, noise };
+}
+
+export function evaluateBars(results: BenchResults): Bar[] {
+  const bars: Bar[] = [];
+  if (results.throughput) {
+    const h = headline(results);
+    const r = ratio(h.value, h.ssh);
+    bars.push({ figure: `single-connection throughput (${h.label})`, measured: `${g(h.value)} = ${x(r)} OpenSSH (${g(h.ssh)})`, bar: '≥ 1.5× OpenSSH chain', met: r === null ? null : r >= 1.5 });
+  }
+  if (results.latency) {
+    const { s, label } = latencyHeadline(results);
+    const direct = results.latency.direct;
+    const added = s && direct ? s.p50 - direct.p50 : null;
+    bars.push({ figure: `added connect latency, p50 (${label})`, measured: added === null ? '—' : `+${ms(added)}`, bar: '≤ 0.5 ms', met: added === null ? null : added <= 500 });
+  }
+  if (results.memory) {
+    const m = results.memory;
+    const per = m.server.perConnectionKiB;
+    bars.push({
+      figure: 'server memory per idle tunneled connection',
+      measured: `${fmt(per, 2, ' KiB')} with ${m.opened} open`,
+      bar: '10,000 open, < 10 KiB each',
+      met: per === null ? null : m.opened >= m.target && per < 10,
+    });
+  }
+  if (results.hook) {
+    const st = results.hook.startup;
+    bars.push({ figure: '`hook-run -- true`, median', measured: st.hookRunMs === null ? '—' : `${st.hookRunMs.toFixed(0)} ms`, bar: '< 400 ms', met: st.hookRunMs === null ? null : st.hookRunMs < 400 });
+    const costs = (['getaddrinfo_us', 'connect_us'] as const).map((op) => ordinaryCost(results, op));
+    const known = costs.every((c) => c !== null);
+    bars.push({
+      figure: 'hook cost on ordinary names (getaddrinfo / connect)',
+      measured: known ? costs.map((c) => `${c!.added >= 0 ? '+' : ''}${c!.added.toFixed(1)} µs (noise ${c!.noise.toFixed(1)})`).join(' / ') : '—',
+      bar: 'zero measurable',
+      met: known ? costs.every((c) => c!.added <= c!.noise) : null,
+    });
+  }
+  return bars;
+}
+
+function markdown(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(line)].join('\n');
+}
+
+/** The figures table: each Underpass figure beside the references measured in the same run. */
+export function figuresTable(results: BenchResults): string {
+  const rows: string[][] = [];
+  for (const r of results.throughput?.rows ?? []) {
+    const best = r.hooked ?? r.tunnel;
+    const what = r.parallel === 1 ? 'throughput, 1 connection' : `aggregate throughput, ${r.parallel} connections`;
+    rows.push([what, `hooked ${g(r.hooked)}; no hook ${g(r.tunnel)}`, `direct ${g(r.direct)}; OpenSSH ${g(r.ssh)}`, `${x(ratio(best, r.ssh))} ssh, ${x(ratio(best, r.direct))} direct`]);
+  }
+  const cpu = (c: { server: number | null; proxy: number | null; redirector: number | null } | null | undefined, unit: string): string =>
+    c ? `server ${fmt(c.server, 2)}, proxy ${fmt(c.proxy, 2)}, redirector ${fmt(c.redirector, 2)} ${unit}` : '—';
+  if (results.throughput?.cpuMsPerMB) rows.push(['daemon CPU per MB, 1 connection (no hook)', cpu(results.throughput.cpuMsPerMB, 'ms'), '—', '—']);
+  const l = results.latency;
+  if (l) {
+    for (const q of ['p50', 'p99'] as const) {
+      const head = l.hooked ?? l.tunnel;
+      const added = head && l.direct ? head[q] - l.direct[q] : null;
+      rows.push([`connect + 1-byte round trip, ${q}`, `hooked ${ms(l.hooked?.[q])}; no hook ${ms(l.tunnel?.[q])}`, `direct ${ms(l.direct?.[q])}`, added === null ? '—' : `+${ms(added)}`]);
+    }
+  }
+  if (l?.cpuMsPerTunnel) rows.push(['daemon CPU per tunnel opened (no hook)', cpu(l.cpuMsPerTunnel, 'ms'), '—', '—']);
+  const m = results.memory;
+  if (m) {
+    rows.push([`idle tunneled connections held open`, `${m.opened} of ${m.target} (${m.failed} failed), opened in ${m.openSeconds.toFixed(1)} s`, '—', `${(m.opened / Math.max(m.openSeconds, 0.001)).toFixed(0)} tunnels/s`]);
+    for (const n of ['server', 'proxy', 'redirector'] as const) {
+      const p = m[n];
+      rows.push([`RSS of ${n}, before → after`, `${fmt(p.beforeKiB === null ? null : p.beforeKiB / 1024, 1)} → ${fmt(p.afterKiB === null ? null : p.afterKiB / 1024, 1)} MiB`, '—', `${fmt(p.perConnectionKiB, 2)} KiB per connection`]);
+    }
+  }
+  const h = results.hook;
+  if (h) {
+    const st = h.startup;
+    rows.push(['start-up, median', `hook-run -- true ${st.hookRunMs === null ? '—' : `${st.hookRunMs.toFixed(0)} ms`}`, `true ${fmt(st.trueMs, 1, ' ms')}`, st.hookRunMs !== null && st.trueMs !== null ? `+${(st.hookRunMs - st.trueMs).toFixed(0)} ms` : '—']);
+    for (const [op, label] of [['getaddrinfo_us', "getaddrinfo('localhost')"], ['connect_us', 'connect 127.0.0.1 + close']] as const) {
+      const c = ordinaryCost(results, op);
+      const plain = h.ordinary.plain.map((p) => p[op].toFixed(1)).join(' / ');
+      rows.push([`${label}, per call`, `hooked ${h.ordinary.hooked ? `${h.ordinary.hooked[op].toFixed(1)} µs` : '—'}`, `plain ${plain || '—'} µs`, c ? `${c.added >= 0 ? '+' : ''}${c.added.toFixed(1)} µs (noise ${c.noise.toFixed(1)})` : '—']);
+    }
+  }
+  return markdown(['figure', 'Underpass', 'reference (same run)', 'ratio / added'], rows);
+}
+
+export function barsTable(results: BenchResults): string {
+  return markdown(
+    ['bar (issue 5)', 'measured', 'bar', 'met'],
+    results.bars.map((b) => [b.figure, b.measured, b.bar, b.met === null ? 'not measured' : b.met ? 'met' : 'NOT met']),
+  );
+}
+
+export function printTable(results: BenchResults): void {
+  const m = results.machine;
+  const out = [
+    '',
+    `Underpass bench, ${results.date}, ${results.quick ? 'quick' : 'full'} run, ${results.durationSeconds} s — ${m.cpus} × ${m.cpuModel}, ${m.kernel}, Node ${m.node}`,
+    `git ${m.git}; load average at start ${m.loadAverageAtStart.join(' ')}; iperf3 ${results.throughput?.seconds ?? '—'} s per figure; OpenSSH cipher ${results.throughput?.sshCipher || '—'}; latency ${results.latency?.iterations ?? '—'} iterations`,
+    '',
+    figuresTable(results),
+    '',
+    barsTable(results),
+  ];
+  const errors = [
+    ...(results.throughput?.errors ?? []).map((e) => `throughput: ${e}`),
+    ...(results.latency?.errors ?? []).map((e) => `latency: ${e}`),
+    ...(results.memory?.errors ?? []).map((e) => `memory: ${e}`),
+    ...(results.hook?.errors ?? []).map((e) => `hook: ${e}`),
+    ...(results.hook && !results.hook.available ? [`hook: hook-run unavailable: ${results.hook.unavailableReason ?? ''}`] : []),
+  ];
+  if (errors.length > 0) out.push('', 'Not measured:', ...errors.map((e) => `- ${e}`));
+  process.stdout.write(out.join('\n') + '\n');
+}

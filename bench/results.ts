@@ -1,0 +1,92 @@
+/**
+ * The shape of `bench/results/*.json`: definitions only. Throughputs are bytes per second, latencies
+ * microseconds, memory KiB, times milliseconds. A figure that could not be measured is null, and the
+ * section's `error` says why.
+ */
+
+export interface Throughput {
+  parallel: number;
+  direct: number | null;
+  ssh: number | null;
+  /** Client connects to the pseudo address directly: the tunnel without the hook. */
+  tunnel: number | null;
+  /** iperf3 under hook-run, connecting to NAME.default.underpass.internal: the whole chain. */
+  hooked: number | null;
+}
+
+/** CPU time each daemon spent on a measured figure, per unit (MB moved, or tunnel opened), in ms. */
+export interface DaemonCpu {
+  server: number | null;
+  proxy: number | null;
+  redirector: number | null;
+}
+
+export interface LatencySummary {
+  p50: number;
+  p99: number;
+  mean: number;
+  samples: number;
+}
+
+export interface ProcessMemory {
+  beforeKiB: number | null;
+  afterKiB: number | null;
+  perConnectionKiB: number | null;
+}
+
+export interface BenchResults {
+  version: 1;
+  date: string;
+  quick: boolean;
+  durationSeconds: number;
+  machine: { cpus: number; cpuModel: string; memoryMiB: number; kernel: string; node: string; iperf3: string; openssh: string; fileLimit: number; loadAverageAtStart: number[]; git: string };
+  throughput?: {
+    seconds: number;
+    sshCipher: string;
+    rows: Throughput[];
+    /** CPU ms per MB carried, one connection without the hook. */
+    cpuMsPerMB: DaemonCpu | null;
+    errors: string[];
+  };
+  latency?: {
+    iterations: number;
+    direct: LatencySummary | null;
+    tunnel: LatencySummary | null;
+    hooked: LatencySummary | null;
+    /** CPU ms per tunnel opened (connect + 1 byte each way + close), without the hook. */
+    cpuMsPerTunnel: DaemonCpu | null;
+    errors: string[];
+  };
+  memory?: {
+    target: number;
+    opened: number;
+    failed: number;
+    firstError?: string;
+    openSeconds: number;
+    server: ProcessMemory;
+    proxy: ProcessMemory;
+    redirector: ProcessMemory;
+    errors: string[];
+  };
+  hook?: {
+    available: boolean;
+    unavailableReason?: string;
+    startup: { runs: number; trueMs: number | null; hookRunMs: number | null };
+    ordinary: {
+      iterations: number;
+      /** Two plain runs bracketing the hooked one: their difference is the noise floor. */
+      plain: Array<{ getaddrinfo_us: number; connect_us: number }>;
+      hooked: { getaddrinfo_us: number; connect_us: number } | null;
+    };
+    errors: string[];
+  };
+  bars: Bar[];
+}
+
+/** One bar from issue 5 and whether this run met it. */
+export interface Bar {
+  figure: string;
+  measured: string;
+  bar: string;
+  met: boolean | null;
+}

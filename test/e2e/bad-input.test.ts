@@ -1,0 +1,115 @@
+/**
+ * Bad input costs only the one who sent it: wrong tokens, unreachable servers, wrong flags, and garbage
+ * on the server's port each get one clear line (and a non-zero exit for a CLI), while the sessions that
+ * already run keep working.
+ */
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http2 from 'node:http2';
+import net from 'node:net';
+import tls from 'node:tls';
+import selfsigned from 'selfsigned';
+import { Chain, freePort, Program, run, UNDERPASS } from '../harness';
+
+/** One line, no stack trace. */
+function assertOneLine(stderr: string, pattern: RegExp): void {
+  const lines = stderr.trim().split('\n');
+  assert.equal(lines.length, 1, `expected one line, got:\n${stderr}`);
+  assert.match(lines[0]!, pattern);
+  assert.doesNotMatch(stderr, /\n\s+at /);
+}
+
+describe('bad input: one clear line, nothing else disturbed', function () {
+  let chain: Chain;
+  let echoPort: number;
+  let echo: Program;
+
+  before(async function () {
+    echoPort = await freePort();
+    echo = new Program('echo', 'python3', ['-c', `import socketserver
+class H(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile: self.wfile.write(line)
+socketserver.ThreadingTCPServer.allow_reuse_address=True
+socketserver.ThreadingTCPServer(('127.0.0.1', ${echoPort}), H).serve_forever()`]);
+    chain = await new Chain([`echo=127.0.0.1:${echoPort}`]).start();
+  });
+
+  after(async function () {
+    await chain?.stop();
+    await echo?.stop();
+  });
+
+  /** The chain still carries a connection end to end. */
+  async function assertChainWorks(): Promise<void> {
+    const r = await chain.hookRun(['python3', '-c', `import socket
+s = socket.create_connection(('${chain.host('echo')}', ${echoPort}), timeout=10)
+s.sendall(b'still here\\n'); print(s.makefile().readline().strip())`]);
+    assert.equal(r.stdout.trim(), 'still here', r.stderr);
+  }
+
+  it('a wrong token: the proxy and the redirector say so in one line and exit non-zero', async function () {
+    const proxy = await run(process.execPath, [UNDERPASS, 'proxy', '--server', `127.0.0.1:${chain.serverPort}`, '--ca', chain.ca, '--token', 'wrong', '--publish', `x=127.0.0.1:${echoPort}`]);
+    assert.notEqual(proxy.code, 0);
+    assertOneLine(proxy.stderr, /^underpass proxy: the server rejected the token/);
+    const redirector = await run(process.execPath, [UNDERPASS, 'redirector', '--server', `127.0.0.1:${chain.serverPort}`, '--ca', chain.ca, '--token', 'wrong', '--ipc', `${chain.dir}/other.sock`]);
+    assert.notEqual(redirector.code, 0);
+    assertOneLine(redirector.stderr, /token/);
+  });
+
+  it('an unreachable server, a wrong CA, a bad flag, a bad --publish: one line each', async function () {
+    const closed = await freePort();
+    const unreachable = await run(process.execPath, [UNDERPASS, 'redirector', '--server', `127.0.0.1:${closed}`, '--ca', chain.ca, '--token', chain.token, '--ipc', `${chain.dir}/x.sock`]);
+    assert.notEqual(unreachable.code, 0);
+    assertOneLine(unreachable.stderr, /cannot reach the tunnel server at 127\.0\.0\.1:\d+ \(ECONNREFUSED\)/);
+
+    const otherCa = `${chain.dir}/other-ca.pem`;
+    fs.writeFileSync(otherCa, (await selfsigned.generate([{ name: 'commonName', value: '127.0.0.1' }], { keyType: 'ec' })).cert);
+    const wrongCa = await run(process.execPath, [UNDERPASS, 'proxy', '--server', `127.0.0.1:${chain.serverPort}`, '--ca', otherCa, '--token', chain.token, '--publish', `x=127.0.0.1:1`]);
+    assert.notEqual(wrongCa.code, 0);
+    assertOneLine(wrongCa.stderr, /TLS to 127\.0\.0\.1:\d+ failed .*--ca/);
+
+    const badCa = await run(process.execPath, [UNDERPASS, 'proxy', '--server', `127.0.0.1:${chain.serverPort}`, '--ca', `${chain.dir}/missing.pem`, '--token', chain.token, '--publish', `x=127.0.0.1:1`]);
+    assertOneLine(badCa.stderr, /cannot read --ca/);
+
+    const flag = await run(process.execPath, [UNDERPASS, 'server', '--bogus']);
+    assert.notEqual(flag.code, 0);
+    assert.match(flag.stderr, /unknown option '--bogus'/);
+    assert.doesNotMatch(flag.stderr, /\n\s+at /);
+
+    const publish = await run(process.execPath, [UNDERPASS, 'proxy', '--server', `127.0.0.1:${chain.serverPort}`, '--ca', chain.ca, '--token', chain.token, '--publish', 'no-port']);
+    assert.notEqual(publish.code, 0);
+    assertOneLine(publish.stderr, /--publish 'no-port'.*NAME=HOST:PORT/);
+  });
+
+  it('garbage, a stalled TLS handshake and a malformed control stream cost only their sender', async function () {
+    // Random bytes where a TLS ClientHello belongs.
+    await new Promise<void>((resolve) => {
+      const s = net.connect(chain.serverPort, '127.0.0.1', () => s.end(crypto.randomBytes(4096)));
+      s.on('error', () => resolve());
+      s.on('close', () => resolve());
+    });
+    // A TLS handshake that starts and never finishes, held open while the chain is used.
+    const stalled = net.connect(chain.serverPort, '127.0.0.1', () => stalled.write(Buffer.from('160301', 'hex')));
+    stalled.on('error', () => undefined);
+    // A valid token, then a control stream that sends nonsense.
+    const session = http2.connect(`https://127.0.0.1:${chain.serverPort}`, { ca: fs.readFileSync(chain.ca) });
+    session.on('error', () => undefined);
+    const control = session.request({ ':method': 'POST', ':path': '/v1/control', authorization: `Bearer ${chain.token}` });
+    control.on('error', () => undefined);
+    const closed = new Promise<number>((resolve) => control.once('close', () => resolve(control.rstCode ?? -1)));
+    control.write('{"type":"publish","name":"x","port":99999}\n');
+    assert.equal(await closed, http2.constants.NGHTTP2_PROTOCOL_ERROR);
+    // A TLS client that is not HTTP/2.
+    await new Promise<void>((resolve) => {
+      const t = tls.connect({ port: chain.serverPort, host: '127.0.0.1', ca: fs.readFileSync(chain.ca), ALPNProtocols: ['http/1.1'] }, () => t.end('GET / HTTP/1.1\r\n\r\n'));
+      t.on('error', () => resolve());
+      t.on('close', () => resolve());
+    });
+    await assertChainWorks();
+    session.destroy();
+    stalled.destroy();
+    assert.equal(chain.server.child.exitCode, null, 'the server is still running');
+  });
+});

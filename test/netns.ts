@@ -1,0 +1,71 @@
+/**
+ * Test hosts of our own: a network namespace joined to this one by a veth pair, with an nftables
+ * firewall on its way out. Only the addresses made here (10.77.N.1 on our side, 10.77.N.2 inside) are
+ * ever used; nothing is routed anywhere else.
+ */
+import { execFileSync } from 'node:child_process';
+
+let counter = 0;
+
+function sh(args: string[], input?: string): void {
+  execFileSync(args[0]!, args.slice(1), { stdio: ['pipe', 'ignore', 'pipe'], ...(input !== undefined ? { input } : {}) });
+}
+
+export class ClientHost {
+  readonly name: string;
+  readonly outer: string;
+  readonly inner: string;
+  private readonly hostVeth: string;
+
+  private constructor(readonly index: number) {
+    this.name = `up-${process.pid}-${index}`;
+    this.hostVeth = `upv${process.pid % 10000}x${index}`;
+    this.outer = `10.77.${index}.1`;
+    this.inner = `10.77.${index}.2`;
+  }
+
+  /** Creates the namespace; everything but loopback and `allowed` TCP ports on our side is refused. */
+  static create(allowedPorts: number[]): ClientHost {
+    const host = new ClientHost(100 + (counter++ % 100));
+    const peer = `${host.hostVeth}p`;
+    try {
+      sh(['ip', 'netns', 'add', host.name]);
+      sh(['ip', 'link', 'add', host.hostVeth, 'type', 'veth', 'peer', 'name', peer]);
+      sh(['ip', 'link', 'set', peer, 'netns', host.name]);
+      sh(['ip', 'addr', 'add', `${host.outer}/24`, 'dev', host.hostVeth]);
+      sh(['ip', 'link', 'set', host.hostVeth, 'up']);
+      sh(['ip', 'netns', 'exec', host.name, 'ip', 'addr', 'add', `${host.inner}/24`, 'dev', peer]);
+      sh(['ip', 'netns', 'exec', host.name, 'ip', 'link', 'set', peer, 'up']);
+      sh(['ip', 'netns', 'exec', host.name, 'ip', 'link', 'set', 'lo', 'up']);
+      const allow = allowedPorts.length > 0 ? `ip daddr ${host.outer} tcp dport { ${allowedPorts.join(', ')} } accept` : '';
+      sh(
+        ['ip', 'netns', 'exec', host.name, 'nft', '-f', '-'],
+        `table inet underpass_test {
+  chain out {
+    type filter hook output priority 0; policy accept;
+    oif "lo" accept
+    ct state established,related accept
+    ${allow}
+    meta l4proto tcp reject with tcp reset
+    reject
+  }
+}
+`,
+      );
+    } catch (e) {
+      host.destroy();
+      throw e;
+    }
+    return host;
+  }
+
+  destroy(): void {
+    for (const args of [['ip', 'netns', 'del', this.name], ['ip', 'link', 'del', this.hostVeth]]) {
+      try {
+        sh(args);
+      } catch {
+        // already gone
+      }
+    }
+  }
+}
