@@ -1,6 +1,6 @@
 /**
- * Joins two byte streams into one virtual TCP connection: bytes both ways with backpressure (`pipe`
- * pauses the source while the destination is full), a half-close on one side carried to the other as
+ * Joins two byte streams into one virtual TCP connection: bytes both ways with backpressure (the source
+ * pauses while the destination holds RELAY_BUFFER unflushed bytes), a half-close on one side carried to the other as
  * end-of-stream, and an abort on either side carried to the other as an abort: a TCP RST for a socket,
  * RST_STREAM for an HTTP/2 stream. An app therefore sees a reset where the real server reset, and an
  * orderly close where it closed.
@@ -23,17 +23,28 @@ export function abort(stream: Duplex): void {
   else stream.destroy();
 }
 
-export function splice(a: Duplex, b: Duplex, onDone?: (result: SpliceResult) => void): void {
+/**
+ * Bytes one direction may have written but not yet flushed before its source pauses. Larger than the
+ * streams' 16 KiB default so that a relay hop keeps several TLS records and HTTP/2 frames in flight
+ * instead of stopping after each one; still a fixed bound per direction.
+ */
+export const RELAY_BUFFER = 1024 * 1024;
+
+/** Copies src → dst with backpressure at `limit` buffered bytes; ends dst when src ends. */
+function relay(src: Duplex, dst: Duplex, limit: number, count: (n: number) => void): void {
+  src.on('data', (chunk: Buffer) => {
+    count(chunk.length);
+    if (!dst.write(chunk) && dst.writableLength >= limit) src.pause();
+  });
+  dst.on('drain', () => src.resume());
+  src.once('end', () => dst.end());
+}
+
+export function splice(a: Duplex, b: Duplex, onDone?: (result: SpliceResult) => void, limit = RELAY_BUFFER): void {
   const result: SpliceResult = { aToB: 0, bToA: 0 };
   let finished = false;
-  a.on('data', (chunk: Buffer) => {
-    result.aToB += chunk.length;
-  });
-  b.on('data', (chunk: Buffer) => {
-    result.bToA += chunk.length;
-  });
-  a.pipe(b);
-  b.pipe(a);
+  relay(a, b, limit, (n) => (result.aToB += n));
+  relay(b, a, limit, (n) => (result.bToA += n));
 
   let closed = 0;
   const finish = (): void => {
@@ -48,7 +59,7 @@ export function splice(a: Duplex, b: Duplex, onDone?: (result: SpliceResult) => 
   a.on('error', onError);
   b.on('error', onError);
   // A side that closes before its reading half ended was aborted (reset, RST_STREAM, error): abort the
-  // other. A side that ended in order has already ended the other's writing half through pipe().
+  // other. A side that ended in order has already ended the other's writing half through relay().
   const onClose = (self: Duplex, other: Duplex) => (): void => {
     if (!self.readableEnded || result.error !== undefined) {
       result.error ??= new Error('aborted');

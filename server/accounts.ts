@@ -48,3 +48,31 @@ export async function loadOrCreateToken(dataDir: string, given: string | undefin
 export function secretsEqual(a: string, b: string): boolean {
   return crypto.timingSafeEqual(digest(a), digest(b));
 }
+
+/**
+ * Counts failed authentications per remote address. Past `limit` failures within `windowMs`, the address
+ * is refused outright (without a token check) until the window has passed, so guessing tokens is slow and
+ * costs the server almost nothing; everyone else is unaffected.
+ */
+export class AuthThrottle {
+  private readonly failures = new Map<string, { count: number; since: number }>();
+
+  constructor(private readonly limit = 20, private readonly windowMs = 10_000) {}
+
+  isBlocked(address: string, now = Date.now()): boolean {
+    const entry = this.failures.get(address);
+    if (!entry) return false;
+    if (now - entry.since > this.windowMs) {
+      this.failures.delete(address);
+      return false;
+    }
+    return entry.count >= this.limit;
+  }
+
+  fail(address: string, now = Date.now()): void {
+    const entry = this.failures.get(address);
+    if (!entry || now - entry.since > this.windowMs) this.failures.set(address, { count: 1, since: now });
+    else entry.count += 1;
+    if (this.failures.size > 100_000) this.failures.clear();
+  }
+}

@@ -2,6 +2,10 @@
  * Publications, kept durably in `DATA_DIR/publications.json`, so that a proxy that reconnects and a server
  * that restarts keep every pseudo name and service key (seed step 405: the key is issued once).
  *
+ * Service keys are not stored at all: each is an HMAC of the publication's identity under the server's
+ * secret (`DATA_DIR/secret`, mode 0600), so the same name always gets the same key back, and a leaked
+ * publication store gives no key away.
+ *
  * Writes are atomic: the new state goes to a temporary file, is fsync'd, and replaces the old one with
  * rename(2), so a crash mid-write leaves either the old store or the new one, never a torn file.
  */
@@ -23,10 +27,25 @@ export interface Publication {
 
 const StoreFile = z.object({
   version: z.literal(1),
-  publications: z.array(
-    z.object({ account: z.string(), name: z.string(), port: z.number().int(), key: z.string(), createdAt: z.string() }).strict(),
-  ),
+  publications: z.array(z.object({ account: z.string(), name: z.string(), port: z.number().int(), createdAt: z.string() }).strict()),
 });
+
+type Stored = Omit<Publication, 'key'>;
+
+/** The server's secret, created on first start. */
+async function loadOrCreateSecret(dataDir: string): Promise<Buffer> {
+  const file = path.join(dataDir, 'secret');
+  try {
+    const text = (await fs.readFile(file, 'utf8')).trim();
+    if (/^[0-9a-f]{64}$/.test(text)) return Buffer.from(text, 'hex');
+    throw new UnderpassError('UP_ERR_CONFIG', `${file} is damaged: restore it from a backup (every service key derives from it)`);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  const secret = crypto.randomBytes(32);
+  await fs.writeFile(file, secret.toString('hex') + '\n', { mode: 0o600, flag: 'wx' });
+  return secret;
+}
 
 function id(account: string, name: string): string {
   return `${account}/${name}`;
@@ -36,10 +55,10 @@ export class PublicationStore {
   private readonly byId = new Map<string, Publication>();
   private writing: Promise<void> = Promise.resolve();
 
-  private constructor(private readonly file: string) {}
+  private constructor(private readonly file: string, private readonly secret: Buffer) {}
 
   static async open(dataDir: string): Promise<PublicationStore> {
-    const store = new PublicationStore(path.join(dataDir, 'publications.json'));
+    const store = new PublicationStore(path.join(dataDir, 'publications.json'), await loadOrCreateSecret(dataDir));
     let text: string | null = null;
     try {
       text = await fs.readFile(store.file, 'utf8');
@@ -53,9 +72,14 @@ export class PublicationStore {
       } catch {
         throw new UnderpassError('UP_ERR_CONFIG', `${store.file} is not a valid publication store: restore it from a backup or move it away`);
       }
-      for (const p of parsed.publications) store.byId.set(id(p.account, p.name), p);
+      for (const p of parsed.publications) store.byId.set(id(p.account, p.name), store.withKey(p));
     }
     return store;
+  }
+
+  private withKey(stored: Stored): Publication {
+    const key = crypto.createHmac('sha256', this.secret).update(`service-key/v1/${stored.account}/${stored.name}`).digest().subarray(0, 24).toString('base64url');
+    return { ...stored, key };
   }
 
   get(account: string, name: string): Publication | undefined {
@@ -73,9 +97,7 @@ export class PublicationStore {
   async publish(account: string, name: string, port: number): Promise<Publication> {
     const existing = this.byId.get(id(account, name));
     if (existing && existing.port === port) return existing;
-    const publication: Publication = existing
-      ? { ...existing, port }
-      : { account, name, port, key: crypto.randomBytes(24).toString('base64url'), createdAt: new Date().toISOString() };
+    const publication: Publication = existing ? { ...existing, port } : this.withKey({ account, name, port, createdAt: new Date().toISOString() });
     this.byId.set(id(account, name), publication);
     await this.save();
     return publication;
@@ -85,7 +107,8 @@ export class PublicationStore {
     // Serialise writes; each one writes the whole, current state.
     this.writing = this.writing.then(async () => {
       const tmp = `${this.file}.${process.pid}.tmp`;
-      const body = JSON.stringify({ version: 1, publications: this.all() }, null, 2) + '\n';
+      const publications: Stored[] = this.all().map(({ key: _key, ...stored }) => stored);
+      const body = JSON.stringify({ version: 1, publications }, null, 2) + '\n';
       const handle = await fs.open(tmp, 'w', 0o600);
       try {
         await handle.writeFile(body);

@@ -5,7 +5,7 @@ set -euo pipefail
 declare -A pkg=(
   [redis-server]=redis-server [redis-cli]=redis-tools [curl]=curl [iperf3]=iperf3
   [ip]=iproute2 [nft]=nftables [tinyproxy]=tinyproxy [psql]=postgresql-client
-  [ssh]=openssh-client [sshd]=openssh-server [microsocks]=microsocks
+  [ssh]=openssh-client [sshd]=openssh-server [microsocks]=microsocks [rsvg-convert]=librsvg2-bin
 )
 missing=()
 for cmd in "${!pkg[@]}"; do
