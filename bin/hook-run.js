@@ -1,14 +1,15 @@
 #!/usr/bin/env node
 'use strict';
 // Entry point of `hook-run` (the same as `underpass run`); compiled into dist/ by `npm run setup`.
-let cli;
+// It loads only the hook's launcher, not the daemons, to keep start-up short.
+let run;
 try {
-  cli = require('../dist/cli/underpass.js');
+  run = require('../dist/hook/run.js');
 } catch (e) {
-  if (e && e.code === 'MODULE_NOT_FOUND' && String(e.message).includes('dist/cli')) {
+  if (e && e.code === 'MODULE_NOT_FOUND' && String(e.message).includes('dist/hook')) {
     process.stderr.write("hook-run: not built yet: run 'npm ci && npm run setup' in the checkout\n");
     process.exit(1);
   }
   throw e;
 }
-cli.main(['run', ...process.argv.slice(2)]);
+run.runHookCli(process.argv.slice(2)).then((code) => process.exit(code));

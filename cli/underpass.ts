@@ -5,14 +5,23 @@
 import fs from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, isUnderpassError } from '../protocol/errors';
-import { zone as checkZone } from '../protocol/names';
-import { ServiceProxy, parsePublish, type ProxyEvent } from '../proxy/proxy';
-import { Redirector } from '../redirector/redirector';
-import { createLogger, type LogFormat, type Logger } from '../runtime/log';
+import type { ProxyEvent } from '../proxy/proxy';
+import type { LogFormat, Logger } from '../runtime/log';
 import { defaultIpcPath } from '../runtime/paths';
-import { parseHostPort, type LinkOptions } from '../runtime/server-link';
+import type { LinkOptions } from '../runtime/server-link';
 import type { TransportKind } from '../runtime/transport';
-import { TunnelServer } from '../server/server';
+
+// Each program's modules (TLS, HTTP/2, WebSocket, certificate generation, logging) load only when that
+// program runs: `hook-run` and `--help` stay fast.
+/* eslint-disable @typescript-eslint/no-require-imports */
+const load = {
+  log: () => require('../runtime/log') as typeof import('../runtime/log'),
+  link: () => require('../runtime/server-link') as typeof import('../runtime/server-link'),
+  names: () => require('../protocol/names') as typeof import('../protocol/names'),
+  server: () => require('../server/server') as typeof import('../server/server'),
+  proxy: () => require('../proxy/proxy') as typeof import('../proxy/proxy'),
+  redirector: () => require('../redirector/redirector') as typeof import('../redirector/redirector'),
+};
 
 const version = (JSON.parse(fs.readFileSync(`${__dirname}/../../package.json`, 'utf8')) as { version: string }).version;
 
@@ -62,7 +71,7 @@ function linkOptions(flags: EndpointFlags, logger: Logger): LinkOptions {
   if (!server) throw new ConfigError('missing --server HOST:PORT (the tunnel server to dial)');
   if (!ca) throw new ConfigError("missing --ca FILE (the server's DATA_DIR/tls/cert.pem)");
   if (!token) throw new ConfigError('missing --token TOKEN (the server prints where its token is)');
-  return { server: parseHostPort(server, '--server'), ca: readCa(ca), token, logger, transport: flags.transport, keepaliveMs: flags.keepalive * 1000, ...(flags.proxy !== undefined ? { proxy: flags.proxy } : {}) };
+  return { server: load.link().parseHostPort(server, '--server'), ca: readCa(ca), token, logger, transport: flags.transport, keepaliveMs: flags.keepalive * 1000, ...(flags.proxy !== undefined ? { proxy: flags.proxy } : {}) };
 }
 
 /** Flags every endpoint (proxy, redirector) shares. */
@@ -92,8 +101,9 @@ export function buildProgram(): Command {
   const program = new Command('underpass')
     .version(version)
     .description('Reach TCP services behind someone else\'s firewall from unmodified client apps.')
-    .showHelpAfterError('(run with --help for usage)')
-    .exitOverride();
+    .exitOverride()
+    // Commander's own errors become one line too, with where to look.
+    .configureOutput({ outputError: (text, write) => write(`underpass: ${text.replace(/^error: /, '').trim()} (see 'underpass --help')\n`) });
 
   program
     .command('server')
@@ -107,17 +117,17 @@ export function buildProgram(): Command {
     .addOption(keepaliveOption())
     .addOption(logFormat())
     .action(async (flags: { listen: string; dataDir: string; token?: string; cert?: string; key?: string; zone: string; keepalive: number; logFormat: LogFormat }) => {
-      const logger = createLogger('server', flags.logFormat);
+      const logger = load.log().createLogger('server', flags.logFormat);
       try {
-        const listen = parseHostPort(flags.listen, '--listen');
+        const listen = load.link().parseHostPort(flags.listen, '--listen');
         if ((flags.cert === undefined) !== (flags.key === undefined)) throw new ConfigError('--cert and --key go together: pass both or neither');
-        const server = new TunnelServer({
+        const server = new (load.server().TunnelServer)({
           host: listen.host,
           port: listen.port,
           dataDir: flags.dataDir,
           token: flags.token ?? process.env.UNDERPASS_TOKEN,
           cert: flags.cert !== undefined && flags.key !== undefined ? { cert: flags.cert, key: flags.key } : undefined,
-          zone: checkZone(flags.zone),
+          zone: load.names().zone(flags.zone),
           keepaliveMs: flags.keepalive * 1000,
           logger,
         });
@@ -138,9 +148,10 @@ export function buildProgram(): Command {
     .option('--publish <name=host:port>', 'publish a service (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--json', 'print one JSON event per line on stdout')
     .action(async (flags: EndpointFlags & { publish: string[]; json?: boolean }) => {
-      const logger = createLogger('proxy', flags.logFormat);
+      const logger = load.log().createLogger('proxy', flags.logFormat);
       try {
         if (flags.publish.length === 0) throw new ConfigError('nothing to publish: add --publish NAME=HOST:PORT');
+        const { ServiceProxy, parsePublish } = load.proxy();
         const proxy = new ServiceProxy({ link: linkOptions(flags, logger), targets: flags.publish.map(parsePublish), logger });
         proxy.on('event', (event: ProxyEvent) => {
           if (flags.json) process.stdout.write(JSON.stringify(event) + '\n');
@@ -157,9 +168,9 @@ export function buildProgram(): Command {
     .option('--ipc <path>', 'Unix socket hooks connect to', defaultIpcPath())
     .option('--pseudo-net <cidr>', 'loopback range pseudo addresses come from', '127.77.0.0/16')
     .action(async (flags: EndpointFlags & { ipc: string; pseudoNet: string }) => {
-      const logger = createLogger('redirector', flags.logFormat);
+      const logger = load.log().createLogger('redirector', flags.logFormat);
       try {
-        const redirector = new Redirector({ link: linkOptions(flags, logger), ipcPath: flags.ipc, pseudoNet: flags.pseudoNet, logger });
+        const redirector = new (load.redirector().Redirector)({ link: linkOptions(flags, logger), ipcPath: flags.ipc, pseudoNet: flags.pseudoNet, logger });
         const info = await redirector.start();
         logger.info(`serving hooks on ${flags.ipc}`, { zone: info.zone, account: info.account });
         onSignals(() => redirector.stop(), logger);

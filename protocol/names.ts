@@ -12,16 +12,17 @@ import { ConfigError } from './errors';
 export const DEFAULT_ZONE = 'underpass.internal';
 export const DEFAULT_ACCOUNT = 'default';
 
-const parseOptions = { allowPrivateDomains: true, validateHostname: true, extractHostname: false, mixedInputs: false } as const;
+// tldts validates a host name only on its extraction path, so extraction stays on; a result that differs
+// from the input means the input was a URL or had other parts, and is refused.
+const parseOptions = { allowPrivateDomains: true, validateHostname: true } as const;
 
 /** Lower-cased host name without trailing dot, or null when it is not a valid DNS host name (or is an IP). */
 export function tryNormalizeHostname(input: string): string | null {
-  const trimmed = input.endsWith('.') ? input.slice(0, -1) : input;
-  const result = parse(trimmed.toLowerCase(), parseOptions);
-  if (result.isIp === true || result.hostname === null) return null;
-  // tldts validates label syntax and lengths; an empty or over-long result is not a host name.
-  if (result.hostname.length === 0 || result.hostname.length > 253) return null;
-  return result.hostname;
+  const lowered = (input.endsWith('.') ? input.slice(0, -1) : input).toLowerCase();
+  const result = parse(lowered, parseOptions);
+  if (result.isIp === true || result.hostname !== lowered) return null;
+  if (lowered.length === 0 || lowered.length > 253) return null;
+  return lowered;
 }
 
 /** True when `host` is a valid IP literal (v4 or v6), as tldts sees it. */

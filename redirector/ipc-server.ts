@@ -69,10 +69,13 @@ export class IpcServer {
     for (const kind of Object.keys(Schemas) as Array<keyof typeof Schemas>) {
       server.on(IpcEvent[kind], (data: unknown, socket: IpcSocket) => void this.dispatch(kind, data, socket));
     }
-    server.on('connect', (socket: IpcSocket) => {
+    // node-ipc publishes a new connection as ('connect', socket) — and a peer's message typed "connect"
+    // as ('connect', data, socket); only the first kind is a connection.
+    server.on('connect', (socket: unknown, fromMessage?: unknown) => {
+      if (fromMessage !== undefined || !(socket instanceof net.Socket)) return;
       // Runs after node-ipc's own 'data' handler has appended to its buffer.
       socket.on('data', () => {
-        if ((socket.ipcBuffer?.length ?? 0) > IPC_MAX_MESSAGE) {
+        if (((socket as IpcSocket).ipcBuffer?.length ?? 0) > IPC_MAX_MESSAGE) {
           this.logger.warn('dropped an IPC peer that sent an oversized message');
           socket.destroy();
         }

@@ -7,7 +7,6 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import selfsigned from 'selfsigned';
 import { isIpLiteral } from '../protocol/names';
 
 export interface Identity {
@@ -53,6 +52,9 @@ export async function ensureIdentity(dataDir: string, listenHost: string, given?
   const notBefore = new Date(Date.now() - 60_000);
   const notAfter = new Date(notBefore);
   notAfter.setFullYear(notAfter.getFullYear() + 5);
+  // Loaded only on first start: the X.509 stack behind it costs a quarter second to load.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const selfsigned = require('selfsigned') as typeof import('selfsigned');
   const pems = await selfsigned.generate([{ name: 'commonName', value: listenHost === '' ? 'underpass' : listenHost }], {
     keyType: 'ec',
     curve: 'P-256',

@@ -13,6 +13,12 @@ export const ROOT = path.resolve(__dirname, '..', '..');
 export const UNDERPASS = path.join(ROOT, 'bin', 'underpass.js');
 export const HOOK_RUN = path.join(ROOT, 'bin', 'hook-run.js');
 
+/**
+ * The real python3 binary. Under pyenv, `python3` is a shell shim that forks and execs a dozen helpers,
+ * each of which hook-run would hook in turn; tests that are about something else run the interpreter.
+ */
+export const PYTHON = spawnSync('python3', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' }).stdout.trim() || 'python3';
+
 export function tmpDir(prefix: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), `underpass-${prefix}-`));
 }

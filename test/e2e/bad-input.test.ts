@@ -10,7 +10,7 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import tls from 'node:tls';
 import selfsigned from 'selfsigned';
-import { Chain, freePort, Program, run, UNDERPASS } from '../harness';
+import { Chain, PYTHON, Program, UNDERPASS, freePort, run } from '../harness';
 
 /** One line, no stack trace. */
 function assertOneLine(stderr: string, pattern: RegExp): void {
@@ -27,7 +27,7 @@ describe('bad input: one clear line, nothing else disturbed', function () {
 
   before(async function () {
     echoPort = await freePort();
-    echo = new Program('echo', 'python3', ['-c', `import socketserver
+    echo = new Program('echo', PYTHON, ['-c', `import socketserver
 class H(socketserver.StreamRequestHandler):
     def handle(self):
         for line in self.rfile: self.wfile.write(line)
@@ -43,7 +43,7 @@ socketserver.ThreadingTCPServer(('127.0.0.1', ${echoPort}), H).serve_forever()`]
 
   /** The chain still carries a connection end to end. */
   async function assertChainWorks(): Promise<void> {
-    const r = await chain.hookRun(['python3', '-c', `import socket
+    const r = await chain.hookRun([PYTHON, '-c', `import socket
 s = socket.create_connection(('${chain.host('echo')}', ${echoPort}), timeout=10)
 s.sendall(b'still here\\n'); print(s.makefile().readline().strip())`]);
     assert.equal(r.stdout.trim(), 'still here', r.stderr);
@@ -73,14 +73,40 @@ s.sendall(b'still here\\n'); print(s.makefile().readline().strip())`]);
     const badCa = await run(process.execPath, [UNDERPASS, 'proxy', '--server', `127.0.0.1:${chain.serverPort}`, '--ca', `${chain.dir}/missing.pem`, '--token', chain.token, '--publish', `x=127.0.0.1:1`]);
     assertOneLine(badCa.stderr, /cannot read --ca/);
 
-    const flag = await run(process.execPath, [UNDERPASS, 'server', '--bogus']);
+    const flag = await run(process.execPath, [UNDERPASS, 'server', '--data-dir', `${chain.dir}/unused`, '--bogus']);
     assert.notEqual(flag.code, 0);
-    assert.match(flag.stderr, /unknown option '--bogus'/);
-    assert.doesNotMatch(flag.stderr, /\n\s+at /);
+    assertOneLine(flag.stderr, /^underpass: unknown option '--bogus'/);
+    const missing = await run(process.execPath, [UNDERPASS, 'server']);
+    assertOneLine(missing.stderr, /^underpass: required option '--data-dir <dir>' not specified/);
 
     const publish = await run(process.execPath, [UNDERPASS, 'proxy', '--server', `127.0.0.1:${chain.serverPort}`, '--ca', chain.ca, '--token', chain.token, '--publish', 'no-port']);
     assert.notEqual(publish.code, 0);
     assertOneLine(publish.stderr, /--publish 'no-port'.*NAME=HOST:PORT/);
+  });
+
+  it("hostile IPC peers (node-ipc's reserved event names, garbage, oversized, unterminated) cost only themselves", async function () {
+    const r = await run('python3', ['-c', `import socket, json
+def send(raw, read=True):
+    s = socket.socket(socket.AF_UNIX); s.connect('${chain.ipcPath}'); s.settimeout(5)
+    try:
+        s.sendall(raw)
+        return s.recv(4096) if read else b''
+    except (ConnectionResetError, BrokenPipeError): return b''
+    finally: s.close()
+for t in ['connect', 'close', 'error', 'data', 'start', 'socket.disconnected', 'no-such-event']:
+    send(json.dumps({'type': t, 'data': {'x': 1}}).encode() + b'\\f', read=False)
+print(send(b'{"type":"resolve","data":{"name":42}}\\f').decode().strip('\\f'))
+send(b'not json at all\\f', read=False)
+print(send(b'x' * 200000, read=True) == b'')
+send(b'{"type":"resolve"', read=False)
+print(send(json.dumps({'type': 'resolve', 'data': {'name': '${chain.host('echo')}'}}).encode() + b'\\f').decode().strip('\\f'))`]);
+    const lines = r.stdout.trim().split('\n');
+    assert.equal(lines.length, 3, r.stdout + r.stderr);
+    assert.deepEqual(JSON.parse(lines[0]!), { type: 'reply', data: { ok: false, code: 'BAD_REQUEST', message: 'malformed resolve request' } });
+    assert.equal(lines[1], 'True', 'an oversized message is dropped without a reply');
+    assert.equal((JSON.parse(lines[2]!) as { data: { ok: boolean } }).data.ok, true);
+    assert.equal(chain.redirector.child.exitCode, null, 'the redirector is still running');
+    await assertChainWorks();
   });
 
   it('garbage, a stalled TLS handshake and a malformed control stream cost only their sender', async function () {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Chain, freePort, Program, tmpDir } from '../harness';
+import { Chain, PYTHON, Program, freePort, tmpDir } from '../harness';
 
 describe('the spine: an unmodified client reaches a published service', function () {
   let chain: Chain;
@@ -29,7 +29,7 @@ describe('the spine: an unmodified client reaches a published service', function
     extra.push(new Program('http.server', 'python3', ['-m', 'http.server', String(webPort), '--bind', '127.0.0.1', '--directory', webDir]));
     // A real echo server (socat is not assumed): python's socketserver, upper-casing what it reads.
     extra.push(
-      new Program('echo', 'python3', [
+      new Program('echo', PYTHON, [
         '-c',
         `import socketserver
 class H(socketserver.StreamRequestHandler):
@@ -74,7 +74,7 @@ socketserver.ThreadingTCPServer(('127.0.0.1', ${echoPort}), H).serve_forever()`,
 
   it('a Python socket.create_connection client talks both ways (blocking connect)', async function () {
     const script = `import socket,sys
-s = socket.create_connection(('${chain.host('echo')}', ${echoPort}), timeout=10)
+s = socket.create_connection(('${chain.host('echo')}', ${echoPort}))
 peer = s.getpeername()
 s.sendall(b'hello underpass\\n'); s.shutdown(socket.SHUT_WR)
 data = b''
@@ -83,7 +83,7 @@ while True:
     if not chunk: break
     data += chunk
 print(data.decode().strip(), peer[0].startswith('127.'))`;
-    const r = await chain.hookRun(['python3', '-c', script]);
+    const r = await chain.hookRun([PYTHON, '-c', script]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout.trim(), 'HELLO UNDERPASS True');
   });
@@ -100,7 +100,7 @@ print(data.decode().strip(), peer[0].startswith('127.'))`;
     const script = `import socket
 print(sorted({a[4][0] for a in socket.getaddrinfo('localhost', ${webPort}, socket.AF_INET)}))
 s = socket.create_connection(('127.0.0.1', ${webPort})); s.sendall(b'HEAD / HTTP/1.0\\r\\n\\r\\n'); print(s.recv(12).decode())`;
-    const r = await chain.hookRun(['python3', '-c', script]);
+    const r = await chain.hookRun([PYTHON, '-c', script]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, "['127.0.0.1']\nHTTP/1.0 200\n");
   });
@@ -117,7 +117,7 @@ try:
     print('resolved')
 except socket.gaierror as e:
     print('gaierror', e.errno == socket.EAI_NONAME)`;
-    const r = await chain.hookRun(['python3', '-c', script]);
+    const r = await chain.hookRun([PYTHON, '-c', script]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, 'refused\ngaierror True\n');
   });
@@ -128,7 +128,10 @@ except socket.gaierror as e:
     await chain.server.stop('SIGTERM');
     await chain.startServer();
     // The proxy reconnects on its own and republishes: the server answers with the stored key.
-    await chain.proxy.waitFor(new RegExp(`(?:.*"published".*\\n){${seen + 3}}`), 30_000, 'stdout');
+    for (let i = 0; chain.proxy.stdout.split('\n').filter((l) => l.includes('"published"')).length < seen + 3; i++) {
+      assert.ok(i < 300, `the proxy did not republish:\n${chain.proxy.stderr}`);
+      await new Promise((res) => setTimeout(res, 100));
+    }
     const again = chain.proxy.stdout.split('\n').filter((l) => l.includes('"published"')).slice(seen).map((l) => JSON.parse(l) as { name: string; host: string; key: string });
     for (const p of again) {
       assert.equal(p.host, before.get(p.name)!.host);
@@ -145,10 +148,24 @@ except socket.gaierror as e:
     assert.fail(`no PONG after the restart: ${last}`);
   });
 
-  it('a restarted service proxy gets the same pseudo name and key back', async function () {
+  it('refuses connects while the service is offline, and a restarted proxy gets the same name and key back', async function () {
     const before = chain.published.get('redis')!;
     await chain.proxy.stop('SIGTERM');
     chain.published.clear();
+    // Seed steps 630-640: a blocking connect fails with ECONNREFUSED; a non-blocking one sees its
+    // connection reset or closed without data.
+    const offline = await chain.hookRun([PYTHON, '-c', `import socket, asyncio
+try:
+    socket.create_connection(('${before.host}', ${redisPort})); print('connected')
+except ConnectionRefusedError: print('refused')
+async def nonblocking():
+    try:
+        r, w = await asyncio.open_connection('${before.host}', ${redisPort})
+        w.write(b'PING\\r\\n'); await w.drain()
+        print('read', await r.read(100))
+    except (ConnectionResetError, ConnectionRefusedError): print('reset')
+asyncio.run(nonblocking())`]);
+    assert.equal(offline.stdout, "refused\nreset\n", offline.stderr);
     await chain.startProxy();
     assert.deepEqual(chain.published.get('redis'), before);
     const r = await chain.hookRun(['redis-cli', '-h', chain.host('redis'), '-p', String(redisPort), 'ping']);

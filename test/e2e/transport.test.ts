@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Chain, freePort, HOOK_RUN, inNetns, Program, run, tmpDir } from '../harness';
+import { Chain, HOOK_RUN, PYTHON, Program, freePort, inNetns, run, tmpDir } from '../harness';
 import { ClientHost } from '../netns';
 
 const PY_ECHO = (port: number, host = '127.0.0.1'): string[] => [
@@ -37,7 +37,7 @@ describe('transport: through what the network allows', function () {
   before(async function () {
     echoPort = await freePort();
     // Listens on every address so the chain's proxy (on our side) reaches it either way.
-    echo = new Program('echo', 'python3', PY_ECHO(echoPort));
+    echo = new Program('echo', PYTHON, PY_ECHO(echoPort));
     await echo.waitFor(/echo ready/);
   });
 
@@ -85,7 +85,7 @@ except OSError as e: print('blocked', type(e).__name__)`]);
 
     it('the redirector goes through the proxy and an unmodified client reaches the service', async function () {
       await chain.redirector.waitFor(/runs over TLS via HTTP proxy/);
-      const r = await chain.hookRun(['python3', '-c', pingScript(chain.host('echo'), echoPort)]);
+      const r = await chain.hookRun([PYTHON, '-c', pingScript(chain.host('echo'), echoPort)]);
       assert.equal(r.stdout.trim(), 'across the firewall', r.stderr);
     });
   });
@@ -121,7 +121,7 @@ try:
 except OSError as e: print('blocked')`]);
       assert.equal((await run(cmd, args)).stdout.trim(), 'blocked');
       await chain.redirector.waitFor(/runs over TLS via SOCKS5 proxy/);
-      const r = await chain.hookRun(['python3', '-c', pingScript(chain.host('echo'), echoPort)]);
+      const r = await chain.hookRun([PYTHON, '-c', pingScript(chain.host('echo'), echoPort)]);
       assert.equal(r.stdout.trim(), 'across the firewall', r.stderr);
     });
   });
@@ -151,7 +151,7 @@ except OSError as e: print('blocked')`]);
 
     it('carries the proxy over WebSocket when told to (--transport wss)', async function () {
       await chain.proxy.waitFor(/runs over WebSocket \(wss\) direct/);
-      const r = await chain.hookRun(['python3', '-c', pingScript(chain.host('echo'), echoPort)]);
+      const r = await chain.hookRun([PYTHON, '-c', pingScript(chain.host('echo'), echoPort)]);
       assert.equal(r.stdout.trim(), 'across the firewall', r.stderr);
     });
 
@@ -159,7 +159,7 @@ except OSError as e: print('blocked')`]);
       const webPort = chain.published.get('web')!.target.split(':')[1]!;
       const go = path.join(chain.dir, 'go');
       const stalled = chain.adopt(
-        new Program('stalled', process.execPath, [HOOK_RUN, '--ipc', chain.ipcPath, '--', 'python3', '-c', `import socket, hashlib, os, time
+        new Program('stalled', process.execPath, [HOOK_RUN, '--ipc', chain.ipcPath, '--', PYTHON, '-c', `import socket, hashlib, os, time
 s = socket.create_connection(('${chain.host('web')}', ${webPort}))
 s.sendall(b'GET /big.bin HTTP/1.0\\r\\n\\r\\n')
 first = s.recv(1)
@@ -186,7 +186,7 @@ print(len(body), hashlib.sha256(body).hexdigest(), flush=True)`]),
     it('1,000 concurrent tunneled connections on one session all complete with correct bytes', async function () {
       const r = await chain.hookRun(
         [
-          'python3',
+          PYTHON,
           '-c',
           `import asyncio, os, hashlib
 async def one(i):
@@ -215,7 +215,7 @@ asyncio.run(main())`,
         process.kill(pid, 'SIGCONT');
       }
       await chain.redirector.waitFor(/reconnected to the tunnel server/, 30_000);
-      const r = await chain.hookRun(['python3', '-c', pingScript(chain.host('echo'), echoPort)]);
+      const r = await chain.hookRun([PYTHON, '-c', pingScript(chain.host('echo'), echoPort)]);
       assert.equal(r.stdout.trim(), 'across the firewall', r.stderr);
     });
   });

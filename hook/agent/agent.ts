@@ -1,0 +1,103 @@
+/**
+ * The Underpass hook: a Frida agent loaded into an unmodified glibc process (before its first
+ * instruction under `hook-run -- CMD`, or into a running one under `hook-run --pid`).
+ *
+ * It exists to make two things true for that process without changing its code:
+ * - a lookup of a pseudo name (a name under one of the redirector's zones) answers the pseudo address the
+ *   redirector assigned, without asking real DNS, and
+ * - a blocking connect to a pseudo address returns only once the redirector's tunnel reached the real
+ *   server (or fails with ECONNREFUSED).
+ *
+ * So it hooks the entry points through which glibc programs resolve and connect: getaddrinfo and the
+ * gethostbyname family (the _r forms too, since Python and others use them), the reverse lookups
+ * getnameinfo and gethostbyaddr[_r], connect, and sendto/sendmsg for MSG_FASTOPEN, which connect without
+ * calling connect(). freeaddrinfo is deliberately NOT hooked: a pseudo answer is produced by calling the
+ * real getaddrinfo with the numeric pseudo address, so the list is glibc's own memory, freed correctly by
+ * the real freeaddrinfo and never by Frida's GC. Every other name and address goes to the original
+ * function untouched and costs no IPC.
+ *
+ * The hook is thin: what is pseudo, which address a name gets, and whether a tunnel can be opened are
+ * the redirector's decisions, asked over a synchronous per-call IPC (ipc-client.ts). `dispose()` reverts
+ * every replacement, leaving the process as it was.
+ *
+ * RPC: `init({ipcPath})` says hello to the redirector, learns zones and pseudo network, installs the
+ * hooks and returns what it did; it throws when the redirector cannot be reached. `dispose()` reverts.
+ */
+import { IPC_VERSION } from '../../protocol/ipc';
+import type { HelloReply } from '../../protocol/ipc';
+import { installConnectHooks } from './connect-hooks';
+import { installedHookNames, revertAll } from './hooks';
+import { ipcRequest, setIpcPath } from './ipc-client';
+import { tryGetLibc } from './libc';
+import { PseudoSpace } from './pseudo-space';
+import { installResolveHooks } from './resolve-hooks';
+
+/** What `init` reports to the controller. */
+export interface InitResult {
+  /** False when this process cannot be served (then `notice` says why, in one line). */
+  hooked: boolean;
+  hooks: string[];
+  notice?: string;
+}
+
+export interface InitOptions {
+  ipcPath: string;
+}
+
+let initialised = false;
+
+function init(options: InitOptions): InitResult {
+  if (initialised) return { hooked: true, hooks: installedHookNames() };
+  const unhookable = tryUnhookableReason();
+  if (unhookable !== null) return { hooked: false, hooks: [], notice: unhookable };
+  const libc = tryGetLibc();
+  if (libc === null) return { hooked: false, hooks: [], notice: 'no glibc (libc.so.6) in this process' };
+
+  setIpcPath(options.ipcPath);
+  const hello = sayHello(options.ipcPath);
+  const space = new PseudoSpace(hello);
+  installResolveHooks(libc, space);
+  installConnectHooks(libc, space);
+  initialised = true;
+  return { hooked: true, hooks: installedHookNames() };
+}
+
+function sayHello(ipcPath: string): HelloReply {
+  let reply;
+  try {
+    reply = ipcRequest<HelloReply>('hello', { v: IPC_VERSION, pid: Process.id });
+  } catch (error) {
+    throw new Error(`no redirector at ${ipcPath}: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  if (!reply.ok) throw new Error(`redirector at ${ipcPath} refused the hook: ${reply.message}`);
+  if (reply.v !== IPC_VERSION) throw new Error(`redirector at ${ipcPath} speaks IPC version ${reply.v}, the hook ${IPC_VERSION}`);
+  return reply;
+}
+
+/**
+ * Why this process's lookups and connects cannot be hooked, or null when they can: a program linked
+ * statically or without glibc, or a Go program (its resolver and connect are raw system calls).
+ */
+function tryUnhookableReason(): string | null {
+  const main = Process.mainModule;
+  let sections: ModuleSectionDetails[] = [];
+  try {
+    sections = main.enumerateSections();
+  } catch {
+    // No section table readable: judge by libc alone.
+  }
+  if (sections.some((section) => section.name === '.go.buildinfo' || section.name === '.gopclntab')) {
+    return `${main.name} is a Go program: it resolves and connects with its own code, which the hook cannot see`;
+  }
+  if (Process.findModuleByName('libc.so.6') === null) {
+    return `${main.name} does not use glibc (statically linked or another C library): its lookups and connects cannot be hooked`;
+  }
+  return null;
+}
+
+function dispose(): void {
+  revertAll();
+  initialised = false;
+}
+
+rpc.exports = { init, dispose };

@@ -1,0 +1,89 @@
+/**
+ * Connects to pseudo addresses.
+ *
+ * The redirector listens on each pseudo address:port itself, so the app's own sockaddr is already the
+ * right destination and is never modified (getpeername then answers what the app asked for). What the
+ * hook adds is the seed's blocking semantics: a BLOCKING connect() asks the redirector first and returns
+ * 0 only once the tunnel reached the real server, or -1/ECONNREFUSED. A NON-BLOCKING connect() makes no
+ * IPC at all and keeps its EINPROGRESS semantics; the redirector opens the tunnel on accept and resets the
+ * connection if that fails, which the app sees as a refused or reset connection.
+ *
+ * sendto()/sendmsg() with MSG_FASTOPEN connect without calling connect(), so they get the same check.
+ * Everything else (AF_UNIX, other addresses, the agent's own IPC socket) goes to the original untouched.
+ */
+import { errnoOf, replaceExport, setCallerErrno } from './hooks';
+import { F_GETFL, libcFunctions, MSG_FASTOPEN, MSGHDR, O_NONBLOCK } from './libc';
+import type { PseudoSpace } from './pseudo-space';
+import { requestConnect } from './redirector-client';
+
+export function installConnectHooks(libc: Module, space: PseudoSpace): void {
+  const { fcntl } = libcFunctions();
+  const isBlocking = (fd: number): boolean => {
+    const flags = fcntl(fd, F_GETFL);
+    return flags >= 0 && (flags & O_NONBLOCK) === 0;
+  };
+  /** 0 to go ahead, else the errno to fail with. */
+  const check = (fd: number, sockaddr: NativePointer, length: number): number => {
+    const destination = space.tryPseudoDestination(sockaddr, length);
+    if (destination === null || !isBlocking(fd)) return 0;
+    return requestConnect(destination.address, destination.port);
+  };
+
+  replaceExport(libc, 'connect', (target) => {
+    const original = new SystemFunction(target, 'int', ['int', 'pointer', 'uint']);
+    return new NativeCallback(
+      function (this: CallbackContext | InvocationContext, fd: number, sockaddr: NativePointer, length: number): number {
+        const refused = check(fd, sockaddr, length);
+        if (refused !== 0) {
+          setCallerErrno(this, refused);
+          return -1;
+        }
+        const result = original(fd, sockaddr, length);
+        setCallerErrno(this, errnoOf(result));
+        return result.value;
+      },
+      'int',
+      ['int', 'pointer', 'uint'],
+    );
+  });
+
+  replaceExport(libc, 'sendto', (target) => {
+    const original = new SystemFunction(target, 'ssize_t', ['int', 'pointer', 'size_t', 'int', 'pointer', 'uint']);
+    return new NativeCallback(
+      function (this: CallbackContext | InvocationContext, fd: number, buffer: NativePointer, length: UInt64, flags: number, sockaddr: NativePointer, addressLength: number): number | Int64 {
+        if ((flags & MSG_FASTOPEN) !== 0) {
+          const refused = check(fd, sockaddr, addressLength);
+          if (refused !== 0) {
+            setCallerErrno(this, refused);
+            return -1;
+          }
+        }
+        const result = original(fd, buffer, length, flags, sockaddr, addressLength);
+        setCallerErrno(this, errnoOf(result));
+        return result.value;
+      },
+      'ssize_t',
+      ['int', 'pointer', 'size_t', 'int', 'pointer', 'uint'],
+    );
+  });
+
+  replaceExport(libc, 'sendmsg', (target) => {
+    const original = new SystemFunction(target, 'ssize_t', ['int', 'pointer', 'int']);
+    return new NativeCallback(
+      function (this: CallbackContext | InvocationContext, fd: number, message: NativePointer, flags: number): number | Int64 {
+        if ((flags & MSG_FASTOPEN) !== 0 && !message.isNull()) {
+          const refused = check(fd, message.add(MSGHDR.name).readPointer(), message.add(MSGHDR.namelen).readU32());
+          if (refused !== 0) {
+            setCallerErrno(this, refused);
+            return -1;
+          }
+        }
+        const result = original(fd, message, flags);
+        setCallerErrno(this, errnoOf(result));
+        return result.value;
+      },
+      'ssize_t',
+      ['int', 'pointer', 'int'],
+    );
+  });
+}

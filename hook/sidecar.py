@@ -1,0 +1,396 @@
+#!/usr/bin/env python3
+"""The Python controller of the Underpass hook, on the `frida` wheel.
+
+`hook-run` uses it when the Node `frida` binding cannot be loaded. It does for one command, or for one
+running process, what hook/controller.ts describes: load dist/hook/agent.js before the first instruction,
+call the agent's `init({ipcPath})`, carry the agent into every forked or exec'd descendant (child gating),
+and pass the command's exit status through.
+
+Usage:
+  sidecar.py --agent AGENT.js --ipc PATH -- COMMAND [ARGS...]   spawn COMMAND hooked; exit with its status
+  sidecar.py --agent AGENT.js --ipc PATH --pid PID               hook a running process until SIGINT/SIGTERM
+
+Expected failures print one line on stderr, prefixed `hook-run:`, and exit non-zero; never a stack trace.
+Set UNDERPASS_HOOK_DEBUG=1 for one line per hooked process.
+"""
+
+import os
+import queue
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+
+PROG = 'hook-run'
+DEBUG = os.environ.get('UNDERPASS_HOOK_DEBUG', '') not in ('', '0')
+
+
+class UsageError(Exception):
+    pass
+
+
+class HookError(Exception):
+    """An expected failure: its message is the one line the user sees."""
+
+    def __init__(self, message, status=1):
+        super().__init__(message)
+        self.status = status
+
+
+def say(message):
+    sys.stderr.write(f'{PROG}: {message}\n')
+    sys.stderr.flush()
+
+
+def debug(message):
+    if DEBUG:
+        say(message)
+
+
+def parse_args(argv):
+    options = {'agent': None, 'ipc': None, 'pid': None, 'command': None}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == '--':
+            options['command'] = argv[i + 1:]
+            break
+        if arg in ('--agent', '--ipc', '--pid'):
+            if i + 1 >= len(argv):
+                raise UsageError(f'{arg} needs a value')
+            options[arg[2:]] = argv[i + 1]
+            i += 2
+            continue
+        raise UsageError(f'unknown argument {arg!r}')
+    if options['agent'] is None or options['ipc'] is None:
+        raise UsageError('--agent and --ipc are required')
+    if (options['pid'] is None) == (options['command'] is None):
+        raise UsageError('give either --pid PID or -- COMMAND [ARGS...]')
+    if options['command'] is not None and len(options['command']) == 0:
+        raise UsageError('no COMMAND after --')
+    if options['pid'] is not None:
+        try:
+            options['pid'] = int(options['pid'])
+        except ValueError:
+            raise UsageError(f'--pid needs a process id, not {options["pid"]!r}')
+        if options['pid'] <= 0:
+            raise UsageError(f'--pid needs a process id, not {options["pid"]}')
+    return options
+
+
+class Hooker:
+    """Loads the agent into processes and keeps their scripts alive."""
+
+    def __init__(self, frida, device, source, ipc_path):
+        self.frida = frida
+        self.device = device
+        self.source = source
+        self.ipc_path = ipc_path
+        self.scripts = {}
+        self.main_pid = None
+        self.main_failure = None
+        self.awaiting_exec = set()
+
+    def hook(self, pid, gate_children):
+        """Attaches, loads and inits. Raises HookError (with the user's line) on failure."""
+        frida = self.frida
+        try:
+            session = self.device.attach(pid)
+        except frida.PermissionDeniedError:
+            raise HookError(
+                f'not allowed to attach to process {pid} (ptrace is restricted): run hook-run as the same user '
+                f"after 'sudo sysctl kernel.yama.ptrace_scope=0', or as root"
+            )
+        except frida.ProcessNotFoundError:
+            raise HookError(f'no process with pid {pid}')
+        except frida.NotSupportedError as error:
+            raise HookError(f'cannot hook process {pid}: {one_line(error)}')
+        except frida.InvalidOperationError as error:
+            raise HookError(f'cannot attach to process {pid}: {one_line(error)}')
+        try:
+            if gate_children:
+                session.enable_child_gating()
+            script = session.create_script(self.source, name='underpass-hook')
+            script.on('message', lambda message, data: self.on_message(pid, message))
+            script.load()
+            result = script.exports_sync.init({'ipcPath': self.ipc_path})
+        except frida.RPCException as error:
+            detach_quietly(session)
+            text = one_line(error.args[0] if error.args else error)  # args[2] is the JS stack
+            if text.startswith('no redirector at '):
+                raise HookError(
+                    f"no redirector at {self.ipc_path}: start one with 'underpass redirector ... --ipc {self.ipc_path}' "
+                    f'or pass --ipc PATH of a running one'
+                )
+            raise HookError(f'hook failed in process {pid}: {text}')
+        except (frida.InvalidOperationError, frida.TransportError, frida.ProcessNotFoundError) as error:
+            raise HookError(f'process {pid} went away while being hooked: {one_line(error)}')
+        if not result.get('hooked', False):
+            say(f'process {pid}: {result.get("notice", "cannot be hooked")}; it runs unhooked')
+        else:
+            debug(f'hooked process {pid} ({", ".join(result.get("hooks", []))})')
+        self.scripts[pid] = (session, script)
+        return session, script
+
+    def on_message(self, pid, message):
+        if message.get('type') == 'send':
+            payload = message.get('payload') or {}
+            if isinstance(payload, dict) and payload.get('type') == 'warning':
+                say(f'process {pid}: {payload.get("message")}')
+            else:
+                debug(f'process {pid}: {payload}')
+        elif message.get('type') == 'error':
+            say(f'process {pid}: hook error: {one_line(message.get("description", "unknown"))}')
+            debug(message.get('stack', ''))
+
+    def expect_exec(self, pid):
+        """The stub `pid` is about to exec the command: that exec must be hooked or the command killed."""
+        self.awaiting_exec.add(pid)
+
+    def on_child_added(self, child):
+        """Runs on a worker thread: hooks a gated child, then ALWAYS resumes it (or kills the command)."""
+        if child.origin == 'exec' and is_static_executable(child.pid):
+            self.awaiting_exec.discard(child.pid)
+            name = os.path.basename(os.readlink(f'/proc/{child.pid}/exe')) if os.path.exists(f'/proc/{child.pid}/exe') else child.pid
+            say(f'{name} (process {child.pid}) is statically linked: its lookups and connects cannot be hooked; it runs unhooked')
+            try:
+                self.device.resume(child.pid)
+            except Exception:
+                pass
+            return
+        if child.pid in self.awaiting_exec and child.origin == 'exec':
+            self.awaiting_exec.discard(child.pid)
+            try:
+                self.hook(child.pid, gate_children=True)
+            except HookError as error:
+                # The command itself: never run it unhooked when the user asked for the hook.
+                self.main_failure = error
+                kill_quietly(child.pid)
+            except Exception as error:
+                self.main_failure = HookError(f'cannot hook {child.pid}: {one_line(error)}')
+                kill_quietly(child.pid)
+            finally:
+                try:
+                    self.device.resume(child.pid)
+                except Exception:
+                    pass
+            return
+        try:
+            self.hook(child.pid, gate_children=True)
+        except HookError as error:
+            say(f'child {child.pid} ({child.origin}) runs unhooked: {error}')
+        except Exception as error:  # never leave a child suspended
+            say(f'child {child.pid} ({child.origin}) runs unhooked: {one_line(error)}')
+        finally:
+            try:
+                self.device.resume(child.pid)
+            except Exception as error:
+                debug(f'resume of child {child.pid} failed: {one_line(error)}')
+
+
+def is_static_executable(pid):
+    """True when /proc/PID/exe is an ELF file without a program interpreter (statically linked): frida's
+    injector cannot load into those, and they call no libc resolver we could hook anyway."""
+    try:
+        with open(f'/proc/{pid}/exe', 'rb') as file:
+            header = file.read(64)
+            if len(header) < 64 or header[:4] != b'\x7fELF' or header[4] != 2:  # 64-bit only
+                return False
+            order = 'little' if header[5] == 1 else 'big'
+            phoff = int.from_bytes(header[32:40], order)
+            phentsize = int.from_bytes(header[54:56], order)
+            phnum = int.from_bytes(header[56:58], order)
+            file.seek(phoff)
+            table = file.read(phentsize * phnum)
+    except OSError:
+        return False
+    types = [int.from_bytes(table[i * phentsize:i * phentsize + 4], order) for i in range(phnum)]
+    return 3 not in types  # PT_INTERP
+
+
+def one_line(error):
+    return ' '.join(str(error).split()) or type(error).__name__
+
+
+def detach_quietly(session):
+    try:
+        session.detach()
+    except Exception:
+        pass
+
+
+def start_child_worker(hooker, device):
+    """Child gating events arrive on frida's thread, which must not block; hook children on our own."""
+    pending = queue.Queue()
+
+    def work():
+        while True:
+            child = pending.get()
+            hooker.on_child_added(child)
+
+    threading.Thread(target=work, name='child-hooker', daemon=True).start()
+    device.on('child-added', lambda child: pending.put(child))
+
+
+# The command is started by us, not by frida's spawn(): frida reaps the processes it spawns itself, often
+# before our waitpid() could read the exit status. So we start a stub shell that waits on a pipe and then
+# execs the command; we attach to the stub with child gating on, release it, and the exec arrives as a
+# gated child (origin "exec") that is suspended before the command's first instruction, where the agent
+# is loaded and initialised before it is resumed. The command keeps our pid as parent, its argv[0], its
+# stdio and environment.
+# The stub never execs without the go-ahead (a failed read exits 125 instead of running unhooked).
+STUB = 'read -r go <&3 && [ "$go" = go ] || exit 125; exec "$0" "$@" 3<&-'
+
+
+def run_command(frida, device, hooker, command):
+    program = command[0] if '/' in command[0] else shutil.which(command[0])
+    if program is None or not os.path.exists(program):
+        raise HookError(f'{command[0]}: command not found', 127)
+    if os.path.isdir(program) or not os.access(program, os.X_OK):
+        raise HookError(f'{command[0]}: permission denied', 126)
+
+    gate_read, gate_write = os.pipe()
+    pid = os.posix_spawn(
+        '/bin/sh',
+        ['sh', '-c', STUB, program] + command[1:],
+        os.environ,
+        file_actions=[(os.POSIX_SPAWN_DUP2, gate_read, 3)],
+    )
+    os.close(gate_read)
+    hooker.main_pid = pid
+    try:
+        start_child_worker(hooker, device)
+        try:
+            stub_session = device.attach(pid)
+            stub_session.enable_child_gating()
+        except frida.PermissionDeniedError:
+            raise HookError("not allowed to trace the command (ptrace is restricted): run after "
+                            "'sudo sysctl kernel.yama.ptrace_scope=0', or as root")
+        hooker.expect_exec(pid)
+    except BaseException:
+        kill_quietly(pid)
+        raise
+
+    # Like a shell waiting for its foreground job: the terminal's SIGINT/SIGQUIT reach the child directly;
+    # SIGTERM and SIGHUP sent to us are passed on.
+    signal.signal(signal.SIGINT, lambda signo, frame: None)
+    signal.signal(signal.SIGQUIT, lambda signo, frame: None)
+    for signo in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signo, lambda signo, frame: forward(pid, signo))
+    os.write(gate_write, b'go\n')
+    os.close(gate_write)
+    status = wait_for_exit(pid)
+    if hooker.main_failure is not None:
+        raise hooker.main_failure
+    if pid in hooker.awaiting_exec:
+        raise HookError(f'{command[0]} did not start (the launcher exited with status {status})')
+    if status is None:
+        say(f'the exit status of process {pid} was lost (reaped while frida traced it); reporting 1')
+        return 1
+    return status
+
+
+def wait_for_exit(pid):
+    """The command's exit code (128 + signal number for a signal death).
+
+    waitid(WNOWAIT) so that we never consume the ptrace stops frida's own tracing of the child produces
+    (it reports those to any thread of ours); they are skipped until the exit itself, which we then reap.
+    """
+    while True:
+        try:
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            return None  # died while frida was tracing it (e.g. killed after a failed hook): frida reaped it
+        if info.si_code in (os.CLD_EXITED, os.CLD_KILLED, os.CLD_DUMPED):
+            break
+        time.sleep(0.002)
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    if info.si_code == os.CLD_EXITED:
+        return info.si_status
+    return 128 + info.si_status
+
+
+def forward(pid, signo):
+    try:
+        os.kill(pid, signo)
+    except ProcessLookupError:
+        pass
+
+
+def kill_quietly(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def attach_process(frida, hooker, pid):
+    stop = threading.Event()
+    gone = threading.Event()
+    session, script = hooker.hook(pid, gate_children=False)
+    session.on('detached', lambda reason, crash: (gone.set(), stop.set()))
+    for signo in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signo, lambda signo, frame: stop.set())
+    say(f'hooked process {pid}; Ctrl-C removes the hook and leaves it running')
+    while not stop.wait(0.5):
+        pass
+    if gone.is_set():
+        say(f'process {pid} exited')
+        return 0
+    try:
+        script.exports_sync.dispose()
+        script.unload()
+    except Exception as error:
+        if not gone.is_set():
+            debug(f'unload in process {pid}: {one_line(error)}')
+    detach_quietly(session)
+    say(f'hook removed from process {pid}')
+    return 0
+
+
+def main(argv):
+    try:
+        options = parse_args(argv)
+    except UsageError as error:
+        say(f'{error} (usage: hook-run [--ipc PATH] -- COMMAND [ARGS...] | hook-run [--ipc PATH] --pid PID)')
+        return 2
+    try:
+        import frida
+    except ImportError:
+        say("the Python 'frida' package is missing from this interpreter: run 'npm run setup'")
+        return 1
+    try:
+        with open(options['agent'], encoding='utf-8') as file:
+            source = file.read()
+    except OSError as error:
+        say(f"cannot read the hook agent {options['agent']} ({error.strerror}): run 'npm run build'")
+        return 1
+
+    device = frida.get_local_device()
+    hooker = Hooker(frida, device, source, options['ipc'])
+    try:
+        if options['pid'] is not None:
+            return attach_process(frida, hooker, options['pid'])
+        return run_command(frida, device, hooker, options['command'])
+    except HookError as error:
+        say(str(error))
+        return error.status
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == '__main__':
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter and frida teardown: the command's status is all that is left to report.
+    os._exit(code)
