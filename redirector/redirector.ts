@@ -191,13 +191,28 @@ export class Redirector {
     }
   }
 
-  /** Sends the tunnel request (seed step 625) and resolves with the stream once the proxy answered. */
-  private openTunnel(listener: Listener): Promise<http2.ClientHttp2Stream> {
+  /**
+   * Sends the tunnel request (seed step 625). Returns the stream at once, and a promise that settles
+   * with the proxy's answer: the stream on success, the refusal otherwise.
+   */
+  private requestTunnel(
+    listener: Listener,
+    onRefused?: (error: UnderpassError) => void,
+  ): { stream: http2.ClientHttp2Stream | null; answered: Promise<http2.ClientHttp2Stream> } {
     const live = this.link.current();
-    if (!live) return Promise.reject(new TunnelError('UP_ERR_UNREACHABLE', 'no session to the tunnel server (reconnecting)'));
+    if (!live) {
+      const error = new TunnelError('UP_ERR_UNREACHABLE', 'no session to the tunnel server (reconnecting)');
+      onRefused?.(error);
+      return { stream: null, answered: Promise.reject(error) };
+    }
     const stream = live.session.request({ ':method': 'CONNECT', ':authority': `${listener.host}:${listener.port}`, ...this.link.authHeaders() });
-    return new Promise((resolve, reject) => {
-      const onEarlyClose = (): void => reject(new TunnelError('UP_ERR_UNREACHABLE', 'the session closed while opening the tunnel'));
+    const answered = new Promise<http2.ClientHttp2Stream>((resolve, reject) => {
+      // A refusal is handled synchronously, before the stream's end can reach an optimistic splice.
+      const refuse = (error: UnderpassError): void => {
+        onRefused?.(error);
+        reject(error);
+      };
+      const onEarlyClose = (): void => refuse(new TunnelError('UP_ERR_UNREACHABLE', 'the session closed while opening the tunnel'));
       stream.on('error', () => undefined);
       stream.once('close', onEarlyClose);
       stream.once('response', (headers) => {
@@ -207,10 +222,15 @@ export class Redirector {
           return;
         }
         const refusal = refusalFrom(headers, 'the tunnel was refused');
+        refuse(refusal);
         stream.close();
-        reject(refusal);
       });
     });
+    return { stream, answered };
+  }
+
+  private openTunnel(listener: Listener): Promise<http2.ClientHttp2Stream> {
+    return this.requestTunnel(listener).answered;
   }
 
   private ensureListener(host: string, address: string, port: number): Promise<void> {
@@ -239,24 +259,17 @@ export class Redirector {
     socket.on('error', () => undefined);
     const parked = this.takeParked(listener);
     if (parked) {
-      socket.resume();
       splice(socket, parked);
       return;
     }
-    this.openTunnel(listener).then(
-      (stream) => {
-        if (socket.destroyed) {
-          stream.close(http2.constants.NGHTTP2_CANCEL);
-          return;
-        }
-        socket.resume();
-        splice(socket, stream);
-      },
-      (e: unknown) => {
-        this.log.info(`tunnel to ${listener.host}:${listener.port} refused: ${isUnderpassError(e) ? e.message : String(e)}`);
-        abort(socket);
-      },
-    );
+    // Optimistic: the app's first bytes travel right behind the tunnel request and wait at the server
+    // for the proxy's answer, saving a round trip; a refusal resets the connection the app holds.
+    const { stream, answered } = this.requestTunnel(listener, (e) => {
+      this.log.info(`tunnel to ${listener.host}:${listener.port} refused: ${e.message}`);
+      abort(socket);
+    });
+    if (stream) splice(socket, stream);
+    answered.catch(() => undefined);
   }
 }
 

@@ -38,6 +38,8 @@ function relay(src: Duplex, dst: Duplex, limit: number, count: (n: number) => vo
   });
   dst.on('drain', () => src.resume());
   src.once('end', () => dst.end());
+  // A 'data' listener does not start a stream that was explicitly paused (pauseOnConnect does that).
+  src.resume();
 }
 
 export function splice(a: Duplex, b: Duplex, onDone?: (result: SpliceResult) => void, limit = RELAY_BUFFER): void {
