@@ -16,7 +16,6 @@ Set UNDERPASS_HOOK_DEBUG=1 for one line per hooked process.
 
 import os
 import queue
-import re
 import shutil
 import signal
 import sys
@@ -268,6 +267,10 @@ def run_command(frida, device, hooker, command):
         except frida.PermissionDeniedError:
             raise HookError("not allowed to trace the command (ptrace is restricted): run after "
                             "'sudo sysctl kernel.yama.ptrace_scope=0', or as root")
+        except (frida.ProcessNotRespondingError, frida.ProcessNotFoundError, frida.NotSupportedError,
+                frida.InvalidOperationError, frida.TransportError) as error:
+            # e.g. hook-run itself runs under strace or gdb: the launcher cannot be traced twice.
+            raise HookError(f'cannot trace the command (is hook-run itself being traced?): {one_line(error)}')
         hooker.expect_exec(pid)
     except BaseException:
         kill_quietly(pid)
@@ -357,6 +360,35 @@ def attach_process(frida, hooker, pid):
     return 0
 
 
+def import_frida():
+    """`import frida`, without the asyncio API the sidecar never uses.
+
+    The wheel's `__init__` ends with `from . import aio` only to alias `ScriptExportsAsync`; `frida.aio`
+    imports asyncio, which is about half of the whole import (70-100 ms of 150-240 ms measured here with
+    frida 17.26 on CPython 3.11), paid by every `hook-run`. A placeholder module stands in for it; any use
+    of the async API would fail loudly on the placeholder rather than misbehave.
+    """
+    if 'frida' in sys.modules or 'frida.aio' in sys.modules:
+        import frida
+        return frida
+    import types
+
+    placeholder = types.ModuleType('frida.aio')
+
+    class _ScriptExports:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError('the sidecar does not load frida.aio')
+
+    placeholder._ScriptExports = _ScriptExports
+    sys.modules['frida.aio'] = placeholder
+    try:
+        import frida
+    except BaseException:
+        sys.modules.pop('frida.aio', None)
+        raise
+    return frida
+
+
 def main(argv):
     try:
         options = parse_args(argv)
@@ -364,7 +396,7 @@ def main(argv):
         say(f'{error} (usage: hook-run [--ipc PATH] -- COMMAND [ARGS...] | hook-run [--ipc PATH] --pid PID)')
         return 2
     try:
-        import frida
+        frida = import_frida()
     except ImportError:
         say("the Python 'frida' package is missing from this interpreter: run 'npm run setup'")
         return 1

@@ -5,6 +5,7 @@
  * RST_STREAM for an HTTP/2 stream. An app therefore sees a reset where the real server reset, and an
  * orderly close where it closed.
  */
+import http2 from 'node:http2';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 
@@ -16,11 +17,26 @@ export interface SpliceResult {
   error?: Error;
 }
 
-/** Aborts a stream the way its transport spells it. */
+/** Aborts a stream the way its transport spells it: TCP RST, or RST_STREAM(CANCEL). */
 export function abort(stream: Duplex): void {
   if (stream.destroyed) return;
   if (stream instanceof net.Socket) stream.resetAndDestroy();
+  else if (isHttp2Stream(stream)) stream.close(http2.constants.NGHTTP2_CANCEL);
   else stream.destroy();
+}
+
+function isHttp2Stream(stream: Duplex): stream is http2.Http2Stream {
+  return typeof (stream as Partial<http2.Http2Stream>).rstCode !== 'undefined' || typeof (stream as Partial<http2.Http2Stream>).aborted === 'boolean';
+}
+
+/**
+ * Whether a stream ended abnormally. Node ends an HTTP/2 stream's readable side even when the peer
+ * reset it, so for those the reset code decides, not `readableEnded`.
+ */
+function wasAborted(stream: Duplex): boolean {
+  // RST_STREAM(NO_ERROR) is the peer declining further data after its own complete answer, not a reset.
+  if (isHttp2Stream(stream)) return stream.rstCode !== undefined && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR;
+  return !stream.readableEnded;
 }
 
 /**
@@ -30,6 +46,9 @@ export function abort(stream: Duplex): void {
  */
 export const RELAY_BUFFER = 1024 * 1024;
 
+/** How long an HTTP/2 stream's end waits to be told apart from a reset (ms). */
+const RESET_GRACE_MS = 20;
+
 /** Copies src → dst with backpressure at `limit` buffered bytes; ends dst when src ends. */
 function relay(src: Duplex, dst: Duplex, limit: number, count: (n: number) => void): void {
   src.on('data', (chunk: Buffer) => {
@@ -37,7 +56,22 @@ function relay(src: Duplex, dst: Duplex, limit: number, count: (n: number) => vo
     if (!dst.write(chunk) && dst.writableLength >= limit) src.pause();
   });
   dst.on('drain', () => src.resume());
-  src.once('end', () => dst.end());
+  src.once('end', () => {
+    if (!isHttp2Stream(src)) {
+      dst.end();
+      return;
+    }
+    // Node ends an HTTP/2 stream's readable side also when the peer reset it, and learns the reset
+    // code only a little later, locally (no network round trip is involved). So the end is passed on
+    // once the stream closed or RESET_GRACE_MS passed, and only when it was an orderly one.
+    const decide = (): void => {
+      clearTimeout(timer);
+      src.off('close', decide);
+      if (!wasAborted(src)) dst.end();
+    };
+    const timer = setTimeout(decide, RESET_GRACE_MS);
+    src.once('close', decide);
+  });
   // A 'data' listener does not start a stream that was explicitly paused (pauseOnConnect does that).
   src.resume();
 }
@@ -63,7 +97,7 @@ export function splice(a: Duplex, b: Duplex, onDone?: (result: SpliceResult) => 
   // A side that closes before its reading half ended was aborted (reset, RST_STREAM, error): abort the
   // other. A side that ended in order has already ended the other's writing half through relay().
   const onClose = (self: Duplex, other: Duplex) => (): void => {
-    if (!self.readableEnded || result.error !== undefined) {
+    if (wasAborted(self) || result.error !== undefined) {
       result.error ??= new Error('aborted');
       abort(other);
     }

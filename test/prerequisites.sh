@@ -6,11 +6,16 @@ declare -A pkg=(
   [redis-server]=redis-server [redis-cli]=redis-tools [curl]=curl [iperf3]=iperf3
   [ip]=iproute2 [nft]=nftables [tinyproxy]=tinyproxy [psql]=postgresql-client
   [ssh]=openssh-client [sshd]=openssh-server [microsocks]=microsocks [rsvg-convert]=librsvg2-bin
+  [gcc]=gcc
 )
 missing=()
 for cmd in "${!pkg[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/usr/bin/$cmd" ] || missing+=("${pkg[$cmd]}")
 done
+# Not on PATH: PostgreSQL's server (the hook tests run initdb and postgres from its bin directory) and
+# glibc's static archive (the hook tests build a static binary with gcc -static).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+compgen -G '/usr/lib/*/libc.a' >/dev/null || missing+=(libc6-dev)
 if [ "${#missing[@]}" -eq 0 ]; then
   echo "prerequisites: all present"
   exit 0

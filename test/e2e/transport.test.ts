@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Chain, HOOK_RUN, PYTHON, Program, freePort, inNetns, run, tmpDir } from '../harness';
+import { Chain, HOOK_RUN, PYTHON, Program, UNDERPASS, freePort, inNetns, run, tmpDir } from '../harness';
 import { ClientHost } from '../netns';
 
 const PY_ECHO = (port: number, host = '127.0.0.1'): string[] => [
@@ -204,6 +204,43 @@ asyncio.run(main())`,
         { timeoutMs: 120_000 },
       );
       assert.equal(r.stdout.trim(), '1000 of 1000', r.stderr);
+    });
+
+    it("carries the real server's reset to the app, and the app's half-close to the real server", async function () {
+      // A real server that answers one line and, a moment later, resets (SO_LINGER 0); and reports the
+      // EOF it saw after a half-close. (A reset that lands in the same instant as the last bytes is read
+      // by Linux as end-of-stream on a half-open socket, and travels on as a close.)
+      const port = await freePort();
+      const rst = chain.adopt(
+        new Program('rst', PYTHON, ['-c', `import socket, struct, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', ${port})); s.listen(8)
+print('ready', flush=True)
+while True:
+    c, _ = s.accept()
+    line = c.recv(100)
+    if line.startswith(b'half'):
+        rest = c.recv(100)
+        print('eof seen' if rest == b'' else 'no eof', flush=True)
+        c.sendall(b'after half-close\\n'); c.close(); continue
+    c.sendall(b'bye\\n'); time.sleep(0.2)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); c.close()`]),
+      );
+      await rst.waitFor(/ready/);
+      const proxy = chain.adopt(new Program('proxy-rst', process.execPath, [UNDERPASS, 'proxy', ...chain.endpointArgs(), '--json', '--publish', `rst=127.0.0.1:${port}`]));
+      const published = JSON.parse((await proxy.waitFor(/^(\{"event":"published".*\})$/m, 20_000, 'stdout'))[1]!) as { host: string };
+      const r = await chain.hookRun([PYTHON, '-c', `import socket, time
+s = socket.create_connection(('${published.host}', ${port}))
+s.sendall(b'hello'); print(s.recv(100).decode().strip())
+time.sleep(0.5)
+try:
+    while s.recv(100): pass
+    print('clean close')
+except ConnectionResetError: print('reset')
+h = socket.create_connection(('${published.host}', ${port}))
+h.sendall(b'half'); time.sleep(0.2); h.shutdown(socket.SHUT_WR)
+print(h.recv(100).decode().strip())`]);
+      assert.equal(r.stdout, 'bye\nreset\nafter half-close\n', r.stderr);
+      await rst.waitFor(/eof seen/);
     });
 
     it('notices a server that stops answering and reconnects', async function () {
