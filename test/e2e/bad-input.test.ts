@@ -84,6 +84,19 @@ s.sendall(b'still here\\n'); print(s.makefile().readline().strip())`]);
     assertOneLine(publish.stderr, /--publish 'no-port'.*NAME=HOST:PORT/);
   });
 
+  it('a target that refuses: the client gets ECONNREFUSED and the proxy says why in one line', async function () {
+    const deadPort = await freePort();
+    const proxy = chain.adopt(new Program('proxy-dead', process.execPath, [UNDERPASS, 'proxy', ...chain.endpointArgs(), '--json', '--publish', `dead=127.0.0.1:${deadPort}`]));
+    const published = JSON.parse((await proxy.waitFor(/^(\{"event":"published".*\})$/m, 20_000, 'stdout'))[1]!) as { host: string };
+    const r = await chain.hookRun([PYTHON, '-c', `import socket
+try:
+    socket.create_connection(('${published.host}', ${deadPort})); print('connected')
+except ConnectionRefusedError: print('refused')`]);
+    assert.equal(r.stdout.trim(), 'refused', r.stderr);
+    await proxy.waitFor(new RegExp(`cannot connect to 127\\.0\\.0\\.1:${deadPort} \\(ECONNREFUSED\\)`));
+    await assertChainWorks();
+  });
+
   it("hostile IPC peers (node-ipc's reserved event names, garbage, oversized, unterminated) cost only themselves", async function () {
     const r = await run('python3', ['-c', `import socket, json
 def send(raw, read=True):
