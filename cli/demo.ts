@@ -33,7 +33,7 @@ async function main(): Promise<number> {
     step(`hook-run -- curl -sS ${url}   (an unmodified client)`);
     const started = Date.now();
     const r = await chain.hookRun(['curl', '-sS', url]);
-    process.stdout.write(r.stdout.replace(/^/gm, '  '));
+    process.stdout.write(r.stdout.trimEnd().replace(/^/gm, '  ') + '\n');
     if (r.stderr.trim() !== '') process.stderr.write(r.stderr);
     if (r.code !== 0) {
       console.error(`\ndemo failed: curl exited with ${String(r.code)}`);

@@ -139,9 +139,8 @@ export class ServerLink extends EventEmitter {
    * First connection: resolves once the server accepted the token, rejects with the reason otherwise
    * (the CLI turns that into one line and a non-zero exit). After that, reconnects on its own.
    */
-  async start(): Promise<SessionInfo> {
-    const info = await this.dial();
-    return info;
+  start(): Promise<SessionInfo> {
+    return this.dial();
   }
 
   stop(): void {
