@@ -64,6 +64,7 @@ interface PendingTunnel {
   requester: http2.Http2Session;
   publication: Publication;
   timer: NodeJS.Timeout;
+  onClientClose: () => void;
 }
 
 function pubId(account: string, name: string): string {
@@ -274,17 +275,20 @@ export class TunnelServer {
       this.refuse(stream, 'UP_ERR_UNREACHABLE', `${host}'s proxy did not answer in time`);
     }, this.options.tunnelTimeoutMs ?? 15_000);
     timer.unref();
-    const pending: PendingTunnel = { id, proxy, client: stream, requester, publication, timer };
+    const onClientClose = (): void => {
+      if (this.tunnels.get(id) === pending) this.forget(pending);
+    };
+    const pending: PendingTunnel = { id, proxy, client: stream, requester, publication, timer, onClientClose };
     this.tunnels.set(id, pending);
     proxy.pending.set(id, pending);
-    stream.once('close', () => {
-      if (this.tunnels.get(id) === pending) this.forget(pending);
-    });
+    stream.once('close', onClientClose);
     this.sendControl(proxy, { type: 'tunnel', id, key: publication.key });
   }
 
   private forget(pending: PendingTunnel): void {
     clearTimeout(pending.timer);
+    // Nothing of the request may outlive it: an open tunnel keeps only its two streams.
+    pending.client.off('close', pending.onClientClose);
     const waiting = (this.pendingBySession.get(pending.requester) ?? 1) - 1;
     if (waiting <= 0) this.pendingBySession.delete(pending.requester);
     else this.pendingBySession.set(pending.requester, waiting);
