@@ -4,7 +4,11 @@
  * answer for the same name (seed 000: "records a table entry associating the requested name with the
  * returned IP address"). Loopback means a connect the hook ever misses stays on this machine: it meets the
  * redirector's own listener, or nothing.
+ *
+ * The table is kept in a file beside the IPC socket, so that a restarted redirector gives every name the
+ * address it had: an app that still holds an old answer must never reach another service by it.
  */
+import fs from 'node:fs';
 import { ConfigError } from '../protocol/errors';
 import { formatIPv4, inPseudoNet, tryParseIPv4 } from '../protocol/ipc';
 
@@ -17,7 +21,8 @@ export class PseudoAddressTable {
   private readonly byAddress = new Map<string, string>();
   private next = 1;
 
-  constructor(cidr: string = DEFAULT_PSEUDO_NET) {
+  /** `file`: where the table is kept across restarts (entries outside the range are dropped). */
+  constructor(cidr: string = DEFAULT_PSEUDO_NET, private readonly file?: string) {
     const [addr, bits] = cidr.split('/');
     const base = tryParseIPv4(addr ?? '');
     const prefix = Number(bits);
@@ -26,6 +31,33 @@ export class PseudoAddressTable {
     }
     this.base = base;
     this.prefix = prefix;
+    if (file !== undefined) this.load(file);
+  }
+
+  private load(file: string): void {
+    let entries: unknown;
+    try {
+      entries = JSON.parse(fs.readFileSync(file, 'utf8'));
+    } catch {
+      return; // first start, or an unreadable file: start empty (it is rewritten on the next entry)
+    }
+    if (!Array.isArray(entries)) return;
+    for (const entry of entries) {
+      if (!Array.isArray(entry) || typeof entry[0] !== 'string' || typeof entry[1] !== 'string') continue;
+      const [name, address] = entry as [string, string];
+      const value = tryParseIPv4(address);
+      if (value === null || !inPseudoNet(value, this.base, this.prefix) || this.byAddress.has(address)) continue;
+      this.byName.set(name, address);
+      this.byAddress.set(address, name);
+      this.next = Math.max(this.next, ((value - this.base) >>> 0) + 1);
+    }
+  }
+
+  private save(): void {
+    if (this.file === undefined) return;
+    const tmp = `${this.file}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, JSON.stringify([...this.byName]), { mode: 0o600 });
+    fs.renameSync(tmp, this.file);
   }
 
   get baseAddress(): string {
@@ -42,6 +74,7 @@ export class PseudoAddressTable {
     this.next += 1;
     this.byName.set(name, address);
     this.byAddress.set(address, name);
+    this.save();
     return address;
   }
 

@@ -12,6 +12,7 @@
  */
 import http2 from 'node:http2';
 import net from 'node:net';
+import path from 'node:path';
 import { isUnderpassError, TunnelError, UnderpassError } from '../protocol/errors';
 import { IPC_VERSION, type ConnectReply, type ErrorReply, type HelloReply, type ResolveReply, type ReverseReply } from '../protocol/ipc';
 import { tryParsePseudoName } from '../protocol/names';
@@ -52,7 +53,7 @@ export class Redirector {
   private readonly sockets = new Set<net.Socket>();
 
   constructor(private readonly options: RedirectorOptions) {
-    this.table = new PseudoAddressTable(options.pseudoNet);
+    this.table = new PseudoAddressTable(options.pseudoNet, path.join(path.dirname(options.ipcPath), `${path.basename(options.ipcPath)}.addresses.json`));
     this.link = new ServerLink(options.link);
     this.link.on('up', (_session: http2.ClientHttp2Session, info: SessionInfo) => {
       this.info = info;
