@@ -111,12 +111,13 @@ export function buildProgram(): Command {
     .option('--listen <host:port>', 'address to listen on', '0.0.0.0:7443')
     .requiredOption('--data-dir <dir>', 'directory for the certificate, token and publications')
     .option('--token <token>', 'token proxies and redirectors present (default: generated into DATA_DIR/token)')
+    .option('--accounts <file>', 'more accounts and grants: {"tokens": {"ACCOUNT": "TOKEN"}, "grants": {"OWNER/PUBLICATION": ["ACCOUNT"]}}')
     .option('--cert <file>', 'TLS certificate (PEM) instead of the generated one')
     .option('--key <file>', 'TLS private key (PEM) for --cert')
     .option('--zone <zone>', 'DNS zone pseudo names live under', 'underpass.internal')
     .addOption(keepaliveOption())
     .addOption(logFormat())
-    .action(async (flags: { listen: string; dataDir: string; token?: string; cert?: string; key?: string; zone: string; keepalive: number; logFormat: LogFormat }) => {
+    .action(async (flags: { listen: string; dataDir: string; token?: string; accounts?: string; cert?: string; key?: string; zone: string; keepalive: number; logFormat: LogFormat }) => {
       const logger = load.log().createLogger('server', flags.logFormat);
       try {
         const listen = load.link().parseHostPort(flags.listen, '--listen');
@@ -126,6 +127,7 @@ export function buildProgram(): Command {
           port: listen.port,
           dataDir: flags.dataDir,
           token: flags.token ?? process.env.UNDERPASS_TOKEN,
+          accountsFile: flags.accounts,
           cert: flags.cert !== undefined && flags.key !== undefined ? { cert: flags.cert, key: flags.key } : undefined,
           zone: load.names().zone(flags.zone),
           keepaliveMs: flags.keepalive * 1000,
@@ -167,10 +169,18 @@ export function buildProgram(): Command {
   endpointOptions(program.command('redirector').description('serve hooks on this machine and tunnel their connections'))
     .option('--ipc <path>', 'Unix socket hooks connect to', defaultIpcPath())
     .option('--pseudo-net <cidr>', 'loopback range pseudo addresses come from', '127.77.0.0/16')
-    .action(async (flags: EndpointFlags & { ipc: string; pseudoNet: string }) => {
+    .option('--service-key <name=key>', "present a publication's service key (another account's publication; repeatable)", (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .action(async (flags: EndpointFlags & { ipc: string; pseudoNet: string; serviceKey: string[] }) => {
       const logger = load.log().createLogger('redirector', flags.logFormat);
       try {
-        const redirector = new (load.redirector().Redirector)({ link: linkOptions(flags, logger), ipcPath: flags.ipc, pseudoNet: flags.pseudoNet, logger });
+        const serviceKeys = new Map<string, string>();
+        for (const spec of flags.serviceKey) {
+          const eq = spec.indexOf('=');
+          const host = eq > 0 ? load.names().tryNormalizeHostname(spec.slice(0, eq)) : null;
+          if (host === null || eq === spec.length - 1) throw new ConfigError(`--service-key '${spec}' is not PSEUDO_NAME=KEY (the key the publishing proxy printed)`);
+          serviceKeys.set(host, spec.slice(eq + 1));
+        }
+        const redirector = new (load.redirector().Redirector)({ link: linkOptions(flags, logger), ipcPath: flags.ipc, pseudoNet: flags.pseudoNet, serviceKeys, logger });
         const info = await redirector.start();
         logger.info(`serving hooks on ${flags.ipc}`, { zone: info.zone, account: info.account });
         onSignals(() => redirector.stop(), logger);

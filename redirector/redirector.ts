@@ -16,7 +16,7 @@ import path from 'node:path';
 import { isUnderpassError, TunnelError, UnderpassError } from '../protocol/errors';
 import { IPC_VERSION, type ConnectReply, type ErrorReply, type HelloReply, type ResolveReply, type ReverseReply } from '../protocol/ipc';
 import { tryParsePseudoName } from '../protocol/names';
-import { Paths, type NameInfo, type SessionInfo } from '../protocol/wire';
+import { Headers, Paths, type NameInfo, type SessionInfo } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
 import { readBody, refusalFrom, ServerLink, type LinkOptions } from '../runtime/server-link';
 import { abort, splice } from '../runtime/splice';
@@ -30,6 +30,8 @@ export interface RedirectorOptions {
   logger: Logger;
   /** How long a tunnel opened for a blocking connect waits for its accept (ms). */
   parkMs?: number;
+  /** Service keys to present, by pseudo name (publications of other accounts). */
+  serviceKeys?: Map<string, string>;
 }
 
 /** One pseudo address:port the redirector listens on, and the tunnels parked for it. */
@@ -77,8 +79,21 @@ export class Redirector {
   async start(): Promise<SessionInfo> {
     const info = await this.link.start();
     this.info = info;
+    // A wrong service key is said at start, in one line, not discovered by an app later.
+    for (const host of this.options.serviceKeys?.keys() ?? []) {
+      await this.lookup(host).catch((e: unknown) => {
+        this.link.stop();
+        throw isUnderpassError(e) ? e : new UnderpassError('UP_ERR_PROTOCOL', String(e));
+      });
+    }
     await this.ipc.start();
     return info;
+  }
+
+  /** Request headers: the token, and the service key of `host` when one was given. */
+  private headersFor(host: string): http2.OutgoingHttpHeaders {
+    const key = this.options.serviceKeys?.get(host);
+    return key === undefined ? this.link.authHeaders() : { ...this.link.authHeaders(), [Headers.serviceKey]: key };
   }
 
   stop(): void {
@@ -106,7 +121,7 @@ export class Redirector {
     const live = this.link.current();
     if (cached && (Date.now() - cached.at < NAME_TTL_MS || !live)) return cached.info;
     if (!live) throw new UnderpassError('UP_ERR_UNREACHABLE', 'no session to the tunnel server (reconnecting)');
-    const stream = live.session.request({ ':method': 'GET', ':path': Paths.names + encodeURIComponent(host), ...this.link.authHeaders() }, { endStream: true });
+    const stream = live.session.request({ ':method': 'GET', ':path': Paths.names + encodeURIComponent(host), ...this.headersFor(host) }, { endStream: true });
     const headers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
       stream.once('response', resolve);
       stream.once('error', reject);
@@ -127,6 +142,7 @@ export class Redirector {
       info = await this.lookup(parsed.host);
     } catch (e) {
       if (isUnderpassError(e) && (e.code === 'UP_ERR_NOT_FOUND' || e.code === 'UP_ERR_FORBIDDEN')) {
+        if (e.code === 'UP_ERR_FORBIDDEN') this.log.warn(e.message);
         return { ok: false, code: 'NOT_FOUND', message: e.message };
       }
       return { ok: false, code: 'UNAVAILABLE', message: isUnderpassError(e) ? e.message : String(e) };
@@ -206,7 +222,7 @@ export class Redirector {
       onRefused?.(error);
       return { stream: null, answered: Promise.reject(error) };
     }
-    const stream = live.session.request({ ':method': 'CONNECT', ':authority': `${listener.host}:${listener.port}`, ...this.link.authHeaders() });
+    const stream = live.session.request({ ':method': 'CONNECT', ':authority': `${listener.host}:${listener.port}`, ...this.headersFor(listener.host) });
     const answered = new Promise<http2.ClientHttp2Stream>((resolve, reject) => {
       // A refusal is handled synchronously, before the stream's end can reach an optimistic splice.
       const refuse = (error: UnderpassError): void => {

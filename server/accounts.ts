@@ -7,7 +7,9 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { DEFAULT_ACCOUNT } from '../protocol/names';
+import { z } from 'zod';
+import { ConfigError } from '../protocol/errors';
+import { DEFAULT_ACCOUNT, label } from '../protocol/names';
 
 function digest(token: string): Buffer {
   return crypto.createHash('sha256').update(token, 'utf8').digest();
@@ -15,9 +17,23 @@ function digest(token: string): Buffer {
 
 export class Accounts {
   private readonly entries: Array<{ digest: Buffer; account: string }> = [];
+  /** `owner/publication` → accounts its owner granted it to. */
+  private readonly grants = new Map<string, Set<string>>();
 
   add(token: string, account: string = DEFAULT_ACCOUNT): void {
     this.entries.push({ digest: digest(token), account });
+  }
+
+  grant(owner: string, publication: string, to: string): void {
+    const id = `${owner}/${publication}`;
+    const set = this.grants.get(id) ?? new Set<string>();
+    set.add(to);
+    this.grants.set(id, set);
+  }
+
+  /** Whether `account` may use `owner`'s `publication` without presenting its service key. */
+  mayUse(account: string, owner: string, publication: string): boolean {
+    return account === owner || (this.grants.get(`${owner}/${publication}`)?.has(account) ?? false);
   }
 
   /** The account a token belongs to, or null. Looks at every entry so the time does not depend on which matched. */
@@ -26,6 +42,35 @@ export class Accounts {
     let found: string | null = null;
     for (const entry of this.entries) if (crypto.timingSafeEqual(entry.digest, d)) found = entry.account;
     return found;
+  }
+}
+
+const AccountsFile = z
+  .object({
+    /** account → token */
+    tokens: z.record(z.string(), z.string().min(16)),
+    /** "owner/publication" → accounts that may use it */
+    grants: z.record(z.string(), z.array(z.string())).default({}),
+  })
+  .strict();
+
+/**
+ * Loads `--accounts FILE`: `{"tokens": {"alice": "<token>", …}, "grants": {"alice/redis": ["bob"]}}`.
+ * Throws ConfigError naming the file and what is wrong.
+ */
+export async function loadAccountsFile(file: string, into: Accounts): Promise<void> {
+  let parsed: z.infer<typeof AccountsFile>;
+  try {
+    parsed = AccountsFile.parse(JSON.parse(await fs.readFile(file, 'utf8')));
+  } catch (e) {
+    const why = e instanceof z.ZodError ? (e.issues[0]?.message ?? 'invalid') : e instanceof Error ? e.message : String(e);
+    throw new ConfigError(`--accounts ${file}: ${why} (expected {"tokens": {"ACCOUNT": "TOKEN"}, "grants": {"OWNER/PUBLICATION": ["ACCOUNT"]}}, tokens of 16 characters or more)`);
+  }
+  for (const [account, token] of Object.entries(parsed.tokens)) into.add(token, label(account, 'account name'));
+  for (const [id, accounts] of Object.entries(parsed.grants)) {
+    const [owner, publication, extra] = id.split('/');
+    if (owner === undefined || publication === undefined || extra !== undefined) throw new ConfigError(`--accounts ${file}: grant '${id}' is not OWNER/PUBLICATION`);
+    for (const to of accounts) into.grant(label(owner, 'account name'), label(publication, 'publication name'), label(to, 'account name'));
   }
 }
 

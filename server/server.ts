@@ -23,7 +23,7 @@ import { keepalive, KEEPALIVE_MS, raiseSessionWindow, sessionOptions } from '../
 import type { Logger } from '../runtime/log';
 import { splice } from '../runtime/splice';
 import { WS_PATH } from '../runtime/transport';
-import { Accounts, AuthThrottle, loadOrCreateToken, secretsEqual } from './accounts';
+import { Accounts, AuthThrottle, loadAccountsFile, loadOrCreateToken, secretsEqual } from './accounts';
 import { ensureIdentity } from './certificate';
 import { PublicationStore, type Publication } from './store';
 
@@ -32,6 +32,8 @@ export interface ServerOptions {
   port: number;
   dataDir: string;
   token?: string;
+  /** More accounts and their grants (`--accounts FILE`); the token above is account `default`. */
+  accountsFile?: string;
   cert?: { cert: string; key: string };
   zone?: string;
   logger: Logger;
@@ -104,6 +106,7 @@ export class TunnelServer {
     const { token, file } = await loadOrCreateToken(dataDir, this.options.token);
     this.tokenFile = file;
     this.accounts.add(token);
+    if (this.options.accountsFile !== undefined) await loadAccountsFile(this.options.accountsFile, this.accounts);
     this.store = await PublicationStore.open(dataDir);
 
     // HTTP/1.1 is allowed only to carry the WebSocket upgrade for networks that pass nothing but web
@@ -226,8 +229,12 @@ export class TunnelServer {
     const parsed = tryParsePseudoName(host, this.zone);
     const publication = parsed ? this.store.get(parsed.account, parsed.publication) : undefined;
     if (!parsed || !publication) throw new UnderpassError('UP_ERR_NOT_FOUND', `${host} is not a publication on this server`);
-    const mayUse = publication.account === account || (serviceKey !== undefined && secretsEqual(serviceKey, publication.key));
-    if (!mayUse) throw new UnderpassError('UP_ERR_FORBIDDEN', `${host} belongs to another account: present its service key`);
+    if (serviceKey !== undefined && !secretsEqual(serviceKey, publication.key)) {
+      throw new UnderpassError('UP_ERR_FORBIDDEN', `wrong service key for ${host}: ask its owner for the key the proxy printed`);
+    }
+    if (serviceKey === undefined && !this.accounts.mayUse(account, publication.account, publication.name)) {
+      throw new UnderpassError('UP_ERR_FORBIDDEN', `${host} belongs to another account: present its service key (--service-key ${host}=KEY) or ask its owner for a grant`);
+    }
     return publication;
   }
 

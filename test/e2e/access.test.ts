@@ -1,0 +1,84 @@
+/**
+ * Access: a tunnel needs a token whose account owns the publication, a grant from its owner, or the
+ * publication's service key. A wrong key is refused in one line when the redirector starts.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { freePort, HOOK_RUN, Program, PYTHON, run, tmpDir, UNDERPASS } from '../harness';
+
+const ALICE = 'alice-token-0123456789';
+const BOB = 'bob-token-0123456789abc';
+
+describe('access: accounts, grants and service keys', function () {
+  let dir: string;
+  let serverPort: number;
+  let echoPort: number;
+  const programs: Program[] = [];
+  let published: Map<string, { host: string; key: string }>;
+
+  function start(label: string, args: string[]): Program {
+    const p = new Program(label, process.execPath, args);
+    programs.push(p);
+    return p;
+  }
+  const endpoint = (token: string): string[] => ['--server', `127.0.0.1:${serverPort}`, '--ca', path.join(dir, 'data', 'tls', 'cert.pem'), '--token', token];
+
+  /** Starts a redirector for bob and runs a client through it; returns the client's line. */
+  async function bobReaches(host: string, extra: string[] = []): Promise<{ line: string; redirector: Program }> {
+    const ipc = path.join(dir, `r${programs.length}.sock`);
+    const redirector = start('redirector', [UNDERPASS, 'redirector', ...endpoint(BOB), '--ipc', ipc, '--pseudo-net', `127.${230 + programs.length}.0.0/16`, ...extra]);
+    await redirector.waitFor(/serving hooks on/);
+    const r = await run(process.execPath, [HOOK_RUN, '--ipc', ipc, '--', PYTHON, '-c', `import socket
+try:
+    s = socket.create_connection(('${host}', ${echoPort})); s.sendall(b'in\\n'); print(s.recv(10).decode().strip())
+except socket.gaierror: print('no such name')`]);
+    return { line: r.stdout.trim() + r.stderr.trim(), redirector };
+  }
+
+  before(async function () {
+    dir = tmpDir('access');
+    serverPort = await freePort();
+    echoPort = await freePort();
+    programs.push(new Program('echo', PYTHON, ['-c', `import socketserver
+class H(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile: self.wfile.write(line)
+socketserver.ThreadingTCPServer.allow_reuse_address=True
+socketserver.ThreadingTCPServer(('127.0.0.1', ${echoPort}), H).serve_forever()`]));
+    fs.writeFileSync(path.join(dir, 'accounts.json'), JSON.stringify({ tokens: { alice: ALICE, bob: BOB }, grants: { 'alice/granted': ['bob'] } }));
+    const server = start('server', [UNDERPASS, 'server', '--listen', `127.0.0.1:${serverPort}`, '--data-dir', path.join(dir, 'data'), '--accounts', path.join(dir, 'accounts.json')]);
+    await server.waitFor(/listening on/);
+    const proxy = start('proxy', [UNDERPASS, 'proxy', ...endpoint(ALICE), '--json', '--publish', `private=127.0.0.1:${echoPort}`, '--publish', `granted=127.0.0.1:${echoPort}`]);
+    await proxy.waitFor(/"name":"granted"/, 20_000, 'stdout');
+    await proxy.waitFor(/"name":"private"/, 20_000, 'stdout');
+    published = new Map(proxy.stdout.trim().split('\n').map((l) => JSON.parse(l) as { name: string; host: string; key: string }).map((p) => [p.name, p]));
+  });
+
+  after(async function () {
+    await Promise.all(programs.map((p) => p.stop()));
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("names publications under their owner's account", function () {
+    assert.equal(published.get('private')!.host, 'private.alice.underpass.internal');
+  });
+
+  it("another account's publication: invisible without a grant or key, reachable with either", async function () {
+    const denied = await bobReaches(published.get('private')!.host);
+    assert.equal(denied.line, 'no such name');
+    await denied.redirector.waitFor(/private\.alice\.underpass\.internal belongs to another account: present its service key/);
+    assert.equal((await bobReaches(published.get('granted')!.host)).line, 'in');
+    const withKey = await bobReaches(published.get('private')!.host, ['--service-key', `${published.get('private')!.host}=${published.get('private')!.key}`]);
+    assert.equal(withKey.line, 'in');
+  });
+
+  it('a wrong service key is refused in one line when the redirector starts', async function () {
+    const host = published.get('private')!.host;
+    const r = await run(process.execPath, [UNDERPASS, 'redirector', ...endpoint(BOB), '--ipc', path.join(dir, 'wrong.sock'), '--service-key', `${host}=not-the-key-at-all`]);
+    assert.notEqual(r.code, 0);
+    // The error is the last line (after the log line saying how the session got out), with no stack.
+    assert.equal(r.stderr.trim().split('\n').pop(), `underpass redirector: wrong service key for ${host}: ask its owner for the key the proxy printed`);
+    assert.doesNotMatch(r.stderr, /\n\s+at /);
+  });
+});
