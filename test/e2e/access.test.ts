@@ -73,6 +73,24 @@ socketserver.ThreadingTCPServer(('127.0.0.1', ${echoPort}), H).serve_forever()`]
     assert.equal(withKey.line, 'in');
   });
 
+  it("another user's process is refused at the redirector's IPC endpoint", async function () {
+    if (process.getuid?.() !== 0) this.skip(); // needs root to run a process as another user
+    const ipc = path.join(dir, 'xdg', 'underpass', 'redirector.sock');
+    const redirector = start('redirector', [UNDERPASS, 'redirector', ...endpoint(BOB), '--ipc', ipc, '--pseudo-net', '127.229.0.0/16']);
+    await redirector.waitFor(/serving hooks on/);
+    fs.chmodSync(dir, 0o755); // let the other user walk to the redirector's own 0700 directory
+    const probe = `import socket
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect('${ipc}'); print('connected')
+except PermissionError: print('refused')`;
+    // The system interpreter: another user may not be able to run one under root's home.
+    const other = await run('runuser', ['-u', 'nobody', '--', fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : PYTHON, '-c', probe]);
+    assert.equal(other.stdout.trim(), 'refused', other.stderr);
+    const same = await run(PYTHON, ['-c', probe]);
+    assert.equal(same.stdout.trim(), 'connected');
+  });
+
   it('a wrong service key is refused in one line when the redirector starts', async function () {
     const host = published.get('private')!.host;
     const r = await run(process.execPath, [UNDERPASS, 'redirector', ...endpoint(BOB), '--ipc', path.join(dir, 'wrong.sock'), '--service-key', `${host}=not-the-key-at-all`]);
