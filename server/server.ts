@@ -78,6 +78,8 @@ export class TunnelServer {
   private store!: PublicationStore;
   private readonly accounts = new Accounts();
   private readonly throttle = new AuthThrottle();
+  /** Sessions that have presented a valid token. */
+  private readonly authenticated = new WeakSet<http2.Http2Session>();
   /** Tunnel requests waiting for a proxy's answer, per requesting session. */
   private readonly pendingBySession = new Map<http2.Http2Session, number>();
   /** Publication id → the proxy session serving it now. */
@@ -184,7 +186,10 @@ export class TunnelServer {
     const auth = headers.authorization;
     const token = typeof auth === 'string' && auth.startsWith('Bearer ') ? auth.slice(7) : '';
     const remote = stream.session?.socket?.remoteAddress ?? 'websocket';
-    if (this.throttle.isBlocked(remote)) {
+    // The throttle holds back sessions that have not yet shown a valid token, so a token guesser
+    // sharing an address with working endpoints (a NAT, loopback) never costs those endpoints anything.
+    const trusted = stream.session !== undefined && this.authenticated.has(stream.session);
+    if (!trusted && this.throttle.isBlocked(remote)) {
       this.refuse(stream, 'UP_ERR_LIMIT', 'too many failed authentications from this address: wait and check the token');
       stream.session?.close();
       return;
@@ -196,6 +201,7 @@ export class TunnelServer {
       this.refuse(stream, 'UP_ERR_AUTH', 'wrong or missing token');
       return;
     }
+    if (stream.session !== undefined) this.authenticated.add(stream.session);
     const version = Number(headers[Headers.version] ?? WIRE_VERSION);
     if (version !== WIRE_VERSION) {
       this.refuse(stream, 'UP_ERR_PROTOCOL', `wire version ${String(headers[Headers.version])} is not supported (server speaks ${WIRE_VERSION}): upgrade the older side`);
