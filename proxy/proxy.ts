@@ -13,7 +13,7 @@ import { isIpLiteral, label, tryNormalizeHostname } from '../protocol/names';
 import { Headers, Paths } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
 import { ServerLink, type LinkOptions } from '../runtime/server-link';
-import { splice } from '../runtime/splice';
+import { abort, splice } from '../runtime/splice';
 
 export interface Target {
   name: string;
@@ -176,14 +176,16 @@ export class ServiceProxy extends EventEmitter {
         ...this.link.authHeaders(),
       });
       stream.on('error', () => undefined);
+      // Spliced at once: what the target says first (a banner, a greeting) travels right behind the
+      // HEADERS instead of waiting for the server's 200. A refusal (the client gave up meanwhile) resets
+      // the target connection before the stream's end could close it in order.
       stream.once('response', (headers) => {
         if (Number(headers[':status']) !== 200) {
-          socket.destroy();
+          abort(socket);
           stream.close();
-          return;
         }
-        splice(socket, stream);
       });
+      splice(socket, stream);
     });
   }
 }
