@@ -77,6 +77,22 @@ export class Program {
   }
 }
 
+/**
+ * A real line-echo server (Python's socketserver, one thread a connection): every line it reads comes
+ * back as is, or upper-cased with `upper`.
+ */
+export function lineEchoServer(port: number, options: { upper?: boolean } = {}): Program {
+  return new Program('echo', PYTHON, [
+    '-c',
+    `import socketserver
+class H(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile: self.wfile.write(line${options.upper === true ? '.upper()' : ''})
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer(('127.0.0.1', ${port}), H).serve_forever()`,
+  ]);
+}
+
 export interface Published {
   event: 'published';
   name: string;

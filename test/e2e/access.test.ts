@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { freePort, HOOK_RUN, Program, PYTHON, run, tmpDir, UNDERPASS } from '../harness';
+import { freePort, HOOK_RUN, lineEchoServer, Program, PYTHON, run, tmpDir, UNDERPASS } from '../harness';
 
 const ALICE = 'alice-token-0123456789';
 const BOB = 'bob-token-0123456789abc';
@@ -40,12 +40,7 @@ except socket.gaierror: print('no such name')`]);
     dir = tmpDir('access');
     serverPort = await freePort();
     echoPort = await freePort();
-    programs.push(new Program('echo', PYTHON, ['-c', `import socketserver
-class H(socketserver.StreamRequestHandler):
-    def handle(self):
-        for line in self.rfile: self.wfile.write(line)
-socketserver.ThreadingTCPServer.allow_reuse_address=True
-socketserver.ThreadingTCPServer(('127.0.0.1', ${echoPort}), H).serve_forever()`]));
+    programs.push(lineEchoServer(echoPort));
     fs.writeFileSync(path.join(dir, 'accounts.json'), JSON.stringify({ tokens: { alice: ALICE, bob: BOB }, grants: { 'alice/granted': ['bob'] } }));
     const server = start('server', [UNDERPASS, 'server', '--listen', `127.0.0.1:${serverPort}`, '--data-dir', path.join(dir, 'data'), '--accounts', path.join(dir, 'accounts.json')]);
     await server.waitFor(/listening on/);

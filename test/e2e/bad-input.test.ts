@@ -10,7 +10,7 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import tls from 'node:tls';
 import selfsigned from 'selfsigned';
-import { Chain, PYTHON, Program, UNDERPASS, freePort, run } from '../harness';
+import { Chain, freePort, lineEchoServer, Program, PYTHON, run, UNDERPASS } from '../harness';
 
 /** One line, no stack trace. */
 function assertOneLine(stderr: string, pattern: RegExp): void {
@@ -27,12 +27,7 @@ describe('bad input: one clear line, nothing else disturbed', function () {
 
   before(async function () {
     echoPort = await freePort();
-    echo = new Program('echo', PYTHON, ['-c', `import socketserver
-class H(socketserver.StreamRequestHandler):
-    def handle(self):
-        for line in self.rfile: self.wfile.write(line)
-socketserver.ThreadingTCPServer.allow_reuse_address=True
-socketserver.ThreadingTCPServer(('127.0.0.1', ${echoPort}), H).serve_forever()`]);
+    echo = lineEchoServer(echoPort);
     chain = await new Chain([`echo=127.0.0.1:${echoPort}`]).start();
   });
 

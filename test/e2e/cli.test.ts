@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import selfsigned from 'selfsigned';
-import { freePort, HOOK_RUN, Program, PYTHON, run, tmpDir, UNDERPASS } from '../harness';
+import { freePort, HOOK_RUN, lineEchoServer, Program, PYTHON, run, tmpDir, UNDERPASS } from '../harness';
 
 describe('the command surface', function () {
   let dir: string;
@@ -17,12 +17,7 @@ describe('the command surface', function () {
   before(async function () {
     dir = tmpDir('cli');
     echoPort = await freePort();
-    echo = new Program('echo', PYTHON, ['-c', `import socketserver
-class H(socketserver.StreamRequestHandler):
-    def handle(self):
-        for line in self.rfile: self.wfile.write(line)
-socketserver.ThreadingTCPServer.allow_reuse_address=True
-socketserver.ThreadingTCPServer(('127.0.0.1', ${echoPort}), H).serve_forever()`]);
+    echo = lineEchoServer(echoPort);
   });
 
   after(async function () {

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import http2 from 'node:http2';
 import net from 'node:net';
 import fc from 'fast-check';
-import { Chain, freePort, Program, PYTHON } from '../harness';
+import { Chain, freePort, lineEchoServer, Program, PYTHON } from '../harness';
 
 describe('flood: hostile load costs only the offender', function () {
   let chain: Chain;
@@ -18,12 +18,7 @@ describe('flood: hostile load costs only the offender', function () {
 
   before(async function () {
     echoPort = await freePort();
-    echo = new Program('echo', PYTHON, ['-c', `import socketserver
-class H(socketserver.StreamRequestHandler):
-    def handle(self):
-        for line in self.rfile: self.wfile.write(line)
-socketserver.ThreadingTCPServer.allow_reuse_address=True
-socketserver.ThreadingTCPServer(('127.0.0.1', ${echoPort}), H).serve_forever()`]);
+    echo = lineEchoServer(echoPort);
     chain = await new Chain([`echo=127.0.0.1:${echoPort}`]).start();
   });
 

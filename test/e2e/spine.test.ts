@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Chain, PYTHON, Program, freePort, tmpDir } from '../harness';
+import { Chain, freePort, lineEchoServer, Program, PYTHON, tmpDir } from '../harness';
 
 describe('the spine: an unmodified client reaches a published service', function () {
   let chain: Chain;
@@ -27,18 +27,8 @@ describe('the spine: an unmodified client reaches a published service', function
     bigSha = crypto.createHash('sha256').update(big).digest('hex');
     extra.push(new Program('redis-server', 'redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']));
     extra.push(new Program('http.server', 'python3', ['-m', 'http.server', String(webPort), '--bind', '127.0.0.1', '--directory', webDir]));
-    // A real echo server (socat is not assumed): python's socketserver, upper-casing what it reads.
-    extra.push(
-      new Program('echo', PYTHON, [
-        '-c',
-        `import socketserver
-class H(socketserver.StreamRequestHandler):
-    def handle(self):
-        for line in self.rfile: self.wfile.write(line.upper())
-socketserver.ThreadingTCPServer.allow_reuse_address=True
-socketserver.ThreadingTCPServer(('127.0.0.1', ${echoPort}), H).serve_forever()`,
-      ]),
-    );
+    // A real echo server, upper-casing what it reads.
+    extra.push(lineEchoServer(echoPort, { upper: true }));
     await extra[0]!.waitFor(/Ready to accept connections/);
     await extra[1]!.waitFor(/Serving HTTP/);
     chain = await new Chain([`redis=127.0.0.1:${redisPort}`, `web=127.0.0.1:${webPort}`, `echo=127.0.0.1:${echoPort}`]).start();
