@@ -26,7 +26,6 @@
 import { IPC_VERSION } from '../../protocol/ipc';
 import type { HelloReply } from '../../protocol/ipc';
 import { installConnectHooks } from './connect-hooks';
-import { configureGates } from './fast-path';
 import { installedHookNames, revertAll } from './hooks';
 import { ipcRequest, setIpcPath } from './ipc-client';
 import { tryGetLibc } from './libc';
@@ -57,7 +56,6 @@ function init(options: InitOptions): InitResult {
   setIpcPath(options.ipcPath);
   const hello = sayHello(options.ipcPath);
   const space = new PseudoSpace(hello);
-  configureGates(space.zones, space.base, space.prefix);
   installResolveHooks(libc, space);
   installConnectHooks(libc, space);
   initialised = true;

@@ -29,61 +29,61 @@ export function installConnectHooks(libc: Module, space: PseudoSpace): void {
     return requestConnect(destination.address, destination.port);
   };
 
-  replaceExport(libc, 'connect', (original) => {
-    const callOriginal = new SystemFunction(original, 'int', ['int', 'pointer', 'uint']);
+  replaceExport(libc, 'connect', (target) => {
+    const original = new SystemFunction(target, 'int', ['int', 'pointer', 'uint']);
     return new NativeCallback(
-      (fd: number, sockaddr: NativePointer, length: number, errnoOut: NativePointer): number => {
+      function (this: CallbackContext | InvocationContext, fd: number, sockaddr: NativePointer, length: number): number {
         const refused = check(fd, sockaddr, length);
         if (refused !== 0) {
-          setCallerErrno(errnoOut, refused);
+          setCallerErrno(this, refused);
           return -1;
         }
-        const result = callOriginal(fd, sockaddr, length);
-        setCallerErrno(errnoOut, errnoOf(result));
+        const result = original(fd, sockaddr, length);
+        setCallerErrno(this, errnoOf(result));
         return result.value;
       },
       'int',
-      ['int', 'pointer', 'uint', 'pointer'],
+      ['int', 'pointer', 'uint'],
     );
   });
 
-  replaceExport(libc, 'sendto', (original) => {
-    const callOriginal = new SystemFunction(original, 'ssize_t', ['int', 'pointer', 'size_t', 'int', 'pointer', 'uint']);
+  replaceExport(libc, 'sendto', (target) => {
+    const original = new SystemFunction(target, 'ssize_t', ['int', 'pointer', 'size_t', 'int', 'pointer', 'uint']);
     return new NativeCallback(
-      (fd: number, buffer: NativePointer, length: UInt64, flags: number, sockaddr: NativePointer, addressLength: number, errnoOut: NativePointer): number | Int64 => {
+      function (this: CallbackContext | InvocationContext, fd: number, buffer: NativePointer, length: UInt64, flags: number, sockaddr: NativePointer, addressLength: number): number | Int64 {
         if ((flags & MSG_FASTOPEN) !== 0) {
           const refused = check(fd, sockaddr, addressLength);
           if (refused !== 0) {
-            setCallerErrno(errnoOut, refused);
+            setCallerErrno(this, refused);
             return -1;
           }
         }
-        const result = callOriginal(fd, buffer, length, flags, sockaddr, addressLength);
-        setCallerErrno(errnoOut, errnoOf(result));
+        const result = original(fd, buffer, length, flags, sockaddr, addressLength);
+        setCallerErrno(this, errnoOf(result));
         return result.value;
       },
       'ssize_t',
-      ['int', 'pointer', 'size_t', 'int', 'pointer', 'uint', 'pointer'],
+      ['int', 'pointer', 'size_t', 'int', 'pointer', 'uint'],
     );
   });
 
-  replaceExport(libc, 'sendmsg', (original) => {
-    const callOriginal = new SystemFunction(original, 'ssize_t', ['int', 'pointer', 'int']);
+  replaceExport(libc, 'sendmsg', (target) => {
+    const original = new SystemFunction(target, 'ssize_t', ['int', 'pointer', 'int']);
     return new NativeCallback(
-      (fd: number, message: NativePointer, flags: number, errnoOut: NativePointer): number | Int64 => {
+      function (this: CallbackContext | InvocationContext, fd: number, message: NativePointer, flags: number): number | Int64 {
         if ((flags & MSG_FASTOPEN) !== 0 && !message.isNull()) {
           const refused = check(fd, message.add(MSGHDR.name).readPointer(), message.add(MSGHDR.namelen).readU32());
           if (refused !== 0) {
-            setCallerErrno(errnoOut, refused);
+            setCallerErrno(this, refused);
             return -1;
           }
         }
-        const result = callOriginal(fd, message, flags);
-        setCallerErrno(errnoOut, errnoOf(result));
+        const result = original(fd, message, flags);
+        setCallerErrno(this, errnoOf(result));
         return result.value;
       },
       'ssize_t',
-      ['int', 'pointer', 'int', 'pointer'],
+      ['int', 'pointer', 'int'],
     );
   });
 }

@@ -2,47 +2,25 @@
  * The agent's replacements of libc functions, kept in one registry so that `dispose()` can revert every
  * one and leave the process exactly as it was. A missing export is skipped (failing softly), since an
  * older glibc may lack one of the optional entry points.
- *
- * Each export is replaced by its native gate (fast-path.ts), which calls the original itself for every
- * ordinary call and the JS slow path only for pseudo names and addresses.
  */
-import { gateFor } from './fast-path';
-import type { GateName } from './fast-path';
 
 export interface InstalledHook {
   name: string;
   target: NativePointer;
-  /** The JS slow path (a NativeCallback), referenced here so that it lives as long as the replacement. */
+  /** The NativeCallback, referenced here so that it lives as long as the replacement. */
   callback: NativePointer;
-  /** The gate's slots, cleared on revert so that a later install is waited for. */
-  slots: NativePointer[];
 }
 
 const installed: InstalledHook[] = [];
 
-/**
- * Replaces `libc!name` with its native gate, whose pseudo calls go to the slow path `makeCallback` makes;
- * `makeCallback` gets the pointer through which the original function is called. Returns false when libc
- * does not export `name`.
- */
-export function replaceExport(libc: Module, name: GateName, makeCallback: (original: NativePointer) => NativePointer): boolean {
+/** Replaces `libc!name` with `callback`; returns false when libc does not export `name`. */
+export function replaceExport(libc: Module, name: string, makeCallback: (target: NativePointer) => NativePointer): boolean {
   const target = libc.findExportByName(name);
   if (target === null) return false;
   if (installed.some((hook) => hook.target.equals(target))) return true;
-  const gate = gateFor(name);
-  let original: NativePointer;
-  try {
-    original = Interceptor.replaceFast(target, gate.replacement);
-  } catch {
-    // A prologue replaceFast cannot patch: the ordinary Interceptor, through which a call of the target
-    // from inside its replacement reaches the original.
-    Interceptor.replace(target, gate.replacement);
-    original = target;
-  }
-  const callback = makeCallback(original);
-  gate.slowSlot.writePointer(callback);
-  gate.originalSlot.writePointer(original);
-  installed.push({ name, target, callback, slots: [gate.slowSlot, gate.originalSlot] });
+  const callback = makeCallback(target);
+  Interceptor.replace(target, callback);
+  installed.push({ name, target, callback });
   return true;
 }
 
@@ -54,13 +32,12 @@ export function installedHookNames(): string[] {
 export function revertAll(): void {
   for (const hook of installed) Interceptor.revert(hook.target);
   Interceptor.flush();
-  for (const hook of installed) for (const slot of hook.slots) slot.writePointer(NULL);
   installed.length = 0;
 }
 
-/** Sets errno as the hooked function's caller will see it once the gate returns (see fast-path.ts). */
-export function setCallerErrno(errnoOut: NativePointer, value: number): void {
-  errnoOut.writeS32(value);
+/** Sets errno as the hooked function's caller will see it once the replacement returns. */
+export function setCallerErrno(context: CallbackContext | InvocationContext, value: number): void {
+  (context as UnixInvocationContext).errno = value;
 }
 
 /** The NUL-terminated string at `pointer`, or null when it is NULL or not valid text. */

@@ -12,11 +12,9 @@ import type { HelloReply } from '../../protocol/ipc';
 import { AF_INET, AF_INET6 } from './libc';
 
 export class PseudoSpace {
-  /** Lower case, without trailing dot (also the native gates' data, see fast-path.ts). */
-  readonly zones: string[];
-  /** The pseudo network, host order. */
-  readonly base: number;
-  readonly prefix: number;
+  private readonly zones: string[];
+  private readonly base: number;
+  private readonly prefix: number;
 
   constructor(hello: HelloReply) {
     const base = tryParseIPv4(hello.pseudoNet.base);
