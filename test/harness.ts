@@ -234,3 +234,33 @@ export class Chain {
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }
+
+/**
+ * A chain publishing one line-echo service (`echo`), and a check that it still carries a connection end
+ * to end through hook-run: what the robustness tests run after each hostile act.
+ */
+export class EchoChain {
+  chain!: Chain;
+  echo!: Program;
+  port = 0;
+
+  async start(): Promise<this> {
+    this.port = await freePort();
+    this.echo = lineEchoServer(this.port);
+    this.chain = await new Chain([`echo=127.0.0.1:${this.port}`]).start();
+    return this;
+  }
+
+  async stop(): Promise<void> {
+    await this.chain?.stop();
+    await this.echo?.stop();
+  }
+
+  /** A blocking connect through hook-run gets its line back, and the server still runs. */
+  async assertTunnelWorks(): Promise<void> {
+    const r = await this.chain.hookRun([PYTHON, '-c', `import socket
+s = socket.create_connection(('${this.chain.host('echo')}', ${this.port}), timeout=20); s.sendall(b'still here\\n'); print(s.recv(100).decode().strip())`]);
+    if (r.stdout.trim() !== 'still here') throw new Error(`the chain no longer carries a connection: ${r.stdout}${r.stderr}`);
+    if (this.chain.server.child.exitCode !== null) throw new Error('the server exited');
+  }
+}

@@ -10,7 +10,7 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import tls from 'node:tls';
 import selfsigned from 'selfsigned';
-import { Chain, freePort, lineEchoServer, Program, PYTHON, run, UNDERPASS } from '../harness';
+import { type Chain, EchoChain, freePort, Program, PYTHON, run, UNDERPASS } from '../harness';
 
 /** One line, no stack trace. */
 function assertOneLine(stderr: string, pattern: RegExp): void {
@@ -21,28 +21,20 @@ function assertOneLine(stderr: string, pattern: RegExp): void {
 }
 
 describe('bad input: one clear line, nothing else disturbed', function () {
+  const echoChain = new EchoChain();
   let chain: Chain;
   let echoPort: number;
-  let echo: Program;
+  const assertChainWorks = (): Promise<void> => echoChain.assertTunnelWorks();
 
   before(async function () {
-    echoPort = await freePort();
-    echo = lineEchoServer(echoPort);
-    chain = await new Chain([`echo=127.0.0.1:${echoPort}`]).start();
+    await echoChain.start();
+    chain = echoChain.chain;
+    echoPort = echoChain.port;
   });
 
   after(async function () {
-    await chain?.stop();
-    await echo?.stop();
+    await echoChain.stop();
   });
-
-  /** The chain still carries a connection end to end. */
-  async function assertChainWorks(): Promise<void> {
-    const r = await chain.hookRun([PYTHON, '-c', `import socket
-s = socket.create_connection(('${chain.host('echo')}', ${echoPort}), timeout=10)
-s.sendall(b'still here\\n'); print(s.makefile().readline().strip())`]);
-    assert.equal(r.stdout.trim(), 'still here', r.stderr);
-  }
 
   it('a wrong token: the proxy and the redirector say so in one line and exit non-zero', async function () {
     const proxy = await run(process.execPath, [UNDERPASS, 'proxy', '--server', `127.0.0.1:${chain.serverPort}`, '--ca', chain.ca, '--token', 'wrong', '--publish', `x=127.0.0.1:${echoPort}`]);

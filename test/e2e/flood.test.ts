@@ -9,30 +9,23 @@ import fs from 'node:fs';
 import http2 from 'node:http2';
 import net from 'node:net';
 import fc from 'fast-check';
-import { Chain, freePort, lineEchoServer, Program, PYTHON } from '../harness';
+import { EchoChain, type Chain } from '../harness';
 
 describe('flood: hostile load costs only the offender', function () {
+  const echoChain = new EchoChain();
   let chain: Chain;
-  let echo: Program;
   let echoPort: number;
+  const assertTunnelWorks = (): Promise<void> => echoChain.assertTunnelWorks();
 
   before(async function () {
-    echoPort = await freePort();
-    echo = lineEchoServer(echoPort);
-    chain = await new Chain([`echo=127.0.0.1:${echoPort}`]).start();
+    await echoChain.start();
+    chain = echoChain.chain;
+    echoPort = echoChain.port;
   });
 
   after(async function () {
-    await chain?.stop();
-    await echo?.stop();
+    await echoChain.stop();
   });
-
-  async function assertTunnelWorks(): Promise<void> {
-    const r = await chain.hookRun([PYTHON, '-c', `import socket
-s = socket.create_connection(('${chain.host('echo')}', ${echoPort})); s.sendall(b'ok\\n'); print(s.recv(10).decode().strip())`]);
-    assert.equal(r.stdout.trim(), 'ok', r.stderr);
-    assert.equal(chain.server.child.exitCode, null, 'the server still runs');
-  }
 
   function session(token: string): http2.ClientHttp2Session {
     const s = http2.connect(`https://127.0.0.1:${chain.serverPort}`, { ca: fs.readFileSync(chain.ca) });
