@@ -39,8 +39,12 @@ class HookError(Exception):
 
 
 def say(message):
-    sys.stderr.write(f'{PROG}: {message}\n')
-    sys.stderr.flush()
+    # A closed stderr (`hook-run … 2>&1 | head`) must never stop the hooking of children.
+    try:
+        sys.stderr.write(f'{PROG}: {message}\n')
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def debug(message):
@@ -227,7 +231,10 @@ def start_child_worker(hooker, device):
     def work():
         while True:
             child = pending.get()
-            hooker.on_child_added(child)
+            try:
+                hooker.on_child_added(child)
+            except Exception:  # on_child_added resumes in `finally`; the next child must still be served
+                pass
 
     threading.Thread(target=work, name='child-hooker', daemon=True).start()
     device.on('child-added', lambda child: pending.put(child))
