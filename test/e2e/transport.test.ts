@@ -49,11 +49,12 @@ describe('transport: through what the network allows', function () {
     let host: ClientHost;
     let chain: Chain;
     let tinyproxy: Program;
+    let dir: string;
 
     before(async function () {
       const proxyPort = await freePort();
       host = ClientHost.create([proxyPort]);
-      const dir = tmpDir('tinyproxy');
+      dir = tmpDir('tinyproxy');
       fs.writeFileSync(
         path.join(dir, 'tinyproxy.conf'),
         `Port ${proxyPort}\nListen ${host.outer}\nTimeout 600\nMaxClients 100\nAllow ${host.inner}\nBasicAuth tester s3cret\nLogLevel Info\n`,
@@ -72,6 +73,7 @@ describe('transport: through what the network allows', function () {
       await chain?.stop();
       await tinyproxy?.stop();
       host?.destroy();
+      fs.rmSync(dir, { recursive: true, force: true });
     });
 
     it('the direct path is blocked', async function () {
