@@ -173,14 +173,9 @@ export function buildProgram(): Command {
     .action(async (flags: EndpointFlags & { ipc: string; pseudoNet: string; serviceKey: string[] }) => {
       const logger = load.log().createLogger('redirector', flags.logFormat);
       try {
-        const serviceKeys = new Map<string, string>();
-        for (const spec of flags.serviceKey) {
-          const eq = spec.indexOf('=');
-          const host = eq > 0 ? load.names().tryNormalizeHostname(spec.slice(0, eq)) : null;
-          if (host === null || eq === spec.length - 1) throw new ConfigError(`--service-key '${spec}' is not PSEUDO_NAME=KEY (the key the publishing proxy printed)`);
-          serviceKeys.set(host, spec.slice(eq + 1));
-        }
-        const redirector = new (load.redirector().Redirector)({ link: linkOptions(flags, logger), ipcPath: flags.ipc, pseudoNet: flags.pseudoNet, serviceKeys, logger });
+        const { Redirector, parseServiceKey } = load.redirector();
+        const serviceKeys = new Map(flags.serviceKey.map(parseServiceKey));
+        const redirector = new Redirector({ link: linkOptions(flags, logger), ipcPath: flags.ipc, pseudoNet: flags.pseudoNet, serviceKeys, logger });
         const info = await redirector.start();
         logger.info(`serving hooks on ${flags.ipc}`, { zone: info.zone, account: info.account });
         onSignals(() => redirector.stop(), logger);

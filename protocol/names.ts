@@ -61,3 +61,28 @@ export function tryParsePseudoName(host: string, zoneName: string): { publicatio
   const [publication, account] = labels as [string, string];
   return { publication, account, host: normalized };
 }
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/** Parses `HOST:PORT` (`[v6]:PORT` for IPv6) with a valid host name or IP literal; null otherwise. */
+export function tryParseHostPort(input: string): HostPort | null {
+  let url: URL;
+  try {
+    url = new URL(`tcp://${input}`);
+  } catch {
+    return null;
+  }
+  const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+  const port = Number(url.port);
+  if (url.port === '' || url.pathname !== '' || url.username !== '' || !(port >= 1 && port <= 65535)) return null;
+  if (!isIpLiteral(host) && tryNormalizeHostname(host) === null) return null;
+  return { host, port };
+}
+
+/** `HOST:PORT`, with an IPv6 literal in brackets. */
+export function formatHostPort({ host, port }: HostPort): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
+}

@@ -9,7 +9,7 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import { ControlDecoder, encodeControl, ServerMessage, type ProxyMessage } from '../protocol/control';
 import { ConfigError, isUnderpassError } from '../protocol/errors';
-import { isIpLiteral, label, tryNormalizeHostname } from '../protocol/names';
+import { label, tryParseHostPort } from '../protocol/names';
 import { Headers, Paths } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
 import { ServerLink, type LinkOptions } from '../runtime/server-link';
@@ -36,17 +36,9 @@ export function parsePublish(spec: string): Target {
   };
   if (eq <= 0) return fail('missing NAME=');
   const name = label(spec.slice(0, eq), 'publication name');
-  let url: URL;
-  try {
-    url = new URL(`tcp://${spec.slice(eq + 1)}`);
-  } catch {
-    return fail('bad HOST:PORT');
-  }
-  const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
-  const port = Number(url.port);
-  if (url.port === '' || !(port >= 1 && port <= 65535) || url.pathname !== '') return fail('bad port');
-  if (!isIpLiteral(host) && tryNormalizeHostname(host) === null) return fail(`'${host}' is not a host name or address`);
-  return { name, host, port };
+  const target = tryParseHostPort(spec.slice(eq + 1));
+  if (target === null) return fail(`'${spec.slice(eq + 1)}' is not HOST:PORT with a valid host and port`);
+  return { name, ...target };
 }
 
 export interface ProxyOptions {

@@ -13,9 +13,9 @@
 import http2 from 'node:http2';
 import net from 'node:net';
 import path from 'node:path';
-import { isUnderpassError, TunnelError, UnderpassError } from '../protocol/errors';
+import { ConfigError, isUnderpassError, TunnelError, UnderpassError } from '../protocol/errors';
 import { IPC_VERSION, type ConnectReply, type ErrorReply, type HelloReply, type ResolveReply, type ReverseReply } from '../protocol/ipc';
-import { tryParsePseudoName } from '../protocol/names';
+import { tryNormalizeHostname, tryParsePseudoName } from '../protocol/names';
 import { Headers, Paths, type NameInfo, type SessionInfo } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
 import { readBody, refusalFrom, ServerLink, type LinkOptions } from '../runtime/server-link';
@@ -44,6 +44,14 @@ interface Listener {
 }
 
 const NAME_TTL_MS = 30_000;
+
+/** Parses `--service-key PSEUDO_NAME=KEY`; throws ConfigError with the fix. */
+export function parseServiceKey(spec: string): [host: string, key: string] {
+  const eq = spec.indexOf('=');
+  const host = eq > 0 ? tryNormalizeHostname(spec.slice(0, eq)) : null;
+  if (host === null || eq === spec.length - 1) throw new ConfigError(`--service-key '${spec}' is not PSEUDO_NAME=KEY (the key the publishing proxy printed)`);
+  return [host, spec.slice(eq + 1)];
+}
 
 export class Redirector {
   readonly link: ServerLink;

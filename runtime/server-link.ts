@@ -7,33 +7,19 @@
 import { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
 import { AuthError, ConfigError, isUnderpassError, UnderpassError, UnreachableError } from '../protocol/errors';
-import { isIpLiteral, tryNormalizeHostname } from '../protocol/names';
+import { formatHostPort, tryParseHostPort, type HostPort } from '../protocol/names';
 import { Headers, Paths, WIRE_VERSION, type SessionInfo } from '../protocol/wire';
 import { keepalive, KEEPALIVE_MS, raiseSessionWindow, sessionOptions } from './h2';
 import type { Logger } from './log';
 import { candidateRoutes, describeRoute, openRoute, proxyFor, type Route, type TransportKind } from './transport';
 
-export interface ServerAddress {
-  host: string;
-  port: number;
-}
+export type ServerAddress = HostPort;
 
 /** Parses `HOST:PORT` (`[v6]:PORT` for IPv6); throws ConfigError with the fix. */
 export function parseHostPort(input: string, flag: string): ServerAddress {
-  const fail = (): never => {
-    throw new ConfigError(`${flag} '${input}' is not HOST:PORT (for example 127.0.0.1:7443)`);
-  };
-  let url: URL;
-  try {
-    url = new URL(`tcp://${input}`);
-  } catch {
-    return fail();
-  }
-  const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
-  const port = Number(url.port);
-  if (url.port === '' || url.pathname !== '' || url.username !== '' || !(port >= 1 && port <= 65535)) return fail();
-  if (!isIpLiteral(host) && tryNormalizeHostname(host) === null) return fail();
-  return { host, port };
+  const parsed = tryParseHostPort(input);
+  if (parsed === null) throw new ConfigError(`${flag} '${input}' is not HOST:PORT (for example 127.0.0.1:7443)`);
+  return parsed;
 }
 
 export interface LinkOptions {
@@ -177,8 +163,7 @@ export class ServerLink extends EventEmitter {
     const stream = await openRoute(route, { host: server.host, port: server.port, ca }).catch((e: unknown) => {
       throw isUnderpassError(e) ? e : describeDialError(e as NodeJS.ErrnoException, this.where);
     });
-    const host = server.host.includes(':') ? `[${server.host}]` : server.host;
-    const session = http2.connect(`${route.carrier === 'tls' ? 'https' : 'http'}://${host}:${server.port}`, {
+    const session = http2.connect(`${route.carrier === 'tls' ? 'https' : 'http'}://${formatHostPort(server)}`, {
       ...sessionOptions,
       createConnection: () => stream,
     });

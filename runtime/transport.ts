@@ -19,7 +19,7 @@ import { getProxyForUrl } from 'proxy-from-env';
 import { SocksClient } from 'socks';
 import { createWebSocketStream, WebSocket } from 'ws';
 import { ConfigError, UnderpassError, UnreachableError } from '../protocol/errors';
-import { isIpLiteral } from '../protocol/names';
+import { formatHostPort, isIpLiteral } from '../protocol/names';
 import { ALPN } from '../protocol/wire';
 
 export type TransportKind = 'auto' | 'tls' | 'wss';
@@ -46,7 +46,7 @@ export function describeRoute(route: Route): string {
 
 /** The proxy to use for the server, from the flag or the environment; null for none. */
 export function proxyFor(target: { host: string; port: number }, flag: string | undefined): URL | null {
-  const text = flag ?? (getProxyForUrl(`https://${target.host.includes(':') ? `[${target.host}]` : target.host}:${target.port}/`) || undefined);
+  const text = flag ?? (getProxyForUrl(`https://${formatHostPort(target)}/`) || undefined);
   if (text === undefined || text === '') return null;
   let url: URL;
   try {
@@ -104,7 +104,7 @@ async function openTcp(route: Route, target: Target, timeoutMs: number): Promise
   const user = decodeURIComponent(proxy.username);
   const password = decodeURIComponent(proxy.password);
   if (proxy.protocol === 'http:') {
-    const authority = `${target.host.includes(':') ? `[${target.host}]` : target.host}:${target.port}`;
+    const authority = formatHostPort(target);
     const request = http.request({
       host: proxy.hostname,
       port: proxyPort,
@@ -173,7 +173,7 @@ export async function openRoute(route: Route, target: Target, timeoutMs = 5_000)
       () => socket.destroy(),
     );
   }
-  const url = `wss://${target.host.includes(':') ? `[${target.host}]` : target.host}:${target.port}${WS_PATH}`;
+  const url = `wss://${formatHostPort(target)}${WS_PATH}`;
   const ws = new WebSocket(url, {
     ...tlsOver(undefined, target, 'http/1.1'),
     perMessageDeflate: false,

@@ -17,7 +17,7 @@ import tlsDefaults, { type TLSSocket } from 'node:tls';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import { ControlDecoder, encodeControl, ProxyMessage, type ServerMessage } from '../protocol/control';
 import { isUnderpassError, UnderpassError, type ErrorCode } from '../protocol/errors';
-import { DEFAULT_ZONE, label, pseudoName, tryParsePseudoName } from '../protocol/names';
+import { DEFAULT_ZONE, label, pseudoName, tryParseHostPort, tryParsePseudoName } from '../protocol/names';
 import { Headers, Paths, StatusOf, WIRE_VERSION, type NameInfo, type SessionInfo } from '../protocol/wire';
 import { keepalive, KEEPALIVE_MS, raiseSessionWindow, sessionOptions } from '../runtime/h2';
 import type { Logger } from '../runtime/log';
@@ -257,16 +257,7 @@ export class TunnelServer {
 
   /** Seed figure 7: a redirector asks for a tunnel to PSEUDO_NAME:PORT. */
   private handleTunnelRequest(stream: http2.ServerHttp2Stream, account: string, headers: http2.IncomingHttpHeaders): void {
-    const authority = headers[':authority'] ?? '';
-    let host = '';
-    let port = 0;
-    try {
-      const url = new URL(`tcp://${authority}`);
-      host = url.hostname;
-      port = Number(url.port);
-    } catch {
-      // falls through to NOT_FOUND below
-    }
+    const { host, port } = tryParseHostPort(headers[':authority'] ?? '') ?? { host: '', port: 0 };
     const key = headers[Headers.serviceKey];
     const publication = this.lookup(account, host, typeof key === 'string' ? key : undefined);
     if (port !== publication.port) {
