@@ -61,6 +61,7 @@ interface EndpointFlags {
   transport: TransportKind;
   proxy?: string;
   keepalive: number;
+  grace: number;
   logFormat: LogFormat;
 }
 
@@ -71,7 +72,7 @@ function linkOptions(flags: EndpointFlags, logger: Logger): LinkOptions {
   if (!server) throw new ConfigError('missing --server HOST:PORT (the tunnel server to dial)');
   if (!ca) throw new ConfigError("missing --ca FILE (the server's DATA_DIR/tls/cert.pem)");
   if (!token) throw new ConfigError('missing --token TOKEN (the server prints where its token is)');
-  return { server: load.link().parseHostPort(server, '--server'), ca: readCa(ca), token, logger, transport: flags.transport, keepaliveMs: flags.keepalive * 1000, ...(flags.proxy !== undefined ? { proxy: flags.proxy } : {}) };
+  return { server: load.link().parseHostPort(server, '--server'), ca: readCa(ca), token, logger, transport: flags.transport, keepaliveMs: flags.keepalive * 1000, graceMs: flags.grace * 1000, ...(flags.proxy !== undefined ? { proxy: flags.proxy } : {}) };
 }
 
 /** Flags every endpoint (proxy, redirector) shares. */
@@ -83,6 +84,7 @@ function endpointOptions(command: Command): Command {
     .addOption(new Option('--transport <kind>', 'tls, wss (WebSocket over HTTPS), or auto: try each').choices(['auto', 'tls', 'wss']).default('auto'))
     .option('--proxy <url>', 'HTTP or SOCKS5 proxy (http://, socks5://, socks5h://); default: https_proxy/all_proxy as curl reads them')
     .addOption(keepaliveOption())
+    .addOption(graceOption())
     .addOption(logFormat());
 }
 
@@ -92,6 +94,15 @@ const keepaliveOption = (): Option =>
     .argParser((v: string) => {
       const n = Number(v);
       if (!(n > 0 && n <= 3600)) throw new ConfigError(`--keepalive '${v}' must be a number of seconds between 0 and 3600`);
+      return n;
+    });
+
+const graceOption = (): Option =>
+  new Option('--grace <seconds>', 'how long tunneled connections wait for a dropped session to come back before they are reset')
+    .default(30)
+    .argParser((v: string) => {
+      const n = Number(v);
+      if (!(n >= 0 && n <= 86_400)) throw new ConfigError(`--grace '${v}' must be a number of seconds between 0 and 86400`);
       return n;
     });
 
@@ -116,8 +127,9 @@ export function buildProgram(): Command {
     .option('--key <file>', 'TLS private key (PEM) for --cert')
     .option('--zone <zone>', 'DNS zone pseudo names live under', 'underpass.internal')
     .addOption(keepaliveOption())
+    .addOption(graceOption())
     .addOption(logFormat())
-    .action(async (flags: { listen: string; dataDir: string; token?: string; accounts?: string; cert?: string; key?: string; zone: string; keepalive: number; logFormat: LogFormat }) => {
+    .action(async (flags: { listen: string; dataDir: string; token?: string; accounts?: string; cert?: string; key?: string; zone: string; keepalive: number; grace: number; logFormat: LogFormat }) => {
       const logger = load.log().createLogger('server', flags.logFormat);
       try {
         const listen = load.link().parseHostPort(flags.listen, '--listen');
@@ -131,6 +143,7 @@ export function buildProgram(): Command {
           cert: flags.cert !== undefined && flags.key !== undefined ? { cert: flags.cert, key: flags.key } : undefined,
           zone: load.names().zone(flags.zone),
           keepaliveMs: flags.keepalive * 1000,
+          graceMs: flags.grace * 1000,
           logger,
         });
         const address = await server.start().catch((e: NodeJS.ErrnoException) => {

@@ -1,7 +1,9 @@
 /**
- * The service proxy's control stream, version 1: newline-delimited JSON in both directions of one
- * long-lived HTTP/2 stream (POST /v1/control). It carries what is not a byte stream: publications and
- * their service keys, and the tunnel requests the server forwards to the proxy (seed steps 320–335, 715).
+ * The control stream, version 1: newline-delimited JSON in both directions of one long-lived HTTP/2
+ * stream (POST /v1/control) that every endpoint opens on its session. It carries what is not a byte
+ * stream: publications and their service keys, the tunnel requests the server forwards to the proxy
+ * (seed steps 320–335, 715), and for every tunnel the byte counts that let it survive a dropped link
+ * (`ack`, see PROTOCOL.md "Resumption").
  *
  * Pure code: `ControlDecoder` turns chunks into validated messages and throws only ProtocolError
  * subclasses; nothing here touches a socket.
@@ -17,23 +19,36 @@ const port = z.number().int().min(1).max(65535);
 const id = z.string().min(1).max(64);
 const code = z.string().regex(/^UP_ERR_[A-Z_]+$/).max(64);
 const text = z.string().max(1024);
+/** A byte count of one direction of a tunnel: JSON numbers stay exact up to 2^53 (8 PiB). */
+const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
-/** Proxy → server. */
-export const ProxyMessage = z.discriminatedUnion('type', [
+/**
+ * Either way: "of tunnel `id` I have received `n` bytes from you" (and, with `fin`, your end of stream),
+ * so the sender may drop them from its replay buffer.
+ */
+const ack = z.object({ type: z.literal('ack'), id, n: count, fin: z.boolean().optional() }).strict();
+export type AckMessage = z.infer<typeof ack>;
+
+/** Endpoint (service proxy or redirector) → server. */
+export const EndpointMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('publish'), name, port }).strict(),
   z.object({ type: z.literal('tunnel-failed'), id, code, message: text }).strict(),
+  ack,
+  /** A tunnel the endpoint aborted while its session was down: the server resets its side too. */
+  z.object({ type: z.literal('reset'), id }).strict(),
 ]);
-export type ProxyMessage = z.infer<typeof ProxyMessage>;
+export type EndpointMessage = z.infer<typeof EndpointMessage>;
 
 /** Server → proxy. */
 export const ServerMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('published'), name, host: z.string().max(253), key: z.string().min(16).max(128), port }).strict(),
   z.object({ type: z.literal('refused'), name, code, message: text }).strict(),
   z.object({ type: z.literal('tunnel'), id, key: z.string().min(16).max(128) }).strict(),
+  ack,
 ]);
 export type ServerMessage = z.infer<typeof ServerMessage>;
 
-export function encodeControl(message: ProxyMessage | ServerMessage): Buffer {
+export function encodeControl(message: EndpointMessage | ServerMessage): Buffer {
   return Buffer.from(JSON.stringify(message) + '\n', 'utf8');
 }
 

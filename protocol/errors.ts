@@ -18,7 +18,8 @@ export type ErrorCode =
   | 'UP_ERR_FORBIDDEN'
   | 'UP_ERR_LIMIT'
   | 'UP_ERR_NO_REDIRECTOR'
-  | 'UP_ERR_BUSY';
+  | 'UP_ERR_BUSY'
+  | 'UP_ERR_RESET';
 
 const brand = Symbol.for('underpass.error');
 
@@ -81,5 +82,15 @@ export class UnreachableError extends UnderpassError {
 export class TunnelError extends UnderpassError {
   constructor(code: 'UP_ERR_NOT_FOUND' | 'UP_ERR_OFFLINE' | 'UP_ERR_TARGET_REFUSED' | 'UP_ERR_FORBIDDEN' | 'UP_ERR_LIMIT' | 'UP_ERR_UNREACHABLE' | 'UP_ERR_BUSY', message: string) {
     super(code, message);
+  }
+}
+
+/**
+ * An open tunnel ended abnormally: its far end reset it, or its session did not come back within the
+ * grace period. The app's connection is reset (ECONNRESET).
+ */
+export class TunnelResetError extends UnderpassError {
+  constructor(message: string) {
+    super('UP_ERR_RESET', message);
   }
 }

@@ -25,8 +25,14 @@ export const Paths = {
 export const Headers = {
   /** Wire version the sender speaks; a server refuses other majors with 400. */
   version: 'underpass-version',
-  /** On a proxy's CONNECT: which tunnel request this stream answers. */
+  /** On a proxy's CONNECT: which tunnel request this stream answers; on the answer to a redirector's CONNECT: the tunnel's id. */
   tunnelId: 'underpass-tunnel',
+  /** On GET /v1/session: the resumption token of the session this endpoint had before its link dropped. */
+  resume: 'underpass-resume',
+  /** On CONNECT: re-open this tunnel of the resumed session instead of a new one. */
+  resumeTunnel: 'underpass-resume-tunnel',
+  /** On a resuming CONNECT and its answer: bytes of the tunnel the sender has received, so far. */
+  received: 'underpass-received',
   /** On a redirector's CONNECT: optional service key that grants access to another account's publication. */
   serviceKey: 'underpass-service-key',
   /** On a refusal: the {@link ErrorCode} of the failure. */
@@ -41,6 +47,17 @@ export interface SessionInfo {
   account: string;
   /** The zone pseudo names live under, e.g. `underpass.internal`. */
   zone: string;
+  /** Present when the server can resume this session after a dropped link (PROTOCOL.md "Resumption"). */
+  resume?: ResumeInfo;
+}
+
+export interface ResumeInfo {
+  /** Secret to present as `underpass-resume` on the next GET /v1/session after a drop. */
+  token: string;
+  /** Whether this session is the one the presented token named, with its tunnels still open. */
+  resumed: boolean;
+  /** How long the server keeps a dropped session's tunnels for the endpoint to come back (ms). */
+  graceMs: number;
 }
 
 /** Answer to GET /v1/names/<name>. */

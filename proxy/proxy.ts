@@ -7,11 +7,12 @@
 import { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
 import net from 'node:net';
-import { ControlDecoder, encodeControl, ServerMessage, type ProxyMessage } from '../protocol/control';
-import { ConfigError, isUnderpassError } from '../protocol/errors';
+import type { ServerMessage } from '../protocol/control';
+import { ConfigError } from '../protocol/errors';
 import { label, tryParseHostPort } from '../protocol/names';
-import { Headers, Paths } from '../protocol/wire';
+import { Headers, type SessionInfo } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
+import { ResumableStream } from '../runtime/resumable-stream';
 import { ServerLink, type LinkOptions } from '../runtime/server-link';
 import { abort, splice } from '../runtime/splice';
 
@@ -63,7 +64,8 @@ export class ServiceProxy extends EventEmitter {
       names.add(t.name);
     }
     this.link = new ServerLink(options.link);
-    this.link.on('up', (session: http2.ClientHttp2Session) => this.openControl(session));
+    this.link.on('up', (_session: http2.ClientHttp2Session, info: SessionInfo) => this.publishAll(info));
+    this.link.on('message', (message: ServerMessage) => this.handleServerMessage(message));
     this.link.on('down', () => this.emitEvent({ event: 'disconnected' }));
   }
 
@@ -83,36 +85,15 @@ export class ServiceProxy extends EventEmitter {
     this.emit('event', event);
   }
 
-  private openControl(session: http2.ClientHttp2Session): void {
+  /** Publishes every target on each new or resumed session: the server forgets publications with their control stream. */
+  private publishAll(info: SessionInfo): void {
     if (this.wasUp) this.emitEvent({ event: 'reconnected' });
     this.wasUp = true;
-    const control = session.request({ ':method': 'POST', ':path': Paths.control, ...this.link.authHeaders() });
-    control.on('error', (e: Error) => this.log.debug(`control stream error: ${e.message}`));
-    control.on('response', (headers) => {
-      if (Number(headers[':status']) !== 200) {
-        this.log.error(`the server refused the control stream (HTTP ${String(headers[':status'])}): ${String(headers[Headers.errorMessage] ?? '')}`);
-        session.close();
-      }
-    });
-    const decoder = new ControlDecoder(ServerMessage);
-    control.on('data', (chunk: Buffer) => {
-      let messages: ServerMessage[];
-      try {
-        messages = decoder.push(chunk);
-      } catch (e) {
-        this.log.error(`the server sent a malformed control message (${isUnderpassError(e) ? e.message : String(e)}); reconnecting`);
-        session.destroy();
-        return;
-      }
-      for (const message of messages) this.handleServerMessage(session, control, message);
-    });
-    for (const target of this.options.targets) {
-      const publish: ProxyMessage = { type: 'publish', name: target.name, port: target.port };
-      control.write(encodeControl(publish));
-    }
+    if (info.resume?.resumed === true) this.log.debug('session resumed');
+    for (const target of this.options.targets) this.link.send({ type: 'publish', name: target.name, port: target.port });
   }
 
-  private handleServerMessage(session: http2.ClientHttp2Session, control: http2.ClientHttp2Stream, message: ServerMessage): void {
+  private handleServerMessage(message: ServerMessage): void {
     switch (message.type) {
       case 'published': {
         const target = this.options.targets.find((t) => t.name === message.name);
@@ -130,16 +111,15 @@ export class ServiceProxy extends EventEmitter {
         this.emitEvent({ event: 'refused', name: message.name, code: message.code, message: message.message });
         return;
       case 'tunnel':
-        this.handleTunnel(session, control, message.id, message.key);
+        this.handleTunnel(message.id, message.key);
         return;
     }
   }
 
   /** Seed: "searches the original server address … creates a socket connection with it and returns the success info back". */
-  private handleTunnel(session: http2.ClientHttp2Session, control: http2.ClientHttp2Stream, id: string, key: string): void {
+  private handleTunnel(id: string, key: string): void {
     const fail = (code: string, message: string): void => {
-      const reply: ProxyMessage = { type: 'tunnel-failed', id, code, message };
-      if (!control.destroyed) control.write(encodeControl(reply));
+      this.link.send({ type: 'tunnel-failed', id, code, message });
     };
     const target = this.byKey.get(key);
     if (!target) {
@@ -157,27 +137,27 @@ export class ServiceProxy extends EventEmitter {
     });
     socket.once('connect', () => {
       clearTimeout(timeout);
-      if (session.destroyed || session.closed) {
+      const live = this.link.current();
+      if (!live) {
         socket.destroy();
         return;
       }
-      const stream = session.request({
-        ':method': 'CONNECT',
-        ':authority': `${target.name}:${target.port}`,
-        [Headers.tunnelId]: id,
-        ...this.link.authHeaders(),
-      });
+      const authority = `${target.name}:${target.port}`;
+      const stream = live.session.request({ ':method': 'CONNECT', ':authority': authority, [Headers.tunnelId]: id, ...this.link.authHeaders() });
       stream.on('error', () => undefined);
+      const leg = new ResumableStream(authority);
+      leg.attach(stream, 0);
+      this.link.tunnels.add(id, leg);
       // Spliced at once: what the target says first (a banner, a greeting) travels right behind the
       // HEADERS instead of waiting for the server's 200. A refusal (the client gave up meanwhile) resets
       // the target connection before the stream's end could close it in order.
       stream.once('response', (headers) => {
         if (Number(headers[':status']) !== 200) {
           abort(socket);
-          stream.close();
+          leg.destroy();
         }
       });
-      splice(socket, stream);
+      splice(socket, leg);
     });
   }
 }

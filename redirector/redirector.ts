@@ -18,6 +18,7 @@ import { IPC_VERSION, type ConnectReply, type ErrorReply, type HelloReply, type 
 import { tryNormalizeHostname, tryParsePseudoName } from '../protocol/names';
 import { Headers, Paths, type NameInfo, type SessionInfo } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
+import { ResumableStream } from '../runtime/resumable-stream';
 import { readBody, refusalFrom, ServerLink, type LinkOptions } from '../runtime/server-link';
 import { abort, splice } from '../runtime/splice';
 import { IpcServer } from './ipc-server';
@@ -40,7 +41,13 @@ interface Listener {
   address: string;
   port: number;
   server: net.Server;
-  parked: Array<{ stream: http2.ClientHttp2Stream; timer: NodeJS.Timeout }>;
+  parked: Array<{ tunnel: Answered; timer: NodeJS.Timeout }>;
+}
+
+/** A tunnel the server accepted: its stream and the id that lets it be resumed. */
+interface Answered {
+  stream: http2.ClientHttp2Stream;
+  id: string;
 }
 
 const NAME_TTL_MS = 30_000;
@@ -108,7 +115,7 @@ export class Redirector {
     this.ipc.stop();
     for (const l of this.listeners.values()) {
       l.server.close();
-      for (const p of l.parked) p.stream.close(http2.constants.NGHTTP2_CANCEL);
+      for (const p of l.parked) p.tunnel.stream.close(http2.constants.NGHTTP2_CANCEL);
     }
     for (const s of this.sockets) s.destroy();
     this.link.stop();
@@ -178,8 +185,7 @@ export class Redirector {
       return { ok: false, code: 'REFUSED', message: name ? `${name} is not published on port ${port}` : `${address} is not a pseudo address` };
     }
     try {
-      const stream = await this.openTunnel(listener);
-      this.park(listener, stream);
+      this.park(listener, await this.openTunnel(listener));
       return { ok: true };
     } catch (e) {
       this.log.info(`tunnel to ${listener.host}:${port} refused: ${isUnderpassError(e) ? e.message : String(e)}`);
@@ -187,9 +193,10 @@ export class Redirector {
     }
   }
 
-  private park(listener: Listener, stream: http2.ClientHttp2Stream): void {
+  private park(listener: Listener, tunnel: Answered): void {
+    const { stream } = tunnel;
     const entry = {
-      stream,
+      tunnel,
       timer: setTimeout(() => {
         const i = listener.parked.indexOf(entry);
         if (i >= 0) listener.parked.splice(i, 1);
@@ -207,12 +214,12 @@ export class Redirector {
     listener.parked.push(entry);
   }
 
-  private takeParked(listener: Listener): http2.ClientHttp2Stream | null {
+  private takeParked(listener: Listener): Answered | null {
     for (;;) {
       const entry = listener.parked.shift();
       if (!entry) return null;
       clearTimeout(entry.timer);
-      if (!entry.stream.destroyed && !entry.stream.closed) return entry.stream;
+      if (!entry.tunnel.stream.destroyed && !entry.tunnel.stream.closed) return entry.tunnel;
     }
   }
 
@@ -223,7 +230,7 @@ export class Redirector {
   private requestTunnel(
     listener: Listener,
     onRefused?: (error: UnderpassError) => void,
-  ): { stream: http2.ClientHttp2Stream | null; answered: Promise<http2.ClientHttp2Stream> } {
+  ): { stream: http2.ClientHttp2Stream | null; answered: Promise<Answered> } {
     const live = this.link.current();
     if (!live) {
       const error = new TunnelError('UP_ERR_UNREACHABLE', 'no session to the tunnel server (reconnecting)');
@@ -231,7 +238,7 @@ export class Redirector {
       return { stream: null, answered: Promise.reject(error) };
     }
     const stream = live.session.request({ ':method': 'CONNECT', ':authority': `${listener.host}:${listener.port}`, ...this.headersFor(listener.host) });
-    const answered = new Promise<http2.ClientHttp2Stream>((resolve, reject) => {
+    const answered = new Promise<Answered>((resolve, reject) => {
       // A refusal is handled synchronously, before the stream's end can reach an optimistic splice.
       const refuse = (error: UnderpassError): void => {
         onRefused?.(error);
@@ -242,8 +249,9 @@ export class Redirector {
       stream.once('close', onEarlyClose);
       stream.once('response', (headers) => {
         stream.off('close', onEarlyClose);
-        if (Number(headers[':status']) === 200) {
-          resolve(stream);
+        const id = headers[Headers.tunnelId];
+        if (Number(headers[':status']) === 200 && typeof id === 'string') {
+          resolve({ stream, id });
           return;
         }
         const refusal = refusalFrom(headers, 'the tunnel was refused');
@@ -254,7 +262,7 @@ export class Redirector {
     return { stream, answered };
   }
 
-  private openTunnel(listener: Listener): Promise<http2.ClientHttp2Stream> {
+  private openTunnel(listener: Listener): Promise<Answered> {
     return this.requestTunnel(listener).answered;
   }
 
@@ -282,19 +290,30 @@ export class Redirector {
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
     socket.on('error', () => undefined);
+    const authority = `${listener.host}:${listener.port}`;
     const parked = this.takeParked(listener);
     if (parked) {
-      splice(socket, parked);
+      const leg = new ResumableStream(authority);
+      leg.attach(parked.stream, 0);
+      this.link.tunnels.add(parked.id, leg);
+      splice(socket, leg);
       return;
     }
     // Optimistic: the app's first bytes travel right behind the tunnel request and wait at the server
     // for the proxy's answer, saving a round trip; a refusal resets the connection the app holds.
+    const leg = new ResumableStream(authority);
     const { stream, answered } = this.requestTunnel(listener, (e) => {
       this.log.info(`tunnel to ${listener.host}:${listener.port} refused: ${e.message}`);
       abort(socket);
+      leg.destroy();
     });
-    if (stream) splice(socket, stream);
-    answered.catch(() => undefined);
+    if (!stream) return;
+    leg.attach(stream, 0);
+    splice(socket, leg);
+    answered.then(
+      (tunnel) => this.link.tunnels.add(tunnel.id, leg),
+      () => undefined,
+    );
   }
 }
 

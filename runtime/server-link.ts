@@ -1,16 +1,23 @@
 /**
  * The one HTTP/2 session a service proxy or a redirector keeps to the tunnel server (only outbound: the
- * endpoints dial, the server never does). `ServerLink` dials, checks the token, keeps the session alive
- * with PINGs, and when the session goes away dials again with exponential backoff and jitter, telling
- * its owner through `onUp` / `onDown`.
+ * endpoints dial, the server never does). `ServerLink` dials, checks the token, opens the control
+ * stream, keeps the session alive with PINGs, and when the session goes away dials again with
+ * exponential backoff and jitter, telling its owner through 'up' / 'down'.
+ *
+ * Tunnels outlive a dropped link: the link keeps the session's resumption token and its table of
+ * resumable tunnels; on reconnecting it presents the token and, when the server still holds the session,
+ * re-opens every tunnel from the byte counts both sides have (PROTOCOL.md "Resumption").
  */
 import { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
-import { AuthError, ConfigError, isUnderpassError, UnderpassError, UnreachableError } from '../protocol/errors';
+import { ControlDecoder, encodeControl, ServerMessage, type EndpointMessage } from '../protocol/control';
+import { AuthError, ConfigError, isUnderpassError, ProtocolError, UnderpassError, UnreachableError } from '../protocol/errors';
 import { formatHostPort, tryParseHostPort, type HostPort } from '../protocol/names';
 import { Headers, Paths, WIRE_VERSION, type SessionInfo } from '../protocol/wire';
 import { keepalive, KEEPALIVE_MS, raiseSessionWindow, sessionOptions } from './h2';
 import type { Logger } from './log';
+import type { ResumableStream } from './resumable-stream';
+import { GRACE_MS, TunnelTable } from './tunnel-table';
 import { candidateRoutes, describeRoute, openRoute, proxyFor, type Route, type TransportKind } from './transport';
 
 export type ServerAddress = HostPort;
@@ -34,7 +41,12 @@ export interface LinkOptions {
   transport?: TransportKind;
   /** `--proxy URL`; without it the environment's proxy variables apply, as curl reads them. */
   proxy?: string;
+  /** How long tunnels wait for a dropped session to come back before they are reset (ms). */
+  graceMs?: number;
 }
+
+/** While tunnels wait for the session, reconnect attempts come at least this often (ms). */
+const RESUME_RETRY_MS = 1_000;
 
 /** Backoff between reconnect attempts: 250 ms doubling to 30 s, each with ±50 % jitter. */
 export class Backoff {
@@ -90,8 +102,13 @@ export function refusalFrom(headers: http2.IncomingHttpHeaders, fallback: string
 }
 
 export class ServerLink extends EventEmitter {
+  /** The session's resumable tunnels (legs between this endpoint and the server). */
+  readonly tunnels: TunnelTable;
   private session: http2.ClientHttp2Session | null = null;
+  private control: http2.ClientHttp2Stream | null = null;
   private info: SessionInfo | null = null;
+  /** What the server gave to present after a drop; null before the first session. */
+  private resumeToken: string | null = null;
   private readonly backoff = new Backoff();
   private stopped = false;
   private timer: NodeJS.Timeout | null = null;
@@ -104,6 +121,7 @@ export class ServerLink extends EventEmitter {
     super();
     this.where = `${options.server.host}:${options.server.port}`;
     this.routes = candidateRoutes(options.transport ?? 'auto', proxyFor(options.server, options.proxy));
+    this.tunnels = new TunnelTable({ graceMs: options.graceMs ?? GRACE_MS, send: (bytes) => this.control?.write(bytes), logger: options.logger });
   }
 
   /** How the live session reaches the server, for logs and tests. */
@@ -121,6 +139,13 @@ export class ServerLink extends EventEmitter {
     return { authorization: `Bearer ${this.options.token}`, [Headers.version]: String(WIRE_VERSION) };
   }
 
+  /** Sends a message on the control stream; false while the session is down. */
+  send(message: EndpointMessage): boolean {
+    if (!this.control || this.control.destroyed) return false;
+    this.control.write(encodeControl(message));
+    return true;
+  }
+
   /**
    * First connection: resolves once the server accepted the token, rejects with the reason otherwise
    * (the CLI turns that into one line and a non-zero exit). After that, reconnects on its own.
@@ -132,6 +157,7 @@ export class ServerLink extends EventEmitter {
   stop(): void {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
+    this.tunnels.abortAll('the endpoint is stopping');
     this.session?.close();
     this.session?.destroy();
   }
@@ -196,12 +222,86 @@ export class ServerLink extends EventEmitter {
       this.options.logger.warn('the tunnel server stopped answering keepalives; reconnecting', { server: this.where }),
     );
     session.once('close', () => this.onClosed(session));
+    this.openControl(session);
+    this.resumeTunnels(session, info);
     this.emit('up', session, info);
     return info;
   }
 
+  /** The control stream: acknowledgements both ways, and whatever the owner exchanges ('message'). */
+  private openControl(session: http2.ClientHttp2Session): void {
+    const control = session.request({ ':method': 'POST', ':path': Paths.control, ...this.authHeaders() });
+    this.control = control;
+    control.on('error', (e: Error) => this.options.logger.debug(`control stream error: ${e.message}`));
+    control.once('close', () => {
+      if (this.control === control) this.control = null;
+    });
+    control.on('response', (headers) => {
+      if (Number(headers[':status']) !== 200) {
+        this.options.logger.error(`the server refused the control stream (HTTP ${String(headers[':status'])}): ${String(headers[Headers.errorMessage] ?? '')}`);
+        session.close();
+      }
+    });
+    const decoder = new ControlDecoder(ServerMessage);
+    control.on('data', (chunk: Buffer) => {
+      let messages: ServerMessage[];
+      try {
+        messages = decoder.push(chunk);
+      } catch (e) {
+        this.options.logger.error(`the server sent a malformed control message (${isUnderpassError(e) ? e.message : String(e)}); reconnecting`);
+        session.destroy();
+        return;
+      }
+      for (const message of messages) {
+        if (message.type === 'ack') this.tunnels.handleAck(message);
+        else this.emit('message', message);
+      }
+    });
+  }
+
+  /**
+   * After a reconnect: re-opens every tunnel of a session the server kept, each from the byte count the
+   * server has; a session the server no longer knows (it restarted, or the grace period passed) resets them.
+   */
+  private resumeTunnels(session: http2.ClientHttp2Session, info: SessionInfo): void {
+    if (info.resume?.resumed !== true) {
+      if (this.tunnels.size > 0) {
+        this.options.logger.warn(`the tunnel server no longer knows this session: resetting ${this.tunnels.size} tunnel(s)`);
+        this.tunnels.abortAll('the tunnel server no longer knows the session');
+      }
+      this.tunnels.resume();
+      return;
+    }
+    const legs = this.tunnels.detached();
+    for (const message of this.tunnels.resume()) this.send(message);
+    if (legs.length > 0) this.options.logger.info(`session resumed: re-opening ${legs.length} tunnel(s)`);
+    for (const leg of legs) this.resumeTunnel(session, leg);
+  }
+
+  private resumeTunnel(session: http2.ClientHttp2Session, leg: ResumableStream): void {
+    const stream = session.request({
+      ':method': 'CONNECT',
+      ':authority': leg.authority,
+      [Headers.resumeTunnel]: leg.id ?? '',
+      [Headers.received]: String(leg.received),
+      ...this.authHeaders(),
+    });
+    stream.on('error', () => undefined);
+    stream.once('response', (headers) => {
+      const received = Number(headers[Headers.received]);
+      if (Number(headers[':status']) === 200 && Number.isSafeInteger(received)) {
+        leg.attach(stream, received);
+        return;
+      }
+      stream.close();
+      leg.destroy(Number(headers[':status']) === 200 ? new ProtocolError('the server resumed a tunnel without its byte count') : refusalFrom(headers, 'the server did not resume the tunnel'));
+    });
+    // A stream that fails before its answer leaves the leg detached: the next reconnect tries again.
+  }
+
   private async hello(session: http2.ClientHttp2Session): Promise<SessionInfo> {
-    const stream = session.request({ ':method': 'GET', ':path': Paths.session, ...this.authHeaders() }, { endStream: true });
+    const resume = this.resumeToken === null ? {} : { [Headers.resume]: this.resumeToken };
+    const stream = session.request({ ':method': 'GET', ':path': Paths.session, ...this.authHeaders(), ...resume }, { endStream: true });
     const headers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
       stream.once('response', resolve);
       stream.once('error', (e: Error) => reject(new UnreachableError(`the tunnel server at ${this.where} closed the session (${e.message})`, e)));
@@ -211,6 +311,7 @@ export class ServerLink extends EventEmitter {
     if (Number(headers[':status']) !== 200) throw refusalFrom(headers, 'the server refused the session');
     const parsed = JSON.parse(body.toString('utf8')) as SessionInfo;
     if (typeof parsed.zone !== 'string' || typeof parsed.account !== 'string') throw new UnderpassError('UP_ERR_PROTOCOL', 'the server sent a malformed session answer');
+    this.resumeToken = typeof parsed.resume?.token === 'string' ? parsed.resume.token : null;
     return parsed;
   }
 
@@ -218,6 +319,8 @@ export class ServerLink extends EventEmitter {
     if (this.session !== session) return;
     this.session = null;
     this.info = null;
+    this.control = null;
+    this.tunnels.suspend();
     this.emit('down');
     if (this.stopped) return;
     this.options.logger.warn('lost the session to the tunnel server; reconnecting', { server: this.where });
@@ -225,7 +328,8 @@ export class ServerLink extends EventEmitter {
   }
 
   private schedule(): void {
-    const delay = this.backoff.next();
+    // Tunnels waiting out their grace period are worth a quick retry; an idle endpoint backs off fully.
+    const delay = this.tunnels.waiting ? Math.min(this.backoff.next(), RESUME_RETRY_MS) : this.backoff.next();
     this.timer = setTimeout(() => {
       this.timer = null;
       if (this.stopped) return;

@@ -28,6 +28,7 @@ export function abort(stream: Duplex): void {
 function isHttp2Stream(stream: Duplex): stream is http2.Http2Stream {
   return typeof (stream as Partial<http2.Http2Stream>).rstCode !== 'undefined' || typeof (stream as Partial<http2.Http2Stream>).aborted === 'boolean';
 }
+// (A ResumableStream is a plain Duplex here: it settles ends and resets of its streams itself.)
 
 /**
  * Whether a stream ended abnormally. Node ends an HTTP/2 stream's readable side even when the peer
@@ -47,7 +48,7 @@ function wasAborted(stream: Duplex): boolean {
 export const RELAY_BUFFER = 1024 * 1024;
 
 /** How long an HTTP/2 stream's end waits to be told apart from a reset (ms). */
-const RESET_GRACE_MS = 20;
+export const RESET_GRACE_MS = 20;
 
 /** Copies src → dst with backpressure at `limit` buffered bytes; ends dst when src ends. */
 function relay(src: Duplex, dst: Duplex, limit: number, count: (n: number) => void): void {

@@ -6,6 +6,10 @@
  *
  * Every session is an HTTP/2 connection over TLS that an endpoint dialled. A bad request ends that stream
  * with a status and an `underpass-error` code; it never touches another stream or session.
+ *
+ * An endpoint's session outlives its connection: when the link drops, the tunnels on it wait for the grace
+ * period, and an endpoint that comes back with the session's resumption token gets them back where they
+ * were (PROTOCOL.md "Resumption").
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
@@ -15,13 +19,15 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import tlsDefaults, { type TLSSocket } from 'node:tls';
 import { createWebSocketStream, WebSocketServer } from 'ws';
-import { ControlDecoder, encodeControl, ProxyMessage, type ServerMessage } from '../protocol/control';
+import { ControlDecoder, encodeControl, EndpointMessage, type ServerMessage } from '../protocol/control';
 import { isUnderpassError, UnderpassError, type ErrorCode } from '../protocol/errors';
 import { DEFAULT_ZONE, label, pseudoName, tryParseHostPort, tryParsePseudoName } from '../protocol/names';
 import { Headers, Paths, StatusOf, WIRE_VERSION, type NameInfo, type SessionInfo } from '../protocol/wire';
 import { keepalive, KEEPALIVE_MS, raiseSessionWindow, sessionOptions } from '../runtime/h2';
 import type { Logger } from '../runtime/log';
+import { ResumableStream } from '../runtime/resumable-stream';
 import { splice } from '../runtime/splice';
+import { GRACE_MS, TunnelTable } from '../runtime/tunnel-table';
 import { WS_PATH } from '../runtime/transport';
 import { Accounts, AuthThrottle, loadAccountsFile, loadOrCreateToken, secretsEqual } from './accounts';
 import { ensureIdentity } from './certificate';
@@ -45,13 +51,29 @@ export interface ServerOptions {
   maxPendingPerSession?: number;
   /** Interval between keepalive PINGs to every session (ms); two missed answers drop the session. */
   keepaliveMs?: number;
+  /** How long a dropped endpoint's tunnels wait for it to come back (ms). */
+  graceMs?: number;
 }
 
-/** A live service proxy: its control stream and the publications it holds. */
+/**
+ * An endpoint's session as the server knows it: it outlives the HTTP/2 connection that carries it for
+ * the grace period, holding the endpoint's side of its tunnels.
+ */
+interface EndpointSession {
+  id: string;
+  secret: string;
+  account: string;
+  h2: http2.Http2Session | null;
+  control: http2.ServerHttp2Stream | null;
+  tunnels: TunnelTable;
+}
+
+/** A control stream's proxy role: the publications it holds and the tunnel requests waiting on it. */
 interface ProxySession {
   id: number;
   account: string;
   session: http2.Http2Session;
+  endpoint: EndpointSession;
   control: http2.ServerHttp2Stream;
   publications: Set<string>;
   pending: Map<string, PendingTunnel>;
@@ -64,6 +86,7 @@ interface PendingTunnel {
   client: http2.ServerHttp2Stream;
   /** The session the request came on, for its pending count. */
   requester: http2.Http2Session;
+  requesterEndpoint: EndpointSession;
   publication: Publication;
   timer: NodeJS.Timeout;
   onClientClose: () => void;
@@ -86,6 +109,9 @@ export class TunnelServer {
   private readonly holders = new Map<string, ProxySession>();
   private readonly tunnels = new Map<string, PendingTunnel>();
   private readonly sessions = new Set<http2.Http2Session>();
+  /** Endpoint sessions by id, connected or waiting out their grace period. */
+  private readonly endpoints = new Map<string, EndpointSession>();
+  private readonly endpointOf = new WeakMap<http2.Http2Session, EndpointSession>();
   private nextProxyId = 1;
   readonly zone: string;
   certPath = '';
@@ -212,10 +238,15 @@ export class TunnelServer {
     try {
       if (method === 'CONNECT') {
         const tunnelId = headers[Headers.tunnelId];
-        if (typeof tunnelId === 'string') this.handleProxyAnswer(stream, tunnelId);
+        const resumeId = headers[Headers.resumeTunnel];
+        if (typeof resumeId === 'string') this.handleTunnelResume(stream, resumeId, headers[Headers.received]);
+        else if (typeof tunnelId === 'string') this.handleProxyAnswer(stream, tunnelId);
         else this.handleTunnelRequest(stream, account, headers);
       } else if (method === 'GET' && path === Paths.session) {
-        const info: SessionInfo = { v: WIRE_VERSION, account, zone: this.zone };
+        const token = headers[Headers.resume];
+        const { endpoint, resumed } = this.openEndpoint(stream.session as http2.Http2Session, account, typeof token === 'string' ? token : undefined);
+        const graceMs = this.options.graceMs ?? GRACE_MS;
+        const info: SessionInfo = { v: WIRE_VERSION, account, zone: this.zone, resume: { token: `${endpoint.id}.${endpoint.secret}`, resumed, graceMs } };
         this.respondJson(stream, info);
       } else if (method === 'GET' && path.startsWith(Paths.names)) {
         const key = headers[Headers.serviceKey];
@@ -228,6 +259,77 @@ export class TunnelServer {
     } catch (e) {
       this.refuse(stream, isUnderpassError(e) ? e.code : 'UP_ERR_PROTOCOL', isUnderpassError(e) ? e.message : 'bad request');
     }
+  }
+
+  /**
+   * The endpoint session an HTTP/2 session carries: the one a valid resumption token names (its tunnels
+   * then wait for re-opening on this connection), or a new one.
+   */
+  private openEndpoint(h2: http2.Http2Session, account: string, token?: string): { endpoint: EndpointSession; resumed: boolean } {
+    const current = this.endpointOf.get(h2);
+    if (current) return { endpoint: current, resumed: false };
+    if (token !== undefined) {
+      const dot = token.indexOf('.');
+      const known = this.endpoints.get(token.slice(0, dot));
+      if (dot > 0 && known && known.account === account && secretsEqual(token.slice(dot + 1), known.secret)) {
+        this.log.info('session resumed', { account, tunnels: known.tunnels.size });
+        this.carry(known, h2);
+        return { endpoint: known, resumed: true };
+      }
+    }
+    const endpoint: EndpointSession = {
+      id: crypto.randomBytes(9).toString('base64url'),
+      secret: crypto.randomBytes(18).toString('base64url'),
+      account,
+      h2: null,
+      control: null,
+      tunnels: new TunnelTable({
+        graceMs: this.options.graceMs ?? GRACE_MS,
+        send: (bytes) => endpoint.control?.write(bytes),
+        logger: this.log,
+        onExpired: () => {
+          if (endpoint.h2 === null) this.endpoints.delete(endpoint.id);
+        },
+      }),
+    };
+    this.endpoints.set(endpoint.id, endpoint);
+    this.carry(endpoint, h2);
+    return { endpoint, resumed: false };
+  }
+
+  /** The endpoint session runs over `h2` from now on; a connection it had before is closed. */
+  private carry(endpoint: EndpointSession, h2: http2.Http2Session): void {
+    const previous = endpoint.h2;
+    endpoint.h2 = h2;
+    this.endpointOf.set(h2, endpoint);
+    endpoint.tunnels.resume();
+    h2.once('close', () => {
+      if (endpoint.h2 !== h2) return;
+      endpoint.h2 = null;
+      endpoint.control = null;
+      if (endpoint.tunnels.size === 0) this.endpoints.delete(endpoint.id);
+      else endpoint.tunnels.suspend();
+    });
+    // The old connection may not have noticed its link is gone; its streams are superseded.
+    if (previous && !previous.destroyed) previous.destroy();
+  }
+
+  /** The endpoint session of a request, made on the spot for a client that did not ask for one. */
+  private endpointFor(stream: http2.ServerHttp2Stream, account: string): EndpointSession {
+    const h2 = stream.session as http2.Http2Session;
+    return this.endpointOf.get(h2) ?? this.openEndpoint(h2, account).endpoint;
+  }
+
+  /** An endpoint that came back re-opens one of its tunnels from the byte count it has. */
+  private handleTunnelResume(stream: http2.ServerHttp2Stream, id: string, receivedHeader: string | string[] | undefined): void {
+    const leg = stream.session ? this.endpointOf.get(stream.session)?.tunnels.get(id) : undefined;
+    if (!leg) throw new UnderpassError('UP_ERR_NOT_FOUND', 'no such tunnel to resume: it ended, or its grace period passed');
+    const received = Number(receivedHeader);
+    if (typeof receivedHeader !== 'string' || !Number.isSafeInteger(received) || received < 0) {
+      throw new UnderpassError('UP_ERR_BAD_MESSAGE', `${Headers.received} must be a byte count`);
+    }
+    stream.respond({ ':status': 200, [Headers.received]: String(leg.received) });
+    leg.attach(stream, received);
   }
 
   /** Finds the publication a pseudo name stands for, if the account may use it. */
@@ -282,7 +384,7 @@ export class TunnelServer {
     const onClientClose = (): void => {
       if (this.tunnels.get(id) === pending) this.forget(pending);
     };
-    const pending: PendingTunnel = { id, proxy, client: stream, requester, publication, timer, onClientClose };
+    const pending: PendingTunnel = { id, proxy, client: stream, requester, requesterEndpoint: this.endpointFor(stream, account), publication, timer, onClientClose };
     this.tunnels.set(id, pending);
     proxy.pending.set(id, pending);
     stream.once('close', onClientClose);
@@ -313,9 +415,16 @@ export class TunnelServer {
       return;
     }
     stream.respond({ ':status': 200 });
-    client.respond({ ':status': 200 });
+    client.respond({ ':status': 200, [Headers.tunnelId]: id });
+    // Each leg outlives its stream for the grace period should its endpoint's link drop.
+    const clientLeg = new ResumableStream(client.sentHeaders[':authority'] as string | undefined ?? '');
+    const proxyLeg = new ResumableStream('');
+    clientLeg.attach(client, 0);
+    proxyLeg.attach(stream, 0);
+    pending.requesterEndpoint.tunnels.add(id, clientLeg);
+    pending.proxy.endpoint.tunnels.add(id, proxyLeg);
     const started = Date.now();
-    splice(client, stream, (result) => {
+    splice(clientLeg, proxyLeg, (result) => {
       this.log.debug('tunnel closed', {
         publication: pending.publication.name,
         up: result.aToB,
@@ -332,19 +441,21 @@ export class TunnelServer {
 
   /** Seed figure 4: a proxy's control stream, on which it publishes and receives tunnel requests. */
   private handleControl(stream: http2.ServerHttp2Stream, account: string): void {
+    const endpoint = this.endpointFor(stream, account);
     const proxy: ProxySession = {
       id: this.nextProxyId++,
       account,
       session: stream.session as http2.Http2Session,
+      endpoint,
       control: stream,
       publications: new Set(),
       pending: new Map(),
     };
+    endpoint.control = stream;
     stream.respond({ ':status': 200, 'content-type': 'application/x-ndjson' });
-    const decoder = new ControlDecoder(ProxyMessage);
-    this.log.info('service proxy connected', { proxy: proxy.id, account, remote: stream.session?.socket?.remoteAddress });
+    const decoder = new ControlDecoder(EndpointMessage);
     stream.on('data', (chunk: Buffer) => {
-      let messages: ProxyMessage[];
+      let messages: EndpointMessage[];
       try {
         messages = decoder.push(chunk);
       } catch (e) {
@@ -354,13 +465,25 @@ export class TunnelServer {
       }
       for (const message of messages) this.handleProxyMessage(proxy, message);
     });
-    stream.once('close', () => this.dropProxy(proxy));
+    stream.once('close', () => {
+      if (endpoint.control === stream) endpoint.control = null;
+      this.dropProxy(proxy);
+    });
   }
 
-  private handleProxyMessage(proxy: ProxySession, message: ProxyMessage): void {
-    if (message.type === 'publish') {
-      void this.publish(proxy, message.name, message.port);
-      return;
+  private handleProxyMessage(proxy: ProxySession, message: EndpointMessage): void {
+    switch (message.type) {
+      case 'publish':
+        void this.publish(proxy, message.name, message.port);
+        return;
+      case 'ack':
+        proxy.endpoint.tunnels.handleAck(message);
+        return;
+      case 'reset':
+        proxy.endpoint.tunnels.handleReset(message.id);
+        return;
+      case 'tunnel-failed':
+        break;
     }
     const pending = proxy.pending.get(message.id);
     if (!pending) return;
@@ -386,6 +509,7 @@ export class TunnelServer {
       this.log.info('publication taken over by a newer proxy session', { publication: name, from: previous.id, to: proxy.id });
     }
     this.holders.set(id, proxy);
+    if (proxy.publications.size === 0) this.log.info('service proxy connected', { proxy: proxy.id, account: proxy.account, remote: proxy.session.socket?.remoteAddress });
     proxy.publications.add(id);
     const host = pseudoName(name, proxy.account, this.zone);
     this.log.info('published', { publication: name, host, port, proxy: proxy.id });
@@ -398,6 +522,6 @@ export class TunnelServer {
       this.forget(pending);
       this.refuse(pending.client, 'UP_ERR_OFFLINE', 'the service proxy went away');
     }
-    this.log.info('service proxy disconnected', { proxy: proxy.id });
+    if (proxy.publications.size > 0) this.log.info('service proxy disconnected', { proxy: proxy.id });
   }
 }

@@ -136,6 +136,9 @@ export interface ChainOptions {
   clientNetns?: string;
   /** Environment of the redirector (e.g. HTTPS_PROXY). */
   redirectorEnv?: NodeJS.ProcessEnv;
+  /** Ports on the server's host the proxy and the redirector dial instead of the server's (a relay). */
+  proxyVia?: number;
+  redirectorVia?: number;
 }
 
 /** `command args` as run inside `netns`, or as is. */
@@ -174,12 +177,12 @@ export class Chain {
     this.token = fs.readFileSync(path.join(this.dataDir, 'token'), 'utf8').trim();
   }
 
-  endpointArgs(): string[] {
-    return ['--server', `${this.serverHost}:${this.serverPort}`, '--ca', this.ca, '--token', this.token];
+  endpointArgs(via?: number): string[] {
+    return ['--server', `${this.serverHost}:${via ?? this.serverPort}`, '--ca', this.ca, '--token', this.token];
   }
 
   async startProxy(): Promise<void> {
-    const args = [UNDERPASS, 'proxy', ...this.endpointArgs(), '--json', ...(this.options.proxyArgs ?? [])];
+    const args = [UNDERPASS, 'proxy', ...this.endpointArgs(this.options.proxyVia), '--json', ...(this.options.proxyArgs ?? [])];
     for (const p of this.publish) args.push('--publish', p);
     this.proxy = new Program('proxy', process.execPath, args);
     for (const spec of this.publish) {
@@ -193,7 +196,7 @@ export class Chain {
     const [command, args] = inNetns(this.options.clientNetns, process.execPath, [
       UNDERPASS,
       'redirector',
-      ...this.endpointArgs(),
+      ...this.endpointArgs(this.options.redirectorVia),
       '--ipc',
       this.ipcPath,
       '--pseudo-net',

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { ControlDecoder, encodeControl, MAX_CONTROL_LINE, ProxyMessage, ServerMessage } from '../../protocol/control';
+import { ControlDecoder, encodeControl, MAX_CONTROL_LINE, EndpointMessage, ServerMessage } from '../../protocol/control';
 import { ProtocolError } from '../../protocol/errors';
 
 /** Splits `bytes` at the given cut points and feeds the pieces one by one. */
@@ -21,7 +21,7 @@ describe('protocol/control: the proxy control stream codec', function () {
       '7b2274797065223a227075626c697368222c226e616d65223a227265646973222c22706f7274223a363337397d0a', // {"type":"publish","name":"redis","port":6379}\n
       'hex',
     );
-    assert.deepEqual(new ControlDecoder(ProxyMessage).push(vector), [{ type: 'publish', name: 'redis', port: 6379 }]);
+    assert.deepEqual(new ControlDecoder(EndpointMessage).push(vector), [{ type: 'publish', name: 'redis', port: 6379 }]);
     const tunnel = Buffer.from('{"type":"tunnel","id":"abc","key":"0123456789abcdef0123"}\n');
     assert.deepEqual(new ControlDecoder(ServerMessage).push(tunnel), [{ type: 'tunnel', id: 'abc', key: '0123456789abcdef0123' }]);
   });
@@ -35,7 +35,7 @@ describe('protocol/control: the proxy control stream codec', function () {
       fc.property(fc.array(message, { minLength: 1, maxLength: 8 }), fc.array(fc.nat(), { maxLength: 10 }), (messages, cuts) => {
         const bytes = Buffer.concat(messages.map((m) => encodeControl(m)));
         // fast-check builds records without a prototype; compare as plain objects.
-        assert.deepEqual(feed(new ControlDecoder(ProxyMessage), bytes, cuts), messages.map((m) => ({ ...m })));
+        assert.deepEqual(feed(new ControlDecoder(EndpointMessage), bytes, cuts), messages.map((m) => ({ ...m })));
       }),
     );
   });
@@ -50,12 +50,12 @@ describe('protocol/control: the proxy control stream codec', function () {
       ['[]\n', 'UP_ERR_BAD_MESSAGE'],
     ];
     for (const [text, code] of cases) {
-      assert.throws(() => new ControlDecoder(ProxyMessage).push(Buffer.from(text)), (e: unknown) => e instanceof ProtocolError && e.code === code, text);
+      assert.throws(() => new ControlDecoder(EndpointMessage).push(Buffer.from(text)), (e: unknown) => e instanceof ProtocolError && e.code === code, text);
     }
   });
 
   it('refuses a line longer than the cap, even when it never ends', function () {
-    const decoder = new ControlDecoder(ProxyMessage);
+    const decoder = new ControlDecoder(EndpointMessage);
     const chunk = Buffer.alloc(16 * 1024, 0x61);
     assert.throws(() => {
       for (let i = 0; i < 10; i++) decoder.push(chunk);

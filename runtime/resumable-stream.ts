@@ -1,0 +1,260 @@
+/**
+ * One leg of a tunneled connection — the part between an endpoint and the tunnel server — made to
+ * survive the loss of the HTTP/2 session that carries it (issue 6; PROTOCOL.md "Resumption").
+ *
+ * To the code on either side it is a plain Duplex that `splice()` joins to a socket or to the other leg.
+ * Underneath, it writes into one HTTP/2 stream at a time and keeps what it wrote in a replay buffer until
+ * the peer acknowledges it (`ack` on the control stream, counted in bytes since the tunnel began). When
+ * the session drops, the leg detaches: it stops reading, goes on accepting writes into the replay buffer
+ * up to its bound, and waits. When the endpoint is back, a new stream is attached with the peer's count
+ * of what it received; the leg resends exactly the bytes past that count, and the peer does the same, so
+ * the app sees a pause — never a reset, a lost byte or a repeated one. The same holds for the end of
+ * stream: a leg's end counts as delivered only once the peer acknowledged it (`fin`).
+ *
+ * Memory is bounded: unacknowledged bytes never exceed REPLAY_LIMIT (the stream window), after which
+ * writes wait, and the stream's own queue is held to RELAY_BUFFER as splice() does for any destination.
+ */
+import http2 from 'node:http2';
+import { Duplex } from 'node:stream';
+import { ProtocolError, TunnelResetError } from '../protocol/errors';
+import { STREAM_WINDOW } from './h2';
+import { RELAY_BUFFER, RESET_GRACE_MS } from './splice';
+
+/** Most bytes written but not yet acknowledged, per leg and direction: one stream window. */
+export const REPLAY_LIMIT = STREAM_WINDOW;
+/** Received bytes that make an acknowledgement due at once; smaller counts wait ACK_DELAY_MS. */
+export const ACK_BYTES = 256 * 1024;
+/** How long an acknowledgement of a few bytes may wait to be batched with others (ms). */
+export const ACK_DELAY_MS = 50;
+
+/** Where a leg's acknowledgements go: batched by the owner onto its control stream. */
+export interface AckSink {
+  /** The leg received bytes (or its peer's end); `urgent` asks to send without waiting for more. */
+  ackDue(leg: ResumableStream, urgent: boolean): void;
+}
+
+type WriteCallback = (error?: Error | null) => void;
+
+/** Whether the peer reset the stream (RST_STREAM(NO_ERROR) is how Node marks an ordinary end too). */
+function wasReset(stream: http2.Http2Stream): boolean {
+  return stream.rstCode !== undefined && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR;
+}
+
+export class ResumableStream extends Duplex {
+  /** The tunnel's id, shared by both legs; null until the server named it. */
+  id: string | null = null;
+  /** Bytes received from the peer so far: what an acknowledgement or a resume states. */
+  received = 0;
+  /** The last count acknowledged to the peer. */
+  acknowledged = 0;
+  /** The peer's end of stream arrived. */
+  peerEnded = false;
+  /** Set on leaving for good: whether it was an abort (as opposed to an orderly end both ways). */
+  failed = false;
+
+  private stream: http2.Http2Stream | null = null;
+  private session: http2.Http2Session | null = null;
+  private unbind: (() => void) | null = null;
+  /** Bytes written since the tunnel began; the replay buffer holds (acked, sent]. */
+  private sent = 0;
+  private acked = 0;
+  private readonly replay: Buffer[] = [];
+  private localEnded = false;
+  private peerHasEnd = false;
+  private blocked: WriteCallback | null = null;
+  private finished: WriteCallback | null = null;
+  sink: AckSink | null = null;
+
+  /** `authority`: what a resuming CONNECT names (the pseudo name or publication and port). */
+  constructor(readonly authority: string) {
+    super({ allowHalfOpen: true });
+  }
+
+  /** Whether an HTTP/2 stream carries the leg now. */
+  get attached(): boolean {
+    return this.stream !== null;
+  }
+
+  /**
+   * Carries the leg over `stream` from now on. `peerReceived` is the peer's count of bytes it has from
+   * us; everything after it is sent again. Returns false (and aborts the leg) when the count is impossible.
+   */
+  attach(stream: http2.Http2Stream, peerReceived: number): boolean {
+    if (this.destroyed) {
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      return false;
+    }
+    this.detach(true);
+    if (!(peerReceived >= this.acked && peerReceived <= this.sent)) {
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      this.destroy(new ProtocolError(`the peer claims ${peerReceived} bytes of a tunnel that sent ${this.acked}–${this.sent}`));
+      return false;
+    }
+    this.trim(peerReceived);
+    this.bind(stream);
+    for (const chunk of this.replay) stream.write(chunk);
+    if (this.localEnded) stream.end();
+    // Our acknowledgement of the peer's end may have been lost with the old session.
+    if (this.peerEnded) this.sink?.ackDue(this, true);
+    this.release();
+    return true;
+  }
+
+  /** The peer acknowledged `n` bytes (and, with `fin`, our end of stream). */
+  handleAck(n: number, fin: boolean): void {
+    if (n > this.sent) {
+      this.destroy(new ProtocolError(`the peer acknowledged ${n} bytes of a tunnel that sent ${this.sent}`));
+      return;
+    }
+    if (n > this.acked) this.trim(n);
+    if (fin && this.localEnded && n === this.sent) this.peerHasEnd = true;
+    this.release();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: WriteCallback): void {
+    // A small view of a large allocation would keep all of it alive while it waits for its ack.
+    const kept = chunk.byteLength * 4 < chunk.buffer.byteLength ? Buffer.from(chunk) : chunk;
+    this.replay.push(kept);
+    this.sent += kept.length;
+    this.stream?.write(kept);
+    if (this.mayWriteMore()) callback();
+    else this.blocked = callback;
+  }
+
+  override _final(callback: WriteCallback): void {
+    this.localEnded = true;
+    this.stream?.end();
+    this.finished = callback;
+    this.release();
+  }
+
+  override _read(): void {
+    if (this.stream?.isPaused() === true) this.stream.resume();
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    const orderly = error === null && this.localEnded && this.peerEnded;
+    this.failed = !orderly;
+    const stream = this.stream;
+    this.detach(false);
+    // After an orderly end both ways the stream closes by itself; a reset then could cut off the peer's
+    // last acknowledgement. Anything else is an abort the peer must see as one.
+    if (stream && !orderly) stream.close(http2.constants.NGHTTP2_CANCEL);
+    this.replay.length = 0;
+    this.blocked = null;
+    callback(error);
+  }
+
+  private mayWriteMore(): boolean {
+    return this.sent - this.acked < REPLAY_LIMIT && (this.stream === null || this.stream.writableLength < RELAY_BUFFER);
+  }
+
+  /** Lets a held write or the end go on once the bounds allow. */
+  private release(): void {
+    if (this.blocked && this.mayWriteMore()) {
+      const callback = this.blocked;
+      this.blocked = null;
+      callback();
+    }
+    if (this.finished && this.peerHasEnd) {
+      const callback = this.finished;
+      this.finished = null;
+      callback();
+    }
+  }
+
+  /** Drops the bytes the peer has from the front of the replay buffer. */
+  private trim(n: number): void {
+    let drop = n - this.acked;
+    while (drop > 0) {
+      const head = this.replay[0]!;
+      if (head.length <= drop) {
+        this.replay.shift();
+        drop -= head.length;
+      } else {
+        this.replay[0] = head.subarray(drop);
+        drop = 0;
+      }
+    }
+    this.acked = n;
+  }
+
+  private bind(stream: http2.Http2Stream): void {
+    const session = stream.session ?? null;
+    this.stream = stream;
+    this.session = session;
+    const onData = (chunk: Buffer): void => {
+      if (this.peerEnded) return;
+      this.received += chunk.length;
+      if (!this.push(chunk)) stream.pause();
+      this.sink?.ackDue(this, this.received - this.acknowledged >= ACK_BYTES);
+    };
+    let endTimer: NodeJS.Timeout | null = null;
+    // Node ends an HTTP/2 stream's readable side also when the peer reset it or the session died, and
+    // learns which only a little later; an end counts once the stream closed or RESET_GRACE_MS passed.
+    const onEnd = (): void => {
+      endTimer = setTimeout(() => {
+        endTimer = null;
+        if (this.stream === stream && !this.sessionLost() && !wasReset(stream)) this.handlePeerEnd();
+      }, RESET_GRACE_MS);
+    };
+    const onClose = (): void => this.handleStreamClose(stream);
+    const onDrain = (): void => this.release();
+    const onError = (): void => undefined;
+    stream.on('data', onData);
+    stream.once('end', onEnd);
+    stream.once('close', onClose);
+    stream.on('drain', onDrain);
+    stream.on('error', onError);
+    this.unbind = () => {
+      if (endTimer) clearTimeout(endTimer);
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      stream.off('close', onClose);
+      stream.off('drain', onDrain);
+      // 'error' stays handled: the stream may still report one after we let go of it.
+    };
+    if (this.readableLength >= this.readableHighWaterMark) stream.pause();
+  }
+
+  /** Lets go of the current stream; `cancel` resets it (it is being replaced). */
+  private detach(cancel: boolean): void {
+    const stream = this.stream;
+    if (!stream) return;
+    this.unbind?.();
+    this.unbind = null;
+    this.stream = null;
+    this.session = null;
+    if (cancel) stream.close(http2.constants.NGHTTP2_CANCEL);
+  }
+
+  private sessionLost(): boolean {
+    return this.session === null || this.session.destroyed || this.session.closed;
+  }
+
+  private handlePeerEnd(): void {
+    if (this.peerEnded) return;
+    this.peerEnded = true;
+    this.push(null);
+    this.sink?.ackDue(this, true);
+  }
+
+  /**
+   * The stream closed. A lost session leaves the leg detached, waiting to be resumed; a reset from the
+   * peer is an abort; a close after both ends is the end of stream the peer sent.
+   */
+  private handleStreamClose(stream: http2.Http2Stream): void {
+    if (this.stream !== stream) return;
+    const lost = this.sessionLost();
+    const ended = stream.readableEnded;
+    this.detach(false);
+    // Detached: the owner resumes it when its session is back, or aborts it when the grace period ends.
+    if (lost) return;
+    if (wasReset(stream)) {
+      this.destroy(new TunnelResetError('the tunnel was reset by its far end'));
+      return;
+    }
+    if (ended && this.localEnded) this.handlePeerEnd();
+    else this.destroy(new ProtocolError('the far end stopped the tunnel before both sides ended it'));
+  }
+}
