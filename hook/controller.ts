@@ -5,10 +5,11 @@
  * Two implementations share one interface and one agent. The Node `frida` binding is preferred when it
  * loads; it often cannot be installed (its install step downloads a native build), so the fallback is
  * hook/sidecar.py, a small Python controller on the `frida` wheel in the project's `.venv`, created by
- * `npm run setup`. The binding's types are declared here, minimal and local, describing exactly the calls
- * made, so this file type-checks where the package is absent.
+ * `npm run setup`. The binding is typed by its own published declarations, also where it did not install
+ * (hook/frida-types.mjs keeps them for tsc then), and loaded with import(): frida 17 is an ES module.
  */
 import { spawn } from 'node:child_process';
+import type * as Frida from 'frida' with { 'resolution-mode': 'import' };
 import { existsSync, readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
@@ -52,12 +53,12 @@ export function defaultHookPaths(): HookPaths {
 }
 
 /**
- * The Node binding's controller when `frida` loads, else the sidecar's; throws HookRunError (telling
- * the user to run `npm run setup` or `npm run build`) when neither can run.
+ * The Node binding's controller when `frida` loads, else the sidecar's; rejects with HookRunError
+ * (telling the user to run `npm run setup` or `npm run build`) when neither can run.
  */
-export function pickController(ipcPath: string, paths: HookPaths = defaultHookPaths()): HookController {
+export async function pickController(ipcPath: string, paths: HookPaths = defaultHookPaths()): Promise<HookController> {
   if (!existsSync(paths.agent)) throw new HookRunError(`the hook agent ${paths.agent} is missing: run 'npm run build'`);
-  const binding = tryLoadFridaBinding();
+  const binding = await tryLoadFridaBinding();
   if (binding !== null) return new FridaBindingController(binding, paths, ipcPath);
   if (existsSync(paths.venvPython) && existsSync(paths.sidecar)) return new SidecarController(paths, ipcPath);
   throw new HookRunError("no hook controller: the Node 'frida' binding does not load and .venv is missing: run 'npm run setup'");
@@ -108,59 +109,37 @@ class SidecarController implements HookController {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Node frida binding (frida 17). Only what is called here is declared.
+// Node frida binding (frida 17), typed by the package's own declarations.
 
-interface FridaSignal<Args extends unknown[]> {
-  connect(handler: (...args: Args) => void): void;
-  disconnect(handler: (...args: Args) => void): void;
-}
+/** The binding's module namespace. */
+type FridaModule = typeof Frida;
 
-interface FridaChild {
-  pid: number;
-  origin: 'fork' | 'exec' | 'spawn';
-}
+/** UNDERPASS_HOOK_DEBUG=1: one line per hooked process, as the sidecar prints. */
+const DEBUG = !['', '0', undefined].includes(process.env.UNDERPASS_HOOK_DEBUG);
 
-interface FridaDevice {
-  spawn(program: string | string[], options?: { argv?: string[]; stdio?: 'inherit' | 'pipe' }): Promise<number>;
-  attach(pid: number): Promise<FridaSession>;
-  resume(pid: number): Promise<void>;
-  kill(pid: number): Promise<void>;
-  readonly childAdded: FridaSignal<[FridaChild]>;
-}
-
-interface FridaSession {
-  enableChildGating(): Promise<void>;
-  createScript(source: string, options?: { name?: string }): Promise<FridaScript>;
-  detach(): Promise<void>;
-  readonly detached: FridaSignal<[reason: string, crash: unknown]>;
-}
-
+/** What the agent's `init` answers (hook/agent/agent.ts, InitResult); checked, since RPC results are untyped. */
 interface AgentInitResult {
   hooked: boolean;
   hooks: string[];
   notice?: string;
 }
 
-interface FridaScript {
-  load(): Promise<void>;
-  unload(): Promise<void>;
-  readonly exports: {
-    init(options: { ipcPath: string }): Promise<AgentInitResult>;
-    dispose(): Promise<void>;
-  };
-  readonly message: FridaSignal<[message: { type: string; payload?: unknown; description?: string }, data: Buffer | null]>;
-}
-
-interface FridaModule {
-  getLocalDevice(): Promise<FridaDevice>;
+function isAgentInitResult(value: unknown): value is AgentInitResult {
+  if (typeof value !== 'object' || value === null) return false;
+  const result = value as Record<string, unknown>;
+  return (
+    typeof result['hooked'] === 'boolean' &&
+    Array.isArray(result['hooks']) &&
+    result['hooks'].every((hook) => typeof hook === 'string') &&
+    (result['notice'] === undefined || typeof result['notice'] === 'string')
+  );
 }
 
 /** The `frida` package, or null when it is not installed or its native part does not load. */
-function tryLoadFridaBinding(): FridaModule | null {
+async function tryLoadFridaBinding(): Promise<FridaModule | null> {
   if (process.env.UNDERPASS_HOOK_CONTROLLER === 'sidecar') return null;
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return require('frida') as FridaModule;
+    return await import('frida');
   } catch {
     return null;
   }
@@ -168,8 +147,13 @@ function tryLoadFridaBinding(): FridaModule | null {
 
 class FridaBindingController implements HookController {
   readonly kind = 'frida-binding' as const;
-  private readonly sessions: FridaSession[] = [];
+  private readonly sessions: Frida.Session[] = [];
   private source: string | null = null;
+  /**
+   * The command's process and what its sessions' detach calls: the command may exec, and then its pid
+   * gets a new session (hooked as a gated exec child), whose end is the command's end.
+   */
+  private main: { pid: number; onDetached: (reason: Frida.SessionDetachReason) => void } | null = null;
 
   constructor(
     private readonly frida: FridaModule,
@@ -181,14 +165,24 @@ class FridaBindingController implements HookController {
     const device = await this.frida.getLocalDevice();
     let pid: number;
     try {
-      pid = await device.spawn(command, { stdio: 'inherit' });
+      pid = await device.spawn(command, { stdio: this.frida.Stdio.Inherit });
     } catch (error) {
       throw new HookRunError(`${command[0]}: cannot run: ${messageOf(error)}`, 127);
     }
+    // Taken now, while the process surely is ours: what tells its zombie from a later process with its pid.
+    const startTime = tryProcessStartTime(pid);
+    const exited = new Promise<number>((resolve) => {
+      this.main = {
+        pid,
+        // process-replaced is an exec: the gated child handler hooks the new image in a new session.
+        onDetached: (reason) => {
+          if (reason === this.frida.SessionDetachReason.ProcessTerminated) resolve(exitCodeOfZombie(pid, startTime));
+        },
+      };
+    });
     device.childAdded.connect((child) => void this.hookChild(device, child));
-    let session: FridaSession;
     try {
-      session = await this.hook(device, pid, true);
+      await this.hook(device, pid, true);
     } catch (error) {
       await device.kill(pid).catch(() => undefined);
       throw error;
@@ -200,13 +194,6 @@ class FridaBindingController implements HookController {
     process.on('SIGINT', ignore);
     process.on('SIGTERM', onTerm);
     process.on('SIGHUP', onHup);
-    const exited = new Promise<number>((resolve) => {
-      session.detached.connect((reason) => {
-        if (reason !== 'process-terminated' && reason !== 'process-replaced') return;
-        if (reason === 'process-replaced') return; // exec: the gated child handler re-hooks it
-        resolve(exitCodeOfZombie(pid));
-      });
-    });
     await device.resume(pid);
     try {
       return await exited;
@@ -219,7 +206,7 @@ class FridaBindingController implements HookController {
 
   async attach(pid: number): Promise<number> {
     const device = await this.frida.getLocalDevice();
-    let session: FridaSession;
+    let session: Frida.Session;
     try {
       session = await device.attach(pid);
     } catch (error) {
@@ -230,8 +217,7 @@ class FridaBindingController implements HookController {
     return new Promise<number>((resolve) => {
       const stop = (): void => {
         cleanUp();
-        void script.exports
-          .dispose()
+        void callExport(script, 'dispose')
           .then(() => script.unload())
           .catch(() => undefined)
           .then(() => session.detach().catch(() => undefined))
@@ -240,8 +226,8 @@ class FridaBindingController implements HookController {
             resolve(0);
           });
       };
-      const onDetached = (reason: string): void => {
-        if (reason === 'application-requested') return;
+      const onDetached = (reason: Frida.SessionDetachReason): void => {
+        if (reason === this.frida.SessionDetachReason.ApplicationRequested) return;
         cleanUp();
         process.stderr.write(`hook-run: process ${pid} exited\n`);
         resolve(0);
@@ -257,43 +243,54 @@ class FridaBindingController implements HookController {
     });
   }
 
-  private async hook(device: FridaDevice, pid: number, gateChildren: boolean): Promise<FridaSession> {
-    let session: FridaSession;
+  private async hook(device: Frida.Device, pid: number, gateChildren: boolean): Promise<Frida.Session> {
+    let session: Frida.Session;
     try {
       session = await device.attach(pid);
     } catch (error) {
       throw attachError(pid, error);
     }
+    if (this.main?.pid === pid) session.detached.connect(this.main.onDetached);
     if (gateChildren) await session.enableChildGating();
     await this.loadAgent(session, pid);
     this.sessions.push(session);
     return session;
   }
 
-  private async loadAgent(session: FridaSession, pid: number): Promise<FridaScript> {
+  private async loadAgent(session: Frida.Session, pid: number): Promise<Frida.Script> {
     this.source ??= readFileSync(this.paths.agent, 'utf8');
     const script = await session.createScript(this.source, { name: 'underpass-hook' });
     script.message.connect((message) => {
-      const payload = message.payload as { type?: string; message?: string } | undefined;
-      if (message.type === 'send' && payload?.type === 'warning') process.stderr.write(`hook-run: process ${pid}: ${payload.message}\n`);
-      else if (message.type === 'error') process.stderr.write(`hook-run: process ${pid}: hook error: ${message.description}\n`);
+      if (message.type === this.frida.MessageType.Error) {
+        process.stderr.write(`hook-run: process ${pid}: hook error: ${message.description}\n`);
+        return;
+      }
+      const payload: unknown = message.payload;
+      if (typeof payload === 'object' && payload !== null && (payload as { type?: unknown }).type === 'warning') {
+        process.stderr.write(`hook-run: process ${pid}: ${String((payload as { message?: unknown }).message)}\n`);
+      }
     });
     await script.load();
-    let result: AgentInitResult;
+    let result: unknown;
     try {
-      result = await script.exports.init({ ipcPath: this.ipcPath });
+      result = await callExport(script, 'init', { ipcPath: this.ipcPath });
     } catch (error) {
       await session.detach().catch(() => undefined);
       const text = messageOf(error);
       if (text.includes('no redirector at ')) throw noRedirector(this.ipcPath);
       throw new HookRunError(`hook failed in process ${pid}: ${text}`);
     }
+    if (!isAgentInitResult(result)) {
+      await session.detach().catch(() => undefined);
+      throw new HookRunError(`hook failed in process ${pid}: the agent's init answered ${JSON.stringify(result)}`);
+    }
     if (!result.hooked) process.stderr.write(`hook-run: process ${pid}: ${result.notice ?? 'cannot be hooked'}; it runs unhooked\n`);
+    else if (DEBUG) process.stderr.write(`hook-run: hooked process ${pid} (${result.hooks.join(', ')})\n`);
     return script;
   }
 
   /** Hooks a gated child; whatever happens, the child is resumed, never left suspended. */
-  private async hookChild(device: FridaDevice, child: FridaChild): Promise<void> {
+  private async hookChild(device: Frida.Device, child: Frida.Child): Promise<void> {
     try {
       await this.hook(device, child.pid, true);
     } catch (error) {
@@ -304,22 +301,44 @@ class FridaBindingController implements HookController {
   }
 }
 
+/** Calls one of the agent's RPC exports; what it answers is unknown until checked. */
+async function callExport(script: Frida.Script, name: 'init' | 'dispose', ...args: unknown[]): Promise<unknown> {
+  const result: unknown = await script.exports[name]!(...args);
+  return result;
+}
+
 /**
  * Exit status of a terminated child still in zombie state, from /proc/PID/stat field 52 (exit_code, a
- * waitpid status); Node cannot waitpid. Frida may reap the process first, then 1 is reported.
+ * waitpid status); Node cannot waitpid, and the binding reports an exit only as the session's detach
+ * reason (frida's Session `detached(reason, crash)` carries no status). Frida reaps the processes it
+ * spawns itself, so the zombie may be gone: then 1 is reported, with a line saying so. `startTime`
+ * (field 22, taken at spawn) makes sure the zombie read is that process, never a later one given the
+ * same pid.
  */
-function exitCodeOfZombie(pid: number): number {
+function exitCodeOfZombie(pid: number, startTime: string | null): number {
+  const fields = tryStatFields(pid);
+  const status = Number(fields?.[52 - 3]);
+  if (fields === null || fields[0] !== 'Z' || startTime === null || fields[22 - 3] !== startTime || !Number.isInteger(status)) {
+    process.stderr.write(`hook-run: the exit status of process ${pid} was lost (reaped by frida); reporting 1\n`);
+    return 1;
+  }
+  const signal = status & 0x7f;
+  return signal === 0 ? (status >> 8) & 0xff : 128 + signal;
+}
+
+/** Field 22 of /proc/PID/stat (start time in clock ticks after boot), or null. */
+function tryProcessStartTime(pid: number): string | null {
+  return tryStatFields(pid)?.[22 - 3] ?? null;
+}
+
+/** The fields of /proc/PID/stat from field 3 (state) on, or null when the process is gone. */
+function tryStatFields(pid: number): string[] | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the parenthesised command name (which may itself contain spaces or parentheses).
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).trim().split(' ');
-    const status = Number(fields[52 - 3]);
-    if (!Number.isInteger(status)) return 1;
-    const signal = status & 0x7f;
-    return signal === 0 ? (status >> 8) & 0xff : 128 + signal;
+    // After the parenthesised command name, which may itself contain spaces or parentheses.
+    return stat.slice(stat.lastIndexOf(')') + 2).trim().split(' ');
   } catch {
-    process.stderr.write(`hook-run: the exit status of process ${pid} was lost; reporting 1\n`);
-    return 1;
+    return null;
   }
 }
 

@@ -44,7 +44,7 @@ export async function runHookCli(argv: string[]): Promise<number> {
   if (options.ipc === '') return fail('--ipc needs a path', 2);
 
   try {
-    const controller = pickController(options.ipc);
+    const controller = await pickController(options.ipc);
     if (options.pid !== undefined) {
       const pid = Number(options.pid);
       if (!/^\d+$/.test(options.pid) || !Number.isSafeInteger(pid) || pid <= 0) return fail(`--pid needs a process id, not '${options.pid}'`, 2);

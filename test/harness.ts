@@ -101,16 +101,32 @@ export interface Published {
   target: string;
 }
 
-/** Runs a command to completion, collecting its output. */
-export function run(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number; cwd?: string } = {}): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; stdoutBuffer: Buffer }> {
+/**
+ * Runs a command to completion, collecting its output. With `processGroup`, the command leads its own
+ * process group and a timeout kills the whole group: what a hung `hook-run` leaves behind (the sidecar,
+ * the command and its children, some of them spinning) does not outlive the test.
+ */
+export function run(
+  command: string,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number; cwd?: string; processGroup?: boolean } = {},
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; stdoutBuffer: Buffer }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: options.cwd ?? ROOT, env: { ...process.env, ...options.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { cwd: options.cwd ?? ROOT, env: { ...process.env, ...options.env }, stdio: ['pipe', 'pipe', 'pipe'], detached: options.processGroup === true });
     const out: Buffer[] = [];
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => out.push(d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     const timer = setTimeout(() => {
-      child.kill('SIGKILL');
+      if (options.processGroup === true && child.pid !== undefined) {
+        try {
+          process.kill(-child.pid, 'SIGKILL');
+        } catch {
+          // The group is gone already.
+        }
+      } else {
+        child.kill('SIGKILL');
+      }
       reject(new Error(`${command} ${args.join(' ')} timed out:\n${stderr}`));
     }, options.timeoutMs ?? 60_000);
     child.once('error', reject);
@@ -220,10 +236,10 @@ export class Chain {
     return p.host;
   }
 
-  /** `hook-run --ipc <ours> -- command args…`, to completion. */
+  /** `hook-run --ipc <ours> -- command args…`, to completion; a timeout kills all it started. */
   hookRun(command: string[], options: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {}): ReturnType<typeof run> {
     const [cmd, args] = inNetns(this.options.clientNetns, process.execPath, [HOOK_RUN, '--ipc', this.ipcPath, '--', ...command]);
-    return run(cmd, args, options);
+    return run(cmd, args, { ...options, processGroup: true });
   }
 
   /** Keeps a program running until the chain stops. */

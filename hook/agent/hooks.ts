@@ -1,15 +1,23 @@
 /**
- * The agent's replacements of libc functions, kept in one registry so that `dispose()` can revert every
- * one and leave the process exactly as it was. A missing export is skipped (failing softly), since an
- * older glibc may lack one of the optional entry points.
+ * The agent's replacements of (and listeners on) libc functions, kept in one registry so that `dispose()`
+ * can revert every one and leave the process exactly as it was. A missing export is skipped (failing
+ * softly), since an older glibc may lack one of the optional entry points.
+ *
+ * Replacement or listener: Frida's Interceptor calls a REPLACEMENT on every thread of the process,
+ * Frida's own included, but invokes LISTENERS only on threads it does not ignore, and it ignores its
+ * own. A function Frida itself calls must therefore be listened to, never replaced, or our JavaScript
+ * runs inside Frida's internals (see connect-hooks.ts for the one such function we hook, sendmsg).
  */
 
-export interface InstalledHook {
-  name: string;
-  target: NativePointer;
-  /** The NativeCallback, referenced here so that it lives as long as the replacement. */
-  callback: NativePointer;
-}
+export type InstalledHook =
+  | {
+      kind: 'replacement';
+      name: string;
+      target: NativePointer;
+      /** The NativeCallback, referenced here so that it lives as long as the replacement. */
+      callback: NativePointer;
+    }
+  | { kind: 'listener'; name: string; target: NativePointer; listener: InvocationListener };
 
 const installed: InstalledHook[] = [];
 
@@ -20,7 +28,16 @@ export function replaceExport(libc: Module, name: string, makeCallback: (target:
   if (installed.some((hook) => hook.target.equals(target))) return true;
   const callback = makeCallback(target);
   Interceptor.replace(target, callback);
-  installed.push({ name, target, callback });
+  installed.push({ kind: 'replacement', name, target, callback });
+  return true;
+}
+
+/** Attaches `callbacks` to `libc!name`; returns false when libc does not export `name`. */
+export function listenToExport(libc: Module, name: string, callbacks: ScriptInvocationListenerCallbacks): boolean {
+  const target = libc.findExportByName(name);
+  if (target === null) return false;
+  if (installed.some((hook) => hook.target.equals(target))) return true;
+  installed.push({ kind: 'listener', name, target, listener: Interceptor.attach(target, callbacks) });
   return true;
 }
 
@@ -28,14 +45,17 @@ export function installedHookNames(): string[] {
   return installed.map((hook) => hook.name);
 }
 
-/** Reverts every replacement; the callbacks stay referenced until the script unloads. */
+/** Reverts every replacement and detaches every listener; the callbacks stay referenced until the script unloads. */
 export function revertAll(): void {
-  for (const hook of installed) Interceptor.revert(hook.target);
+  for (const hook of installed) {
+    if (hook.kind === 'listener') hook.listener.detach();
+    else Interceptor.revert(hook.target);
+  }
   Interceptor.flush();
   installed.length = 0;
 }
 
-/** Sets errno as the hooked function's caller will see it once the replacement returns. */
+/** Sets errno as the hooked function's caller will see it once the replacement (or listened call) returns. */
 export function setCallerErrno(context: CallbackContext | InvocationContext, value: number): void {
   (context as UnixInvocationContext).errno = value;
 }
