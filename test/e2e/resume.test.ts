@@ -40,19 +40,32 @@ class Link {
     return this;
   }
 
-  /** Both ends see their connection reset; new connections are refused until `open()`. */
-  async cut(): Promise<void> {
+  /** Both ends see their connection reset; new connections are refused until `open()`. Answers how many were cut. */
+  async cut(): Promise<number> {
     this.cuts += 1;
+    const carried = this.sockets.size / 2;
     const server = this.server;
     this.server = null;
     // close() waits for the open connections, so they go first.
     const closed = new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
     for (const s of this.sockets) s.resetAndDestroy();
     await closed;
+    return carried;
   }
 
   async close(): Promise<void> {
     await this.cut();
+  }
+
+  /** Cuts a link that carries a session, and waits until `endpoint` noticed. */
+  async cutSessionOf(endpoint: Program): Promise<void> {
+    const before = (endpoint.stdout + endpoint.stderr).split('lost the session').length;
+    assert.ok((await this.cut()) > 0, `the link on port ${this.port} carried no connection to cut`);
+    const deadline = Date.now() + 20_000;
+    while ((endpoint.stdout + endpoint.stderr).split('lost the session').length === before) {
+      if (Date.now() > deadline) throw new Error(`${endpoint.label} did not notice the cut of its link on port ${this.port}:\n${endpoint.stderr}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
   }
 }
 
@@ -147,8 +160,7 @@ describe('resume: connections survive a dropped session link', function () {
       // Rate-limited so that the cut falls in the middle of the transfer.
       const transfer = curl(['--limit-rate', '25M', '-o', output, `http://${chain.host('files')}:${httpPort}/payload.bin`]);
       await grown(output, 20 * 1024 * 1024);
-      await redirectorLink.cut();
-      await chain.redirector.waitFor(/lost the session to the tunnel server/);
+      await redirectorLink.cutSessionOf(chain.redirector);
       await sleep(5000);
       await redirectorLink.open();
       const { code, out } = await transfer.done;
@@ -161,8 +173,7 @@ describe('resume: connections survive a dropped session link', function () {
       const transfer = curl(['--limit-rate', '25M', '-T', payload, `http://${chain.host('files')}:${httpPort}/upload`]);
       // The proxy's session must be carrying the upload when it is cut.
       await http.waitFor(/received 20 MB/, 60_000);
-      await proxyLink.cut();
-      await chain.proxy.waitFor(/lost the session to the tunnel server/);
+      await proxyLink.cutSessionOf(chain.proxy);
       await sleep(5000);
       await proxyLink.open();
       const { code, out } = await transfer.done;
@@ -238,7 +249,7 @@ s = socket.create_connection(('${this.chain.host('echo')}', ${this.echoPort}), t
     it('the app sees ECONNRESET, and new tunnels work once the link is back', async function () {
       const client = idle.idleClient();
       await client.ready;
-      await redirectorLink.cut();
+      await redirectorLink.cutSessionOf(idle.chain.redirector);
       assert.equal(await client.ended, 'reset');
       await idle.chain.redirector.waitFor(/did not come back within 2 s: resetting 1 tunnel/);
       await redirectorLink.open();

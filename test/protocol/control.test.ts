@@ -15,7 +15,7 @@ function feed<T>(decoder: ControlDecoder<T>, bytes: Buffer, cuts: number[]): T[]
   return out;
 }
 
-describe('protocol/control: the proxy control stream codec', function () {
+describe('protocol/control: the control stream codec', function () {
   it('decodes the literal test vectors of PROTOCOL.md', function () {
     const vector = Buffer.from(
       '7b2274797065223a227075626c697368222c226e616d65223a227265646973222c22706f7274223a363337397d0a', // {"type":"publish","name":"redis","port":6379}\n
@@ -24,6 +24,10 @@ describe('protocol/control: the proxy control stream codec', function () {
     assert.deepEqual(new ControlDecoder(EndpointMessage).push(vector), [{ type: 'publish', name: 'redis', port: 6379 }]);
     const tunnel = Buffer.from('{"type":"tunnel","id":"abc","key":"0123456789abcdef0123"}\n');
     assert.deepEqual(new ControlDecoder(ServerMessage).push(tunnel), [{ type: 'tunnel', id: 'abc', key: '0123456789abcdef0123' }]);
+    const ack = Buffer.from('7b2274797065223a2261636b222c226964223a227431222c226e223a357d0a', 'hex'); // {"type":"ack","id":"t1","n":5}\n
+    assert.deepEqual(new ControlDecoder(EndpointMessage).push(ack), [{ type: 'ack', id: 't1', n: 5 }]);
+    assert.deepEqual(new ControlDecoder(ServerMessage).push(ack), [{ type: 'ack', id: 't1', n: 5 }]);
+    assert.throws(() => new ControlDecoder(ServerMessage).push(Buffer.from('{"type":"ack","id":"t1","n":-1}\n')), /malformed/);
   });
 
   it('encodes what it decodes, at any split of the bytes', function () {
