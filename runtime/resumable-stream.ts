@@ -22,8 +22,11 @@ import { RELAY_BUFFER, RESET_GRACE_MS } from './splice';
 
 /** Most bytes written but not yet acknowledged, per leg and direction: one stream window. */
 export const REPLAY_LIMIT = STREAM_WINDOW;
-/** Received bytes that make an acknowledgement due at once; smaller counts wait ACK_DELAY_MS. */
-export const ACK_BYTES = 256 * 1024;
+/**
+ * Received bytes that make an acknowledgement due at once; smaller counts wait ACK_DELAY_MS. A sixteenth
+ * of the replay bound keeps the sender far from waiting, at about one small control line per MiB.
+ */
+export const ACK_BYTES = 1024 * 1024;
 /** How long an acknowledgement of a few bytes may wait to be batched with others (ms). */
 export const ACK_DELAY_MS = 50;
 
@@ -34,6 +37,8 @@ export interface AckSink {
 }
 
 type WriteCallback = (error?: Error | null) => void;
+
+const EMPTY = Buffer.alloc(0);
 
 /** Whether the peer reset the stream (RST_STREAM(NO_ERROR) is how Node marks an ordinary end too). */
 function wasReset(stream: http2.Http2Stream): boolean {
@@ -58,7 +63,9 @@ export class ResumableStream extends Duplex {
   /** Bytes written since the tunnel began; the replay buffer holds (acked, sent]. */
   private sent = 0;
   private acked = 0;
-  private readonly replay: Buffer[] = [];
+  /** Unacknowledged chunks, oldest first from `replayHead` (an index, so dropping one costs no shift). */
+  private replay: Buffer[] = [];
+  private replayHead = 0;
   private localEnded = false;
   private peerHasEnd = false;
   private blocked: WriteCallback | null = null;
@@ -92,7 +99,7 @@ export class ResumableStream extends Duplex {
     }
     this.trim(peerReceived);
     this.bind(stream);
-    for (const chunk of this.replay) stream.write(chunk);
+    for (let i = this.replayHead; i < this.replay.length; i += 1) stream.write(this.replay[i]!);
     if (this.localEnded) stream.end();
     // Our acknowledgement of the peer's end may have been lost with the old session.
     if (this.peerEnded) this.sink?.ackDue(this, true);
@@ -140,7 +147,8 @@ export class ResumableStream extends Duplex {
     // After an orderly end both ways the stream closes by itself; a reset then could cut off the peer's
     // last acknowledgement. Anything else is an abort the peer must see as one.
     if (stream && !orderly) stream.close(http2.constants.NGHTTP2_CANCEL);
-    this.replay.length = 0;
+    this.replay = [];
+    this.replayHead = 0;
     this.blocked = null;
     callback(error);
   }
@@ -167,16 +175,24 @@ export class ResumableStream extends Duplex {
   private trim(n: number): void {
     let drop = n - this.acked;
     while (drop > 0) {
-      const head = this.replay[0]!;
+      const head = this.replay[this.replayHead]!;
       if (head.length <= drop) {
-        this.replay.shift();
+        this.replay[this.replayHead] = EMPTY;
+        this.replayHead += 1;
         drop -= head.length;
       } else {
-        this.replay[0] = head.subarray(drop);
+        this.replay[this.replayHead] = head.subarray(drop);
         drop = 0;
       }
     }
     this.acked = n;
+    if (this.replayHead === this.replay.length) {
+      this.replay = [];
+      this.replayHead = 0;
+    } else if (this.replayHead >= 1024) {
+      this.replay = this.replay.slice(this.replayHead);
+      this.replayHead = 0;
+    }
   }
 
   private bind(stream: http2.Http2Stream): void {
