@@ -9,7 +9,9 @@
  * connection if that fails, which the app sees as a refused or reset connection.
  *
  * sendto()/sendmsg() with MSG_FASTOPEN connect without calling connect(), so they get the same check.
- * Everything else (AF_UNIX, other addresses, the agent's own IPC socket) goes to the original untouched.
+ * Everything else (AF_UNIX, other addresses, the agent's own IPC socket) goes to the original untouched,
+ * decided by the native gate (gates.ts) without entering these slow paths, which get errno's out-pointer
+ * from the gate as their last argument.
  */
 import { errnoOf, replaceExport, setCallerErrno } from './hooks';
 import { F_GETFL, libcFunctions, MSG_FASTOPEN, MSGHDR, O_NONBLOCK } from './libc';
@@ -32,58 +34,58 @@ export function installConnectHooks(libc: Module, space: PseudoSpace): void {
   replaceExport(libc, 'connect', (target) => {
     const original = new SystemFunction(target, 'int', ['int', 'pointer', 'uint']);
     return new NativeCallback(
-      function (this: CallbackContext | InvocationContext, fd: number, sockaddr: NativePointer, length: number): number {
+      (fd: number, sockaddr: NativePointer, length: number, errnoOut: NativePointer): number => {
         const refused = check(fd, sockaddr, length);
         if (refused !== 0) {
-          setCallerErrno(this, refused);
+          setCallerErrno(errnoOut, refused);
           return -1;
         }
         const result = original(fd, sockaddr, length);
-        setCallerErrno(this, errnoOf(result));
+        setCallerErrno(errnoOut, errnoOf(result));
         return result.value;
       },
       'int',
-      ['int', 'pointer', 'uint'],
+      ['int', 'pointer', 'uint', 'pointer'],
     );
   });
 
   replaceExport(libc, 'sendto', (target) => {
     const original = new SystemFunction(target, 'ssize_t', ['int', 'pointer', 'size_t', 'int', 'pointer', 'uint']);
     return new NativeCallback(
-      function (this: CallbackContext | InvocationContext, fd: number, buffer: NativePointer, length: UInt64, flags: number, sockaddr: NativePointer, addressLength: number): number | Int64 {
+      (fd: number, buffer: NativePointer, length: UInt64, flags: number, sockaddr: NativePointer, addressLength: number, errnoOut: NativePointer): number | Int64 => {
         if ((flags & MSG_FASTOPEN) !== 0) {
           const refused = check(fd, sockaddr, addressLength);
           if (refused !== 0) {
-            setCallerErrno(this, refused);
+            setCallerErrno(errnoOut, refused);
             return -1;
           }
         }
         const result = original(fd, buffer, length, flags, sockaddr, addressLength);
-        setCallerErrno(this, errnoOf(result));
+        setCallerErrno(errnoOut, errnoOf(result));
         return result.value;
       },
       'ssize_t',
-      ['int', 'pointer', 'size_t', 'int', 'pointer', 'uint'],
+      ['int', 'pointer', 'size_t', 'int', 'pointer', 'uint', 'pointer'],
     );
   });
 
   replaceExport(libc, 'sendmsg', (target) => {
     const original = new SystemFunction(target, 'ssize_t', ['int', 'pointer', 'int']);
     return new NativeCallback(
-      function (this: CallbackContext | InvocationContext, fd: number, message: NativePointer, flags: number): number | Int64 {
+      (fd: number, message: NativePointer, flags: number, errnoOut: NativePointer): number | Int64 => {
         if ((flags & MSG_FASTOPEN) !== 0 && !message.isNull()) {
           const refused = check(fd, message.add(MSGHDR.name).readPointer(), message.add(MSGHDR.namelen).readU32());
           if (refused !== 0) {
-            setCallerErrno(this, refused);
+            setCallerErrno(errnoOut, refused);
             return -1;
           }
         }
         const result = original(fd, message, flags);
-        setCallerErrno(this, errnoOf(result));
+        setCallerErrno(errnoOut, errnoOf(result));
         return result.value;
       },
       'ssize_t',
-      ['int', 'pointer', 'int'],
+      ['int', 'pointer', 'int', 'pointer'],
     );
   });
 }
