@@ -25,10 +25,12 @@ that resolves names in its constructor is the one case this path sees differentl
 """
 
 import ctypes
+import errno as errno_module
 import os
 import platform
 import signal
 import struct
+import time
 
 PTRACE_CONT = 7
 PTRACE_GETREGS = 12
@@ -139,7 +141,15 @@ class Parked:
     def release(self):
         """Traces the thread again, puts back the entry code and registers, and lets it run."""
         pid = self.pid
-        _ptrace(PTRACE_SEIZE, pid, None, 0)
+        for attempt in range(50):
+            try:
+                _ptrace(PTRACE_SEIZE, pid, None, 0)
+                break
+            except ParkError as error:
+                # Frida may not have let go of the thread yet (EPERM while another tracer holds it).
+                if error.errno != errno_module.EPERM or attempt == 49:
+                    raise
+                time.sleep(0.01)
         _ptrace(PTRACE_INTERRUPT, pid)
         _wait_stop(pid, lambda status: status >> 16 == PTRACE_EVENT_STOP)
         os.pwrite(self._memory, self._original, self._entry)

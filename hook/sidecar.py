@@ -366,7 +366,9 @@ def run_parked(device, hooker, command, program):
         except parking.Ended as ended:
             return exit_code(ended.status)  # killed while parked (reaped by the release's wait)
         except parking.ParkError as error:
-            debug(f'release of process {pid}: {one_line(error)}')
+            # Hooked but stuck at its entry point: end it rather than wait on it for ever.
+            kill_quietly(pid)
+            raise HookError(f'cannot start {command[0]} hooked: {one_line(error)}')
 
     status = wait_for_exit(pid)
     if status is None:
