@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { IPC_DELIMITER, IpcEvent } from '../protocol/ipc';
-import { freePort, HOOK_RUN, tmpDir, UNDERPASS } from '../test/harness';
+import { freePort, HOOK_RUN_LAUNCHER, tmpDir, UNDERPASS } from '../test/harness';
 import { exec, onCleanup, Proc, type ExecResult } from './proc';
 
 export interface ChainOptions {
@@ -81,7 +81,8 @@ export class BenchChain {
 
   /** `hook-run --ipc <ours> -- command…`, to completion. */
   hookRun(command: string[], options: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<ExecResult> {
-    return exec(process.execPath, [HOOK_RUN, '--ipc', this.ipcPath, '--', ...command], options);
+    // As a user runs it: `npx hook-run` and a PATH install both exec the launcher bin/hook-run.
+    return exec(HOOK_RUN_LAUNCHER, ['--ipc', this.ipcPath, '--', ...command], options);
   }
 
   pids(): { server: number; proxy: number; redirector: number } {

@@ -86,7 +86,8 @@ class SidecarController implements HookController {
   }
 
   private runSidecar(tail: string[], forwarded: NodeJS.Signals[], ignored: NodeJS.Signals[]): Promise<number> {
-    const args = [this.paths.sidecar, '--agent', this.paths.agent, '--ipc', this.ipcPath, ...tail];
+    // -S: the sidecar puts its .venv's site-packages on sys.path itself, sparing site.py's start-up.
+    const args = ['-S', this.paths.sidecar, '--agent', this.paths.agent, '--ipc', this.ipcPath, ...tail];
     return new Promise((resolve, reject) => {
       const child = spawn(this.paths.venvPython, args, { stdio: 'inherit' });
       const handlers = new Map<NodeJS.Signals, () => void>();

@@ -6,21 +6,23 @@ running process, what hook/controller.ts describes: load dist/hook/agent.js befo
 call the agent's `init({ipcPath})`, carry the agent into every forked or exec'd descendant (child gating),
 and pass the command's exit status through.
 
-Usage:
+Usage (hook-run runs it as `.venv/bin/python -S sidecar.py ...`, see add_venv_site_packages):
   sidecar.py --agent AGENT.js --ipc PATH -- COMMAND [ARGS...]   spawn COMMAND hooked; exit with its status
   sidecar.py --agent AGENT.js --ipc PATH --pid PID               hook a running process until SIGINT/SIGTERM
 
 Expected failures print one line on stderr, prefixed `hook-run:`, and exit non-zero; never a stack trace.
-Set UNDERPASS_HOOK_DEBUG=1 for one line per hooked process.
+Set UNDERPASS_HOOK_DEBUG=1 for one line per hooked process, UNDERPASS_HOOK_PARKING=0 to start commands
+through the stub's exec gating even where parking.py could park them.
 """
 
 import os
 import queue
-import shutil
 import signal
 import sys
 import threading
 import time
+
+import parking
 
 PROG = 'hook-run'
 DEBUG = os.environ.get('UNDERPASS_HOOK_DEBUG', '') not in ('', '0')
@@ -251,11 +253,13 @@ STUB = 'read -r go <&3 && [ "$go" = go ] || exit 125; exec "$0" "$@" 3<&-'
 
 
 def run_command(frida, device, hooker, command):
-    program = command[0] if '/' in command[0] else shutil.which(command[0])
+    program = command[0] if '/' in command[0] else find_program(command[0])
     if program is None or not os.path.exists(program):
         raise HookError(f'{command[0]}: command not found', 127)
     if os.path.isdir(program) or not os.access(program, os.X_OK):
         raise HookError(f'{command[0]}: permission denied', 126)
+    if parking.supported() and os.environ.get('UNDERPASS_HOOK_PARKING', '') != '0':
+        return run_parked(device, hooker, command, program)
 
     gate_read, gate_write = os.pipe()
     pid = os.posix_spawn(
@@ -300,6 +304,113 @@ def run_command(frida, device, hooker, command):
         say(f'the exit status of process {pid} was lost (reaped while frida traced it); reporting 1')
         return 1
     return status
+
+
+def run_parked(device, hooker, command, program):
+    """run_command with one attach instead of two: the same stub, traced by us to its exec and parked at
+    the command's entry point while Frida attaches (parking.py). Same stdio, signals and exit status."""
+    gate_read, gate_write = os.pipe()
+    pid = os.posix_spawn(
+        '/bin/sh',
+        ['sh', '-c', STUB, program] + command[1:],
+        os.environ,
+        file_actions=[(os.POSIX_SPAWN_DUP2, gate_read, 3)],
+    )
+    os.close(gate_read)
+    hooker.main_pid = pid
+    try:
+        start_child_worker(hooker, device)
+        try:
+            parking.trace_before_exec(pid)
+        except parking.ParkError as error:
+            raise trace_refused(pid, error)
+    except BaseException:
+        kill_quietly(pid)
+        raise
+
+    # As in run_command: the terminal's SIGINT/SIGQUIT reach the child directly; SIGTERM and SIGHUP sent
+    # to us are passed on.
+    signal.signal(signal.SIGINT, lambda signo, frame: None)
+    signal.signal(signal.SIGQUIT, lambda signo, frame: None)
+    for signo in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signo, lambda signo, frame: forward(pid, signo))
+    os.write(gate_write, b'go\n')
+    os.close(gate_write)
+    try:
+        parked = parking.park_after_exec(pid, is_static_executable)
+    except parking.Ended as ended:
+        # Reaped already. Before the exec it was the stub (the go-ahead failed): the command never ran.
+        if not ended.after_exec:
+            raise HookError(f'{command[0]} did not start (the launcher exited with status {exit_code(ended.status)})')
+        return exit_code(ended.status)  # the dynamic loader failed, as it would have unhooked
+    except parking.ParkError as error:
+        kill_quietly(pid)
+        raise HookError(f'cannot start {command[0]} hooked: {error}')
+
+    if parked is None:
+        # The same line as on_child_added's for a static child.
+        name = os.path.basename(os.readlink(f'/proc/{pid}/exe')) if os.path.exists(f'/proc/{pid}/exe') else pid
+        say(f'{name} (process {pid}) is statically linked: its lookups and connects cannot be hooked; it runs unhooked')
+    else:
+        try:
+            hooker.hook(pid, gate_children=True)
+        except BaseException as error:
+            # The command itself: never run it unhooked when the user asked for the hook.
+            parked.close()
+            kill_quietly(pid)
+            if isinstance(error, HookError):
+                raise
+            raise HookError(f'cannot hook {pid}: {one_line(error)}')
+        try:
+            parked.release()
+        except parking.Ended as ended:
+            return exit_code(ended.status)  # killed while parked (reaped by the release's wait)
+        except parking.ParkError as error:
+            # Hooked but stuck at its entry point: end it rather than wait on it for ever.
+            kill_quietly(pid)
+            raise HookError(f'cannot start {command[0]} hooked: {one_line(error)}')
+
+    status = wait_for_exit(pid)
+    if status is None:
+        say(f'the exit status of process {pid} was lost; reporting 1')
+        return 1
+    return status
+
+
+def trace_refused(pid, error):
+    """The HookError for a refused PTRACE_SEIZE of our own stub, worded as run_command's."""
+    try:
+        with open(f'/proc/{pid}/status') as file:
+            traced = any(line.startswith('TracerPid:') and line.split()[1] != '0' for line in file)
+    except OSError:
+        traced = False
+    if traced:
+        return HookError(f'cannot trace the command (is hook-run itself being traced?): {one_line(error)}')
+    return HookError("not allowed to trace the command (ptrace is restricted): run after "
+                     "'sudo sysctl kernel.yama.ptrace_scope=0', or as root")
+
+
+def exit_code(wait_status):
+    """A waitpid status as the exit status hook-run reports (128 + N for a death by signal N)."""
+    if os.WIFSIGNALED(wait_status):
+        return 128 + os.WTERMSIG(wait_status)
+    return os.WEXITSTATUS(wait_status)
+
+
+def find_program(name):
+    """shutil.which(name) for a name without '/', without importing shutil (which imports zlib, bz2 and
+    lzma: milliseconds of every hook-run)."""
+    path = os.environ.get('PATH')
+    if path is None:
+        try:
+            path = os.confstr('CS_PATH')
+        except (AttributeError, ValueError):
+            path = os.defpath
+    for directory in path.split(os.pathsep) if path else []:
+        candidate = os.path.join(directory, name)
+        if os.path.exists(candidate) and os.access(candidate, os.F_OK | os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return None
 
 
 def wait_for_exit(pid):
@@ -367,6 +478,24 @@ def attach_process(frida, hooker, pid):
     return 0
 
 
+def add_venv_site_packages():
+    """Under `python -S`, puts this venv's site-packages (where the frida wheel is) on sys.path.
+
+    hook-run starts the sidecar with -S: site.py and the .pth files it runs cost 5-10 ms of each start,
+    for nothing the sidecar needs but this one directory.
+    """
+    if not sys.flags.no_site:
+        return
+    venv = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))
+    if not os.path.isfile(os.path.join(venv, 'pyvenv.cfg')):
+        return
+    version = f'python{sys.version_info[0]}.{sys.version_info[1]}'
+    for lib in ('lib', 'lib64'):
+        directory = os.path.join(venv, lib, version, 'site-packages')
+        if os.path.isdir(directory) and directory not in sys.path:
+            sys.path.append(directory)
+
+
 def import_frida():
     """`import frida`, without the asyncio API the sidecar never uses.
 
@@ -402,6 +531,7 @@ def main(argv):
     except UsageError as error:
         say(f'{error} (usage: hook-run [--ipc PATH] -- COMMAND [ARGS...] | hook-run [--ipc PATH] --pid PID)')
         return 2
+    add_venv_site_packages()
     try:
         frida = import_frida()
     except ImportError:

@@ -11,7 +11,10 @@ import path from 'node:path';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 export const UNDERPASS = path.join(ROOT, 'bin', 'underpass.js');
+/** The Node entry of hook-run (also `underpass run`): run it as `node HOOK_RUN ...`. */
 export const HOOK_RUN = path.join(ROOT, 'bin', 'hook-run.js');
+/** hook-run as npm installs it (package.json "bin"): a shell launcher that goes straight to the sidecar. */
+export const HOOK_RUN_LAUNCHER = path.join(ROOT, 'bin', 'hook-run');
 
 /**
  * The real python3 binary. Under pyenv, `python3` is a shell shim that forks and execs a dozen helpers,
@@ -236,9 +239,9 @@ export class Chain {
     return p.host;
   }
 
-  /** `hook-run --ipc <ours> -- command args…`, to completion; a timeout kills all it started. */
+  /** `hook-run --ipc <ours> -- command args…` as a user runs it (the npm launcher), to completion; a timeout kills all it started. */
   hookRun(command: string[], options: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {}): ReturnType<typeof run> {
-    const [cmd, args] = inNetns(this.options.clientNetns, process.execPath, [HOOK_RUN, '--ipc', this.ipcPath, '--', ...command]);
+    const [cmd, args] = inNetns(this.options.clientNetns, HOOK_RUN_LAUNCHER, ['--ipc', this.ipcPath, '--', ...command]);
     return run(cmd, args, { ...options, processGroup: true });
   }
 

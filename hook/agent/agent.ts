@@ -17,8 +17,9 @@
  * function untouched and costs no IPC.
  *
  * The hook is thin: what is pseudo, which address a name gets, and whether a tunnel can be opened are
- * the redirector's decisions, asked over a synchronous per-call IPC (ipc-client.ts). `dispose()` reverts
- * every replacement, leaving the process as it was.
+ * the redirector's decisions, asked over a synchronous per-call IPC (ipc-client.ts). Whether a call is
+ * pseudo at all is decided first in C by a native gate (gates.ts), so ordinary calls never enter
+ * JavaScript. `dispose()` reverts every replacement, leaving the process as it was.
  *
  * RPC: `init({ipcPath})` says hello to the redirector, learns zones and pseudo network, installs the
  * hooks and returns what it did; it throws when the redirector cannot be reached. `dispose()` reverts.
@@ -26,6 +27,7 @@
 import { IPC_VERSION } from '../../protocol/ipc';
 import type { HelloReply } from '../../protocol/ipc';
 import { installConnectHooks } from './connect-hooks';
+import { configureGates } from './gates';
 import { installedHookNames, revertAll } from './hooks';
 import { ipcRequest, setIpcPath } from './ipc-client';
 import { tryGetLibc } from './libc';
@@ -56,6 +58,7 @@ function init(options: InitOptions): InitResult {
   setIpcPath(options.ipcPath);
   const hello = sayHello(options.ipcPath);
   const space = new PseudoSpace(hello);
+  configureGates(space.zones, space.base, space.prefix);
   installResolveHooks(libc, space);
   installConnectHooks(libc, space);
   initialised = true;

@@ -9,9 +9,11 @@
  * connection if that fails, which the app sees as a refused or reset connection.
  *
  * sendto()/sendmsg() with MSG_FASTOPEN connect without calling connect(), so they get the same check.
- * Everything else (AF_UNIX, other addresses, the agent's own IPC socket) goes to the original untouched.
+ * Everything else (AF_UNIX, other addresses, the agent's own IPC socket) goes to the original untouched,
+ * decided by the native gate (gates.ts) without entering these slow paths, which get errno's out-pointer
+ * from the gate as their last argument.
  */
-import { errnoOf, listenToExport, replaceExport, setCallerErrno } from './hooks';
+import { errnoOf, replaceExport, setCallerErrno } from './hooks';
 import { F_GETFL, libcFunctions, MSG_FASTOPEN, MSGHDR, O_NONBLOCK } from './libc';
 import type { PseudoSpace } from './pseudo-space';
 import { requestConnect } from './redirector-client';
@@ -32,62 +34,58 @@ export function installConnectHooks(libc: Module, space: PseudoSpace): void {
   replaceExport(libc, 'connect', (target) => {
     const original = new SystemFunction(target, 'int', ['int', 'pointer', 'uint']);
     return new NativeCallback(
-      function (this: CallbackContext | InvocationContext, fd: number, sockaddr: NativePointer, length: number): number {
+      (fd: number, sockaddr: NativePointer, length: number, errnoOut: NativePointer): number => {
         const refused = check(fd, sockaddr, length);
         if (refused !== 0) {
-          setCallerErrno(this, refused);
+          setCallerErrno(errnoOut, refused);
           return -1;
         }
         const result = original(fd, sockaddr, length);
-        setCallerErrno(this, errnoOf(result));
+        setCallerErrno(errnoOut, errnoOf(result));
         return result.value;
       },
       'int',
-      ['int', 'pointer', 'uint'],
+      ['int', 'pointer', 'uint', 'pointer'],
     );
   });
 
-  // sendto()/sendmsg() are listened to, not replaced (hooks.ts says why): Frida writes every message of
-  // its own transport with sendmsg(), on its own threads, so a replacement ran our JavaScript inside
-  // Frida's transport. In a forked child, while Frida recovers from the fork (reconnecting to the host,
-  // disposing of the script inherited from the parent), that thread died of SIGSEGV in Frida's JavaScript
-  // runtime (issue 3: core dumps of `sh` show it in libc sendmsg -> our NativeCallback -> QuickJS). A
-  // listener cannot return on the app's behalf, so a refused MSG_FASTOPEN send is made to fail at once on
-  // descriptor -1, and its result and errno are rewritten on the way out.
-  const fastOpenRefusal = {
-    onLeave(this: InvocationContext, retval: InvocationReturnValue): void {
-      const refused = (this as FastOpenInvocation).refusedWith;
-      if (refused === undefined) return;
-      retval.replace(ptr(-1));
-      setCallerErrno(this, refused);
-    },
-  };
-
-  listenToExport(libc, 'sendto', {
-    onEnter(this: InvocationContext, args: InvocationArguments): void {
-      if ((args[3]!.toInt32() & MSG_FASTOPEN) === 0) return;
-      const refused = check(args[0]!.toInt32(), args[4]!, args[5]!.toUInt32());
-      if (refused === 0) return;
-      (this as FastOpenInvocation).refusedWith = refused;
-      args[0] = ptr(-1);
-    },
-    ...fastOpenRefusal,
+  replaceExport(libc, 'sendto', (target) => {
+    const original = new SystemFunction(target, 'ssize_t', ['int', 'pointer', 'size_t', 'int', 'pointer', 'uint']);
+    return new NativeCallback(
+      (fd: number, buffer: NativePointer, length: UInt64, flags: number, sockaddr: NativePointer, addressLength: number, errnoOut: NativePointer): number | Int64 => {
+        if ((flags & MSG_FASTOPEN) !== 0) {
+          const refused = check(fd, sockaddr, addressLength);
+          if (refused !== 0) {
+            setCallerErrno(errnoOut, refused);
+            return -1;
+          }
+        }
+        const result = original(fd, buffer, length, flags, sockaddr, addressLength);
+        setCallerErrno(errnoOut, errnoOf(result));
+        return result.value;
+      },
+      'ssize_t',
+      ['int', 'pointer', 'size_t', 'int', 'pointer', 'uint', 'pointer'],
+    );
   });
 
-  listenToExport(libc, 'sendmsg', {
-    onEnter(this: InvocationContext, args: InvocationArguments): void {
-      const message = args[1]!;
-      if ((args[2]!.toInt32() & MSG_FASTOPEN) === 0 || message.isNull()) return;
-      const refused = check(args[0]!.toInt32(), message.add(MSGHDR.name).readPointer(), message.add(MSGHDR.namelen).readU32());
-      if (refused === 0) return;
-      (this as FastOpenInvocation).refusedWith = refused;
-      args[0] = ptr(-1);
-    },
-    ...fastOpenRefusal,
+  replaceExport(libc, 'sendmsg', (target) => {
+    const original = new SystemFunction(target, 'ssize_t', ['int', 'pointer', 'int']);
+    return new NativeCallback(
+      (fd: number, message: NativePointer, flags: number, errnoOut: NativePointer): number | Int64 => {
+        if ((flags & MSG_FASTOPEN) !== 0 && !message.isNull()) {
+          const refused = check(fd, message.add(MSGHDR.name).readPointer(), message.add(MSGHDR.namelen).readU32());
+          if (refused !== 0) {
+            setCallerErrno(errnoOut, refused);
+            return -1;
+          }
+        }
+        const result = original(fd, message, flags);
+        setCallerErrno(errnoOut, errnoOf(result));
+        return result.value;
+      },
+      'ssize_t',
+      ['int', 'pointer', 'int', 'pointer'],
+    );
   });
-}
-
-/** What a MSG_FASTOPEN listener carries from entry to exit: the errno of a refused send. */
-interface FastOpenInvocation {
-  refusedWith?: number;
 }

@@ -1,43 +1,47 @@
 /**
- * The agent's replacements of (and listeners on) libc functions, kept in one registry so that `dispose()`
- * can revert every one and leave the process exactly as it was. A missing export is skipped (failing
- * softly), since an older glibc may lack one of the optional entry points.
+ * The agent's replacements of libc functions, kept in one registry so that `dispose()` can revert every
+ * one and leave the process exactly as it was. A missing export is skipped (failing softly), since an
+ * older glibc may lack one of the optional entry points.
  *
- * Replacement or listener: Frida's Interceptor calls a REPLACEMENT on every thread of the process,
- * Frida's own included, but invokes LISTENERS only on threads it does not ignore, and it ignores its
- * own. A function Frida itself calls must therefore be listened to, never replaced, or our JavaScript
- * runs inside Frida's internals (see connect-hooks.ts for the one such function we hook, sendmsg).
+ * Each export is replaced by its native gate (gates.ts), which passes every ordinary call to the
+ * original itself and calls the JS slow path only for pseudo names and addresses.
+ *
+ * Frida's Interceptor runs a replacement on every thread, Frida's own included, and Frida writes its
+ * transport with sendmsg(). Our JavaScript inside Frida's threads is what crashed forked shells (cores
+ * showed the JS engine faulting under Frida's sendmsg); a gate keeps those calls in C, since Frida never
+ * sends with MSG_FASTOPEN to a pseudo address.
  */
+import { armGate } from './gates';
+import type { GateName } from './gates';
 
-export type InstalledHook =
-  | {
-      kind: 'replacement';
-      name: string;
-      target: NativePointer;
-      /** The NativeCallback, referenced here so that it lives as long as the replacement. */
-      callback: NativePointer;
-    }
-  | { kind: 'listener'; name: string; target: NativePointer; listener: InvocationListener };
+export interface InstalledHook {
+  name: string;
+  target: NativePointer;
+  /** The JS slow path (a NativeCallback), referenced here so that it lives as long as the replacement. */
+  callback: NativePointer;
+}
 
 const installed: InstalledHook[] = [];
+/**
+ * Slow paths of reverted hooks: a thread may still be inside one (a pseudo connect waiting for its
+ * tunnel), so they stay referenced until the script unloads, which Frida holds back until it has left.
+ */
+const retired: NativePointer[] = [];
 
-/** Replaces `libc!name` with `callback`; returns false when libc does not export `name`. */
-export function replaceExport(libc: Module, name: string, makeCallback: (target: NativePointer) => NativePointer): boolean {
+/**
+ * Replaces `libc!name` with its gate, whose pseudo calls go to the slow path `makeCallback` makes from
+ * the export's address (calling that address from inside the replacement reaches the original). Returns
+ * false when libc does not export `name`.
+ */
+export function replaceExport(libc: Module, name: GateName, makeCallback: (target: NativePointer) => NativePointer): boolean {
   const target = libc.findExportByName(name);
   if (target === null) return false;
   if (installed.some((hook) => hook.target.equals(target))) return true;
   const callback = makeCallback(target);
-  Interceptor.replace(target, callback);
-  installed.push({ kind: 'replacement', name, target, callback });
-  return true;
-}
-
-/** Attaches `callbacks` to `libc!name`; returns false when libc does not export `name`. */
-export function listenToExport(libc: Module, name: string, callbacks: ScriptInvocationListenerCallbacks): boolean {
-  const target = libc.findExportByName(name);
-  if (target === null) return false;
-  if (installed.some((hook) => hook.target.equals(target))) return true;
-  installed.push({ kind: 'listener', name, target, listener: Interceptor.attach(target, callbacks) });
+  // The ordinary Interceptor, not replaceFast: it counts the threads inside the gate, so that a detach
+  // never frees the gate under a thread blocked in the original (see gates.ts).
+  Interceptor.replace(target, armGate(name, target, callback));
+  installed.push({ name, target, callback });
   return true;
 }
 
@@ -45,19 +49,17 @@ export function installedHookNames(): string[] {
   return installed.map((hook) => hook.name);
 }
 
-/** Reverts every replacement and detaches every listener; the callbacks stay referenced until the script unloads. */
+/** Reverts every replacement; the gates and slow paths stay referenced until the script unloads. */
 export function revertAll(): void {
-  for (const hook of installed) {
-    if (hook.kind === 'listener') hook.listener.detach();
-    else Interceptor.revert(hook.target);
-  }
+  for (const hook of installed) Interceptor.revert(hook.target);
   Interceptor.flush();
+  for (const hook of installed) retired.push(hook.callback);
   installed.length = 0;
 }
 
-/** Sets errno as the hooked function's caller will see it once the replacement (or listened call) returns. */
-export function setCallerErrno(context: CallbackContext | InvocationContext, value: number): void {
-  (context as UnixInvocationContext).errno = value;
+/** Sets errno as the hooked function's caller will see it once the gate returns (see gates.ts). */
+export function setCallerErrno(errnoOut: NativePointer, value: number): void {
+  errnoOut.writeS32(value);
 }
 
 /** The NUL-terminated string at `pointer`, or null when it is NULL or not valid text. */

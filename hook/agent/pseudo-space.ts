@@ -12,9 +12,11 @@ import type { HelloReply } from '../../protocol/ipc';
 import { AF_INET, AF_INET6 } from './libc';
 
 export class PseudoSpace {
-  private readonly zones: string[];
-  private readonly base: number;
-  private readonly prefix: number;
+  /** Lower case, without trailing dot (also the native gates' data, see gates.ts). */
+  readonly zones: string[];
+  /** The pseudo network, host order. */
+  readonly base: number;
+  readonly prefix: number;
 
   constructor(hello: HelloReply) {
     const base = tryParseIPv4(hello.pseudoNet.base);
