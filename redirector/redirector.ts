@@ -21,6 +21,7 @@ import type { Logger } from '../runtime/log';
 import { readBody, refusalFrom, ServerLink, type LinkOptions } from '../runtime/server-link';
 import { abort, splice } from '../runtime/splice';
 import { IpcServer } from './ipc-server';
+import { PeerOwners } from './peer-owner';
 import { PseudoAddressTable } from './pseudo-table';
 
 export interface RedirectorOptions {
@@ -61,6 +62,7 @@ export class Redirector {
   private readonly names = new Map<string, { info: NameInfo; at: number }>();
   private info: SessionInfo | null = null;
   private readonly sockets = new Set<net.Socket>();
+  private readonly peerOwners = new PeerOwners();
 
   constructor(private readonly options: RedirectorOptions) {
     this.table = new PseudoAddressTable(options.pseudoNet, path.join(path.dirname(options.ipcPath), `${path.basename(options.ipcPath)}.addresses.json`));
@@ -276,12 +278,18 @@ export class Redirector {
     });
   }
 
-  /** A tunneled connection arrives: join it to a parked tunnel, or open one now. */
+  /** A tunneled connection arrives: check who connects before anything is read or forwarded. */
   private handleAccept(listener: Listener, socket: net.Socket): void {
     socket.setNoDelay(true);
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
     socket.on('error', () => undefined);
+    // Only the redirector's user (and root) may use its listeners; the socket stays paused until then.
+    this.peerOwners.admit(socket, this.log, () => this.joinTunnel(listener, socket));
+  }
+
+  /** An admitted connection: join it to a parked tunnel, or open one now. */
+  private joinTunnel(listener: Listener, socket: net.Socket): void {
     const parked = this.takeParked(listener);
     if (parked) {
       splice(socket, parked);
