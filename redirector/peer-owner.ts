@@ -23,7 +23,6 @@ import type { FileHandle } from 'node:fs/promises';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
-import type { Logger } from '../runtime/log';
 
 /** An address and port as /proc/net/tcp{,6} print them, decoded. */
 export interface ProcEndpoint {
@@ -131,12 +130,14 @@ export function tryClientRowKey(ends: ConnectionEnds, family: 4 | 6, endianness:
 }
 
 /**
- * Finds the rows of `wanted` keys (see tryClientRowKey) in complete lines of a /proc/net/tcp{,6} text
- * and adds them to `found`. Each line costs an indexOf and a map lookup; only matches are parsed.
+ * Finds the rows of `wanted` keys (see tryClientRowKey) in complete lines of a /proc/net/tcp{,6} text,
+ * adds them to `found`, and returns how many were new. Each line costs an indexOf and a set lookup; only
+ * matches are parsed.
  */
-export function findRows(text: string, wanted: ReadonlySet<string>, found: Map<string, ProcTcpRow>, endianness: Endianness = os.endianness()): void {
+export function findRows(text: string, wanted: ReadonlySet<string>, found: Map<string, ProcTcpRow>, endianness: Endianness = os.endianness()): number {
   // The keys of one file all have one length: 27 characters in tcp, 75 in tcp6.
   const keyLength = wanted.values().next().value?.length ?? 0;
+  let added = 0;
   let start = 0;
   while (start < text.length) {
     let end = text.indexOf('\n', start);
@@ -146,11 +147,15 @@ export function findRows(text: string, wanted: ReadonlySet<string>, found: Map<s
       const key = text.slice(colon + 2, colon + 2 + keyLength);
       if (wanted.has(key) && !found.has(key)) {
         const row = tryParseProcTcpRow(text.slice(start, end), endianness);
-        if (row !== null) found.set(key, row);
+        if (row !== null) {
+          found.set(key, row);
+          added += 1;
+        }
       }
     }
     start = end + 1;
   }
+  return added;
 }
 
 interface Pending {
@@ -160,6 +165,9 @@ interface Pending {
   reject: (error: Error) => void;
 }
 
+/** What a refusal is logged to: the programs' winston logger, or anything with these three methods. */
+export type RefusalLog = Record<'warn' | 'info' | 'error', (message: string) => unknown>;
+
 export interface PeerOwnersOptions {
   /** The files to read; tests give literal ones. */
   tcpPath?: string;
@@ -168,8 +176,8 @@ export interface PeerOwnersOptions {
   uid?: number;
 }
 
-/** Bytes read from /proc per system call: about 1 700 rows, so a pass can stop early. */
-const CHUNK_BYTES = 256 * 1024;
+/** Room for one read of /proc/net/tcp{,6}: the kernel hands out about a page at a time. */
+const CHUNK_BYTES = 64 * 1024;
 
 /** Looks up the owners of connecting clients in batches, and admits those of the redirector's user and root. */
 export class PeerOwners {
@@ -206,10 +214,11 @@ export class PeerOwners {
   }
 
   /**
-   * Runs `onAdmitted` once the client end of a paused, just-accepted socket proves to belong to an
-   * allowed uid; otherwise resets the connection with one log line. Nothing is read from the socket.
+   * Runs `onAdmitted` once the client end of a paused, just-accepted socket proves to belong to the
+   * redirector's user or root; otherwise resets the connection with one log line. Nothing is read from
+   * the socket here, so its first bytes wait for whoever resumes it.
    */
-  admit(socket: net.Socket, log: Logger, onAdmitted: () => void): void {
+  admit(socket: net.Socket, log: RefusalLog, onAdmitted: () => void): void {
     const ends = { peerAddress: socket.remoteAddress ?? '', peerPort: socket.remotePort ?? -1, localAddress: socket.localAddress ?? '', localPort: socket.localPort ?? -1 };
     const refuse = (level: 'warn' | 'info' | 'error', why: string): void => {
       log[level](`refused a connection to ${ends.localAddress}:${ends.localPort} from ${ends.peerAddress}:${ends.peerPort}: ${why}`);
@@ -253,9 +262,13 @@ export class PeerOwners {
     }
   }
 
-  /** One pass over a file, stopping once every wanted row was seen. */
+  /**
+   * One pass over a file, stopping once every wanted row was seen. The kernel returns about one page
+   * (some 27 rows) a read, whatever the buffer; each read is one trip to the thread pool.
+   */
   private async scan(file: string, wanted: ReadonlySet<string>, found: Map<string, ProcTcpRow>): Promise<void> {
     this.passes += 1;
+    let remaining = wanted.size;
     let handle: FileHandle | null = null;
     try {
       handle = await fs.open(file, 'r');
@@ -266,9 +279,9 @@ export class PeerOwners {
         if (bytesRead === 0) break;
         const text = carry + buffer.toString('latin1', 0, bytesRead);
         const lastNewline = text.lastIndexOf('\n');
-        findRows(text.slice(0, lastNewline + 1), wanted, found);
+        remaining -= findRows(text.slice(0, lastNewline + 1), wanted, found);
         carry = text.slice(lastNewline + 1);
-        if ([...wanted].every((k) => found.has(k))) return;
+        if (remaining === 0) return;
       }
       findRows(carry, wanted, found);
     } finally {

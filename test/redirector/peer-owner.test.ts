@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -167,6 +168,19 @@ describe('redirector/peer-owner: who owns the client end of a connection', funct
       assert.equal(await owners.ownerOf(endsOf(v6.socket)), process.getuid!());
       v4.client.destroy();
       v6.client.destroy();
+    });
+
+    it("admits its own user's paused connection, and its first bytes are all still there", async function () {
+      const { client, socket } = await acceptFrom('127.0.0.1');
+      client.write('first bytes');
+      const lines: string[] = [];
+      const log = { warn: (m: string) => lines.push(m), info: (m: string) => lines.push(m), error: (m: string) => lines.push(m) };
+      await new Promise<void>((resolve) => new PeerOwners().admit(socket, log, resolve));
+      socket.resume();
+      const [data] = (await once(socket, 'data')) as [Buffer];
+      assert.equal(data.toString(), 'first bytes');
+      assert.deepEqual(lines, []);
+      client.destroy();
     });
 
     it('finds no owner once the client closed', async function () {
