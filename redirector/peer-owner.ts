@@ -216,9 +216,10 @@ export class PeerOwners {
   /**
    * Runs `onAdmitted` once the client end of a paused, just-accepted socket proves to belong to the
    * redirector's user or root; otherwise resets the connection with one log line. Nothing is read from
-   * the socket here, so its first bytes wait for whoever resumes it.
+   * the socket here, so its first bytes wait for whoever resumes it. When `undecided` answers false by
+   * the time the owner is known, something else (a claim) decided meanwhile, and this check does nothing.
    */
-  admit(socket: net.Socket, log: RefusalLog, onAdmitted: () => void): void {
+  admit(socket: net.Socket, log: RefusalLog, onAdmitted: () => void, undecided: () => boolean = () => true): void {
     const ends = { peerAddress: socket.remoteAddress ?? '', peerPort: socket.remotePort ?? -1, localAddress: socket.localAddress ?? '', localPort: socket.localPort ?? -1 };
     const refuse = (level: 'warn' | 'info' | 'error', why: string): void => {
       log[level](`refused a connection to ${ends.localAddress}:${ends.localPort} from ${ends.peerAddress}:${ends.peerPort}: ${why}`);
@@ -226,13 +227,13 @@ export class PeerOwners {
     };
     this.ownerOf(ends).then(
       (uid) => {
-        if (socket.destroyed) return; // the redirector stopped meanwhile
+        if (socket.destroyed || !undecided()) return; // the redirector stopped, or a claim came, meanwhile
         if (uid === null) refuse('info', 'its client closed before its owner could be checked');
         else if (uid !== this.uid && uid !== 0) refuse('warn', `its socket belongs to uid ${uid}, not to this redirector's user (uid ${this.uid}) or root`);
         else onAdmitted();
       },
       (e: unknown) => {
-        if (!socket.destroyed) refuse('error', `cannot tell who connects: ${e instanceof Error ? e.message : String(e)}`);
+        if (!socket.destroyed && undecided()) refuse('error', `cannot tell who connects: ${e instanceof Error ? e.message : String(e)}`);
       },
     );
   }

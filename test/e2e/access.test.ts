@@ -115,6 +115,41 @@ except ConnectionError: print('reset')`;
     assert.equal(same.stdout.trim(), 'probe', same.stderr);
   });
 
+  it("a hooked client's connections are admitted by its claim, with no /proc check; an unhooked one's by the check", async function () {
+    const ipc = path.join(dir, 'claims.sock');
+    const redirector = new Program('redirector', process.execPath, [UNDERPASS, 'redirector', ...endpoint(BOB), '--ipc', ipc, '--pseudo-net', '127.227.0.0/16'], { env: { UNDERPASS_LOG_LEVEL: 'debug' } });
+    programs.push(redirector);
+    await redirector.waitFor(/serving hooks on/);
+    const host = published.get('granted')!.host;
+    // Every way the hook sees a connect begin: blocking connect(), non-blocking connect() (EINPROGRESS),
+    // an AF_INET6 socket to the v4-mapped address, and sendto() with MSG_FASTOPEN. Each prints its source
+    // port, which the redirector's log must show admitted by a claim.
+    const hooked = await run(process.execPath, [HOOK_RUN, '--ipc', ipc, '--', PYTHON, '-c', `import select, socket
+address = socket.gethostbyname('${host}')
+def echo(s, line):
+    s.setblocking(True); s.sendall(line); assert s.recv(100) == line
+    return str(s.getsockname()[1])
+ports = []
+s = socket.create_connection((address, ${echoPort}), timeout=20); ports.append(echo(s, b'blocking\\n'))
+n = socket.socket(); n.setblocking(False)
+assert n.connect_ex((address, ${echoPort})) == 115  # EINPROGRESS
+select.select([], [n], [], 20); ports.append(echo(n, b'non-blocking\\n'))
+m = socket.socket(socket.AF_INET6); m.connect(('::ffff:' + address, ${echoPort})); ports.append(echo(m, b'mapped\\n'))
+f = socket.socket(); f.sendto(b'fast open\\n', socket.MSG_FASTOPEN, (address, ${echoPort})); assert f.recv(100) == b'fast open\\n'; ports.append(str(f.getsockname()[1]))
+print(address, *ports)`]);
+    const [address, ...ports] = hooked.stdout.trim().split(' ');
+    assert.equal(ports.length, 4, hooked.stderr + hooked.stdout);
+    const at = `${address!.replace(/\./g, '\\.')}:${echoPort}`;
+    for (const port of ports) await redirector.waitFor(new RegExp(`admitted 127\\.0\\.0\\.1:${port} to ${at} by claim`));
+    assert.doesNotMatch(redirector.stderr, /by owner check/);
+    // The same user's client without the hook claims nothing: it waits for the /proc check, and gets through.
+    const unhooked = await run(PYTHON, ['-c', `import socket
+s = socket.create_connection(('${address}', ${echoPort}), timeout=20); s.sendall(b'unhooked\\n'); print(s.recv(100).decode().strip(), s.getsockname()[1])`]);
+    const [line, port] = unhooked.stdout.trim().split(' ');
+    assert.equal(line, 'unhooked', unhooked.stderr);
+    await redirector.waitFor(new RegExp(`admitted 127\\.0\\.0\\.1:${port} to ${at} by owner check`));
+  });
+
   it('a wrong service key is refused in one line when the redirector starts', async function () {
     const host = published.get('private')!.host;
     const r = await run(process.execPath, [UNDERPASS, 'redirector', ...endpoint(BOB), '--ipc', path.join(dir, 'wrong.sock'), '--service-key', `${host}=not-the-key-at-all`]);

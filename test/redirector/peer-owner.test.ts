@@ -183,6 +183,17 @@ describe('redirector/peer-owner: who owns the client end of a connection', funct
       client.destroy();
     });
 
+    it('does nothing, neither admitting nor resetting, once something else decided meanwhile', async function () {
+      const { client, socket } = await acceptFrom('127.0.0.1');
+      const owners = new PeerOwners({ uid: process.getuid!() + 1 }); // it would refuse this client
+      let admitted = false;
+      owners.admit(socket, { warn: assert.fail, info: assert.fail, error: assert.fail }, () => (admitted = true), () => false);
+      await owners.ownerOf(endsOf(socket)); // the pass admit queued is over
+      assert.equal(admitted, false);
+      assert.equal(socket.destroyed, false);
+      client.destroy();
+    });
+
     it('finds no owner once the client closed', async function () {
       const owners = new PeerOwners();
       const { client, socket } = await acceptFrom('127.0.0.1');
