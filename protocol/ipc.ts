@@ -12,6 +12,12 @@
  *
  * This file is pure and shared by the agent (compiled into hook/agent) and the redirector: it must not
  * import anything from Node.
+ *
+ * Version notes. v1 as first shipped: hello, resolve, open-tunnel, reverse. Added within v1: `claim`, and
+ * `features` in the hello reply announcing it. IPC_VERSION did not change, because the hello check is an
+ * exact match and a new number would turn every mixed pair away: an older agent never claims and is
+ * admitted by the redirector's slower /proc owner check; a newer agent claims only when hello listed
+ * `claim` (an older redirector ignores unknown events and would leave the claim waiting for its timeout).
  */
 
 export const IPC_VERSION = 1;
@@ -31,8 +37,12 @@ export const IpcEvent = {
   resolve: 'resolve',
   connect: 'open-tunnel',
   reverse: 'reverse',
+  claim: 'claim',
   reply: 'reply',
 } as const;
+
+/** Optional requests a redirector serves, announced in its hello reply. */
+export type IpcFeature = 'claim';
 
 export interface HelloRequest {
   v: number;
@@ -46,6 +56,8 @@ export interface HelloReply {
   zones: string[];
   /** The loopback sub-range pseudo addresses come from, as dotted quad and prefix length. */
   pseudoNet: { base: string; prefix: number };
+  /** Optional requests this redirector serves; absent from older redirectors. */
+  features?: IpcFeature[];
 }
 
 export interface ResolveRequest {
@@ -66,6 +78,25 @@ export interface ConnectRequest {
 }
 
 export interface ConnectReply {
+  ok: true;
+}
+
+/**
+ * A hooked app's word that the connection it just opened to a pseudo destination is its own: sent once
+ * its connect() has returned (0, or EINPROGRESS), when the kernel has chosen the source port. The
+ * listener then admits the accepted socket with these four ends at once, without the /proc owner check.
+ * The IPC socket is its user's alone, so a claim proves the connection belongs to the redirector's user.
+ */
+export interface ClaimRequest {
+  /** The pseudo destination, IPv4 dotted quad (as in ConnectRequest). */
+  address: string;
+  port: number;
+  /** The app socket's own end, from getsockname(); IPv4, a v4-mapped address sent as IPv4. */
+  localAddress: string;
+  localPort: number;
+}
+
+export interface ClaimReply {
   ok: true;
 }
 
@@ -142,4 +173,31 @@ export function formatIPv4(value: number): string {
 export function inPseudoNet(address: number, base: number, prefix: number): boolean {
   const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
   return ((address & mask) >>> 0) === ((base & mask) >>> 0);
+}
+
+/** An IPv4 endpoint, as the IPC carries it. */
+export interface IPv4Endpoint {
+  address: string;
+  port: number;
+}
+
+/** Linux's address families (hook/agent/libc.ts has them too; this file may not import the agent's). */
+const SOCKADDR_AF_INET = 2;
+const SOCKADDR_AF_INET6 = 10;
+
+/**
+ * The IPv4 endpoint of a sockaddr_in (AF_INET) or of a v4-mapped sockaddr_in6 (AF_INET6 `::ffff:a.b.c.d`),
+ * as getsockname() fills them on Linux; null for anything else. `family` is sa_family as the machine reads
+ * it (host order); `bytes` is the whole sockaddr, whose port and address are in network order.
+ */
+export function trySockaddrIPv4(family: number, bytes: Uint8Array): IPv4Endpoint | null {
+  let at: number;
+  if (family === SOCKADDR_AF_INET && bytes.length >= 8) at = 4;
+  else if (family === SOCKADDR_AF_INET6 && bytes.length >= 24) {
+    for (let i = 8; i < 18; i++) if (bytes[i] !== 0) return null;
+    if (bytes[18] !== 0xff || bytes[19] !== 0xff) return null;
+    at = 20;
+  } else return null;
+  const port = (bytes[2]! << 8) | bytes[3]!;
+  return { address: `${bytes[at]!}.${bytes[at + 1]!}.${bytes[at + 2]!}.${bytes[at + 3]!}`, port };
 }

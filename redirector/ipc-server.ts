@@ -22,6 +22,7 @@ const Schemas = {
   resolve: z.object({ name: z.string().min(1).max(1024) }).passthrough(),
   connect: z.object({ address: z.string().min(7).max(15), port: z.number().int().min(1).max(65535) }).passthrough(),
   reverse: z.object({ address: z.string().min(7).max(15) }).passthrough(),
+  claim: z.object({ address: z.ipv4(), port: z.number().int().min(1).max(65535), localAddress: z.ipv4(), localPort: z.number().int().min(1).max(65535) }).passthrough(),
 } as const;
 
 type Requests = { [K in keyof typeof Schemas]: z.infer<(typeof Schemas)[K]> };

@@ -14,14 +14,16 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import path from 'node:path';
 import { ConfigError, isUnderpassError, TunnelError, UnderpassError } from '../protocol/errors';
-import { IPC_VERSION, type ConnectReply, type ErrorReply, type HelloReply, type ResolveReply, type ReverseReply } from '../protocol/ipc';
+import { IPC_VERSION, type ClaimReply, type ClaimRequest, type ConnectReply, type ErrorReply, type HelloReply, type ResolveReply, type ReverseReply } from '../protocol/ipc';
 import { tryNormalizeHostname, tryParsePseudoName } from '../protocol/names';
 import { Headers, Paths, type NameInfo, type SessionInfo } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
 import { ResumableStream } from '../runtime/resumable-stream';
 import { readBody, refusalFrom, ServerLink, type LinkOptions } from '../runtime/server-link';
 import { abort, splice } from '../runtime/splice';
+import { CLAIM_WAIT_MS, ClaimTable } from './claims';
 import { IpcServer } from './ipc-server';
+import { PeerOwners, type ConnectionEnds } from './peer-owner';
 import { PseudoAddressTable } from './pseudo-table';
 
 export interface RedirectorOptions {
@@ -33,6 +35,8 @@ export interface RedirectorOptions {
   parkMs?: number;
   /** Service keys to present, by pseudo name (publications of other accounts). */
   serviceKeys?: Map<string, string>;
+  /** How long an unclaimed accepted connection waits for a hook's claim before the /proc check (ms). */
+  claimWaitMs?: number;
 }
 
 /** One pseudo address:port the redirector listens on, and the tunnels parked for it. */
@@ -68,6 +72,8 @@ export class Redirector {
   private readonly names = new Map<string, { info: NameInfo; at: number }>();
   private info: SessionInfo | null = null;
   private readonly sockets = new Set<net.Socket>();
+  private readonly peerOwners = new PeerOwners();
+  private readonly claims = new ClaimTable();
 
   constructor(private readonly options: RedirectorOptions) {
     this.table = new PseudoAddressTable(options.pseudoNet, path.join(path.dirname(options.ipcPath), `${path.basename(options.ipcPath)}.addresses.json`));
@@ -82,6 +88,7 @@ export class Redirector {
         resolve: (r) => this.handleResolve(r.name),
         connect: (r) => this.handleConnect(r.address, r.port),
         reverse: (r) => this.handleReverse(r.address),
+        claim: (r) => this.handleClaim(r),
       },
       options.logger,
     );
@@ -127,7 +134,7 @@ export class Redirector {
   }
 
   private handleHello(): HelloReply {
-    return { ok: true, v: IPC_VERSION, zones: [this.zone()], pseudoNet: { base: this.table.baseAddress, prefix: this.table.prefix } };
+    return { ok: true, v: IPC_VERSION, zones: [this.zone()], pseudoNet: { base: this.table.baseAddress, prefix: this.table.prefix }, features: ['claim'] };
   }
 
   /** Asks the server what a pseudo name stands for; answers from a short cache while the link is down. */
@@ -175,6 +182,14 @@ export class Redirector {
   private handleReverse(address: string): ReverseReply | ErrorReply {
     const name = this.table.tryNameOf(address);
     return name === null ? { ok: false, code: 'NOT_FOUND', message: `${address} is not a pseudo address` } : { ok: true, name };
+  }
+
+  /** A hook names a connection it opened to one of our listeners: admit it without the /proc check. */
+  private handleClaim(claim: ClaimRequest): ClaimReply | ErrorReply {
+    // Claims for listeners we do not have would only take room in the table.
+    if (!this.listeners.has(`${claim.address}:${claim.port}`)) return { ok: false, code: 'NOT_FOUND', message: `no listener on ${claim.address}:${claim.port}` };
+    this.claims.add({ peerAddress: claim.localAddress, peerPort: claim.localPort, localAddress: claim.address, localPort: claim.port });
+    return { ok: true };
   }
 
   /** A blocking connect: answer only once the chain reached the real server (seed steps 625–640). */
@@ -284,12 +299,54 @@ export class Redirector {
     });
   }
 
-  /** A tunneled connection arrives: join it to a parked tunnel, or open one now. */
+  /** A tunneled connection arrives: check who connects before anything is read or forwarded. */
   private handleAccept(listener: Listener, socket: net.Socket): void {
     socket.setNoDelay(true);
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
     socket.on('error', () => undefined);
+    // Only the redirector's user (and root) may use its listeners; the socket stays paused until then.
+    this.admit(socket, () => this.joinTunnel(listener, socket));
+  }
+
+  /**
+   * Runs `onAdmitted` for a connection its hook claimed (claims.ts), at once or as soon as the claim
+   * arrives; one nobody claimed within claimWaitMs goes through the /proc owner check, which a claim
+   * arriving meanwhile still cuts short.
+   */
+  private admit(socket: net.Socket, onAdmitted: () => void): void {
+    const ends: ConnectionEnds = { peerAddress: socket.remoteAddress ?? '', peerPort: socket.remotePort ?? -1, localAddress: socket.localAddress ?? '', localPort: socket.localPort ?? -1 };
+    if (this.claims.take(ends)) {
+      this.logAdmitted(ends, 'claim');
+      onAdmitted();
+      return;
+    }
+    const accepted = performance.now();
+    let undecided = true;
+    const decide = (how: string): void => {
+      if (!undecided || socket.destroyed) return;
+      undecided = false;
+      stopWaiting();
+      clearTimeout(timer);
+      this.logAdmitted(ends, how === 'claim' ? `claim after ${(performance.now() - accepted).toFixed(1)} ms` : how);
+      onAdmitted();
+    };
+    const stopWaiting = this.claims.wait(ends, () => decide('claim'));
+    const timer = setTimeout(() => this.peerOwners.admit(socket, this.log, () => decide('owner check'), () => undecided), this.options.claimWaitMs ?? CLAIM_WAIT_MS);
+    timer.unref();
+    socket.once('close', () => {
+      undecided = false;
+      stopWaiting();
+      clearTimeout(timer);
+    });
+  }
+
+  private logAdmitted(ends: ConnectionEnds, how: string): void {
+    if (this.log.isDebugEnabled()) this.log.debug(`admitted ${ends.peerAddress}:${ends.peerPort} to ${ends.localAddress}:${ends.localPort} by ${how}`);
+  }
+
+  /** An admitted connection: join it to a parked tunnel, or open one now. */
+  private joinTunnel(listener: Listener, socket: net.Socket): void {
     const authority = `${listener.host}:${listener.port}`;
     const parked = this.takeParked(listener);
     if (parked) {

@@ -32,6 +32,7 @@ import { installedHookNames, revertAll } from './hooks';
 import { ipcRequest, setIpcPath } from './ipc-client';
 import { tryGetLibc } from './libc';
 import { PseudoSpace } from './pseudo-space';
+import { enableClaims } from './redirector-client';
 import { installResolveHooks } from './resolve-hooks';
 
 /** What `init` reports to the controller. */
@@ -57,6 +58,7 @@ function init(options: InitOptions): InitResult {
 
   setIpcPath(options.ipcPath);
   const hello = sayHello(options.ipcPath);
+  enableClaims(hello);
   const space = new PseudoSpace(hello);
   configureGates(space.zones, space.base, space.prefix);
   installResolveHooks(libc, space);

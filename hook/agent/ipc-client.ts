@@ -51,17 +51,19 @@ export type IpcReply<T> = T | ErrorReply;
 
 /**
  * Sends one request and returns the redirector's reply data. Throws IpcTransportError when the
- * redirector is unreachable, silent past the timeout, or answers something that is not a reply.
+ * redirector is unreachable, silent past `timeoutMs` (default IPC_TIMEOUT_SECONDS), or answers something
+ * that is not a reply.
  */
-export function ipcRequest<T>(event: keyof typeof IpcEvent, data: unknown): IpcReply<T> {
+export function ipcRequest<T>(event: keyof typeof IpcEvent, data: unknown, timeoutMs = IPC_TIMEOUT_SECONDS * 1000): IpcReply<T> {
   const libc = libcFunctions();
   const path = getIpcPath();
   const fd = libc.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw new IpcTransportError('UNREACHABLE', 'socket(AF_UNIX) failed');
   try {
+    // struct timeval: seconds, then microseconds.
     const timeout = Memory.alloc(16);
-    timeout.writeS64(IPC_TIMEOUT_SECONDS);
-    timeout.add(8).writeS64(0);
+    timeout.writeS64(Math.floor(timeoutMs / 1000));
+    timeout.add(8).writeS64(Math.floor((timeoutMs % 1000) * 1000));
     libc.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, timeout, 16);
     libc.setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, timeout, 16);
 
@@ -73,7 +75,7 @@ export function ipcRequest<T>(event: keyof typeof IpcEvent, data: unknown): IpcR
     if (connected.value < 0) throw new IpcTransportError('UNREACHABLE', `cannot connect to ${path} (errno ${errnoOf(connected)})`);
 
     writeAll(fd, encodeIpcMessage(IpcEvent[event], data));
-    const text = readMessage(fd);
+    const text = readMessage(fd, timeoutMs);
     const message = tryDecodeIpcMessage(text);
     if (message === null || message.type !== IpcEvent.reply || typeof message.data !== 'object' || message.data === null) {
       throw new IpcTransportError('PROTOCOL', 'redirector sent something that is not a reply');
@@ -99,7 +101,7 @@ function writeAll(fd: number, text: string): void {
   }
 }
 
-function readMessage(fd: number): string {
+function readMessage(fd: number, timeoutMs: number): string {
   const libc = libcFunctions();
   const buffer = Memory.alloc(IPC_MAX_MESSAGE);
   let length = 0;
@@ -108,7 +110,7 @@ function readMessage(fd: number): string {
     const got = libc.read(fd, buffer.add(length), IPC_MAX_MESSAGE - length);
     if (got.value < 0) {
       if (errnoOf(got) === EINTR) continue;
-      throw new IpcTransportError('TIMEOUT', `no reply from redirector within ${IPC_TIMEOUT_SECONDS} s (errno ${errnoOf(got)})`);
+      throw new IpcTransportError('TIMEOUT', `no reply from redirector within ${timeoutMs} ms (errno ${errnoOf(got)})`);
     }
     if (got.value === 0) throw new IpcTransportError('PROTOCOL', 'redirector closed the connection without a reply');
     const chunk = new Uint8Array(buffer.add(length).readByteArray(got.value) as ArrayBuffer);

@@ -1,10 +1,12 @@
 /**
- * The three questions the hooks ask the redirector, with its replies and transport failures folded into
- * the small set of outcomes each hook maps to a C error (EAI_*, h_errno, errno).
+ * The questions the hooks ask the redirector, with its replies and transport failures folded into the
+ * small set of outcomes each hook maps to a C error (EAI_*, h_errno, errno); and the one thing they tell
+ * it, a claim, whose failure the app never sees.
  */
-import type { ConnectReply, ResolveReply, ReverseReply } from '../../protocol/ipc';
+import { trySockaddrIPv4 } from '../../protocol/ipc';
+import type { ClaimReply, ConnectReply, HelloReply, IPv4Endpoint, ResolveReply, ReverseReply } from '../../protocol/ipc';
 import { IpcTransportError, ipcRequest } from './ipc-client';
-import { ECONNREFUSED, ETIMEDOUT } from './libc';
+import { ECONNREFUSED, EINTR, ETIMEDOUT, getLibc, libcFunctions } from './libc';
 
 export type ResolveOutcome = { kind: 'ok'; name: string; address: string } | { kind: 'not-found' } | { kind: 'again' };
 
@@ -39,6 +41,59 @@ export function tryReverse(address: string): string | null {
     warnOnce(error);
     return null;
   }
+}
+
+/**
+ * How long a claim may hold the app's thread (ms). The redirector waits CLAIM_WAIT_MS (200) for a claim
+ * before it falls back to /proc; a reply much later than that no longer speeds anything up, so a slow
+ * redirector costs a connect at most this, not IPC_TIMEOUT_SECONDS.
+ */
+const CLAIM_TIMEOUT_MS = 500;
+/** Linux's errno for a non-blocking connect under way (x86_64 and aarch64 alike). */
+const EINPROGRESS = 115;
+
+let claims = false;
+let getsockname: NativeFunction<number, [number, NativePointerValue, NativePointerValue]> | null = null;
+
+/** Claims are sent only to a redirector whose hello announced them: an older one would never answer. */
+export function enableClaims(hello: HelloReply): void {
+  claims = hello.features?.includes('claim') === true;
+}
+
+/**
+ * Tells the redirector that the connection `fd` is opening to the pseudo `destination` is this process's,
+ * so its listener admits it at once instead of looking the client up in /proc. Call it after the original
+ * connect()/sendto()/sendmsg() returned `result` with `errno`: only then has the kernel chosen the source
+ * port. Sent for a call that succeeded or is under way (EINPROGRESS; EINTR, after which the kernel carries
+ * on with the handshake). Whatever happens here, the caller's errno is left as it was and nothing is
+ * thrown: without a claim the redirector still admits the connection, more slowly.
+ */
+export function claimConnection(fd: number, destination: IPv4Endpoint, result: number | Int64, errno: number): void {
+  if (!claims) return;
+  if ((typeof result === 'number' ? result : result.toNumber()) < 0 && errno !== EINPROGRESS && errno !== EINTR) return;
+  const errnoAt = libcFunctions().errnoLocation();
+  const saved = errnoAt.readS32();
+  try {
+    const local = tryLocalEndpoint(fd);
+    if (local === null || local.port === 0) return;
+    ipcRequest<ClaimReply>('claim', { address: destination.address, port: destination.port, localAddress: local.address, localPort: local.port }, CLAIM_TIMEOUT_MS);
+  } catch (error) {
+    warnOnce(error);
+  } finally {
+    errnoAt.writeS32(saved);
+  }
+}
+
+/** The IPv4 source of socket `fd` (a v4-mapped one as plain IPv4), or null. */
+function tryLocalEndpoint(fd: number): IPv4Endpoint | null {
+  getsockname ??= new NativeFunction(getLibc().getExportByName('getsockname'), 'int', ['int', 'pointer', 'pointer']);
+  const SOCKADDR_STORAGE = 128;
+  const address = Memory.alloc(SOCKADDR_STORAGE);
+  const length = Memory.alloc(4);
+  length.writeU32(SOCKADDR_STORAGE);
+  if (getsockname(fd, address, length) !== 0) return null;
+  const bytes = address.readByteArray(Math.min(length.readU32(), SOCKADDR_STORAGE));
+  return bytes === null ? null : trySockaddrIPv4(address.readU16(), new Uint8Array(bytes));
 }
 
 let warned = false;

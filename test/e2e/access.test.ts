@@ -1,6 +1,7 @@
 /**
  * Access: a tunnel needs a token whose account owns the publication, a grant from its owner, or the
- * publication's service key. A wrong key is refused in one line when the redirector starts.
+ * publication's service key. A wrong key is refused in one line when the redirector starts. A
+ * redirector's IPC endpoint and its listeners serve only its own user's processes (and root's).
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -84,6 +85,69 @@ except PermissionError: print('refused')`;
     assert.equal(other.stdout.trim(), 'refused', other.stderr);
     const same = await run(PYTHON, ['-c', probe]);
     assert.equal(same.stdout.trim(), 'connected');
+  });
+
+  it("another user's process is reset at the redirector's listeners; its own user's gets through", async function () {
+    if (process.getuid?.() !== 0) this.skip(); // needs root to run a process as another user
+    const ipc = path.join(dir, 'listeners.sock');
+    const redirector = start('redirector', [UNDERPASS, 'redirector', ...endpoint(BOB), '--ipc', ipc, '--pseudo-net', '127.228.0.0/16']);
+    await redirector.waitFor(/serving hooks on/);
+    const host = published.get('granted')!.host;
+    // A hooked client of the redirector's user resolves the name, which opens the listener.
+    const hooked = await run(process.execPath, [HOOK_RUN, '--ipc', ipc, '--', PYTHON, '-c', `import socket
+s = socket.create_connection(('${host}', ${echoPort}), timeout=20); s.sendall(b'in\\n'); print(s.recv(10).decode().strip(), s.getpeername()[0])`]);
+    const [line, address] = hooked.stdout.trim().split(' ');
+    assert.equal(line, 'in', hooked.stderr);
+    // Unhooked, straight to the listener: the connect completes in the kernel, and the first bytes
+    // usually leave before the redirector has checked who connects.
+    const probe = `import socket
+s = socket.create_connection(('${address}', ${echoPort}), timeout=20)
+try:
+    s.sendall(b'probe\\n'); print(s.recv(10).decode().strip() or 'closed')
+except ConnectionError: print('reset')`;
+    const nobody = (await run('id', ['-u', 'nobody'])).stdout.trim();
+    const other = await run('runuser', ['-u', 'nobody', '--', fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : PYTHON, '-c', probe]);
+    assert.equal(other.stdout.trim(), 'reset', other.stderr);
+    await redirector.waitFor(new RegExp(`refused a connection to ${address!.replace(/\./g, '\\.')}:${echoPort} from 127\\.0\\.0\\.1:\\d+: its socket belongs to uid ${nobody}, not to this redirector's user \\(uid 0\\) or root`));
+    assert.equal(redirector.stderr.match(/refused a connection/g)?.length, 1, redirector.stderr);
+    // The same probe from the redirector's user: its first bytes waited in the kernel, none were lost.
+    const same = await run(PYTHON, ['-c', probe]);
+    assert.equal(same.stdout.trim(), 'probe', same.stderr);
+  });
+
+  it("a hooked client's connections are admitted by its claim, with no /proc check; an unhooked one's by the check", async function () {
+    const ipc = path.join(dir, 'claims.sock');
+    const redirector = new Program('redirector', process.execPath, [UNDERPASS, 'redirector', ...endpoint(BOB), '--ipc', ipc, '--pseudo-net', '127.227.0.0/16'], { env: { UNDERPASS_LOG_LEVEL: 'debug' } });
+    programs.push(redirector);
+    await redirector.waitFor(/serving hooks on/);
+    const host = published.get('granted')!.host;
+    // Every way the hook sees a connect begin: blocking connect(), non-blocking connect() (EINPROGRESS),
+    // an AF_INET6 socket to the v4-mapped address, and sendto() with MSG_FASTOPEN. Each prints its source
+    // port, which the redirector's log must show admitted by a claim.
+    const hooked = await run(process.execPath, [HOOK_RUN, '--ipc', ipc, '--', PYTHON, '-c', `import select, socket
+address = socket.gethostbyname('${host}')
+def echo(s, line):
+    s.setblocking(True); s.sendall(line); assert s.recv(100) == line
+    return str(s.getsockname()[1])
+ports = []
+s = socket.create_connection((address, ${echoPort}), timeout=20); ports.append(echo(s, b'blocking\\n'))
+n = socket.socket(); n.setblocking(False)
+assert n.connect_ex((address, ${echoPort})) == 115  # EINPROGRESS
+select.select([], [n], [], 20); ports.append(echo(n, b'non-blocking\\n'))
+m = socket.socket(socket.AF_INET6); m.connect(('::ffff:' + address, ${echoPort})); ports.append(echo(m, b'mapped\\n'))
+f = socket.socket(); f.sendto(b'fast open\\n', socket.MSG_FASTOPEN, (address, ${echoPort})); assert f.recv(100) == b'fast open\\n'; ports.append(str(f.getsockname()[1]))
+print(address, *ports)`]);
+    const [address, ...ports] = hooked.stdout.trim().split(' ');
+    assert.equal(ports.length, 4, hooked.stderr + hooked.stdout);
+    const at = `${address!.replace(/\./g, '\\.')}:${echoPort}`;
+    for (const port of ports) await redirector.waitFor(new RegExp(`admitted 127\\.0\\.0\\.1:${port} to ${at} by claim`));
+    assert.doesNotMatch(redirector.stderr, /by owner check/);
+    // The same user's client without the hook claims nothing: it waits for the /proc check, and gets through.
+    const unhooked = await run(PYTHON, ['-c', `import socket
+s = socket.create_connection(('${address}', ${echoPort}), timeout=20); s.sendall(b'unhooked\\n'); print(s.recv(100).decode().strip(), s.getsockname()[1])`]);
+    const [line, port] = unhooked.stdout.trim().split(' ');
+    assert.equal(line, 'unhooked', unhooked.stderr);
+    await redirector.waitFor(new RegExp(`admitted 127\\.0\\.0\\.1:${port} to ${at} by owner check`));
   });
 
   it('a wrong service key is refused in one line when the redirector starts', async function () {
