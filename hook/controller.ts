@@ -142,7 +142,13 @@ async function tryLoadFridaBinding(): Promise<FridaModule | null> {
   try {
     return await import('frida');
   } catch {
-    return null;
+    // import() ignores NODE_PATH, where bin/hook-run also looks for the binding; require() honours it.
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      return require('frida') as FridaModule;
+    } catch {
+      return null;
+    }
   }
 }
 
