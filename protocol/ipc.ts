@@ -18,7 +18,7 @@
  * `features` in the hello reply announcing it. IPC_VERSION did not change, because the hello check is an
  * exact match and a new number would turn every mixed pair away: an older agent never claims and is
  * admitted by the redirector's slower /proc owner check; a newer agent claims only when hello listed
- * `claim` (an older redirector ignores unknown events and would leave the claim waiting for its timeout).
+ * `claim` (an older redirector would ignore the event, and each claim costs an IPC connection).
  */
 
 export const IPC_VERSION = 1;

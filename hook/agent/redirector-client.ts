@@ -55,7 +55,7 @@ const EINPROGRESS = 115;
 let claims = false;
 let getsockname: NativeFunction<number, [number, NativePointerValue, NativePointerValue]> | null = null;
 
-/** Claims are sent only to a redirector whose hello announced them: an older one would never answer. */
+/** Claims go only to a redirector whose hello announced them: an older one would do nothing with them. */
 export function enableClaims(hello: HelloReply): void {
   claims = hello.features?.includes('claim') === true;
 }
@@ -68,9 +68,9 @@ export function enableClaims(hello: HelloReply): void {
  * on with the handshake). The reply is not awaited: it changes nothing for the app, and waiting for it
  * would make every connect, non-blocking ones too, wait for the redirector's event loop (measured in a
  * burst of 1 000 non-blocking connects: the connect() call took 1.6-1.8 ms at the median waiting for
- * the reply, 0.3 ms without, 0.07 ms with no claim at all). Whatever happens here,
- * the caller's errno is left as it was and nothing is thrown: without a claim the redirector still
- * admits the connection, more slowly.
+ * the reply, 0.3 ms without, 0.07 ms with no claim at all). Whatever happens here, the caller's errno
+ * is left as it was and nothing is thrown: without a claim the redirector still admits the connection,
+ * more slowly.
  */
 export function claimConnection(fd: number, destination: IPv4Endpoint, result: number | Int64, errno: number): void {
   if (!claims) return;
