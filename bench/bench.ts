@@ -14,6 +14,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import type net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort, ROOT } from '../test/harness';
@@ -224,7 +225,7 @@ async function benchLatency(options: Options, chain: BenchChain, echoPort: numbe
   const warmups = Math.max(10, Math.floor(iterations / 20));
   const measured = await withDaemonCpu(
     chain,
-    () => probe('tunnel (pseudo address, no hook)', () => exec('python3', [PROBE, 'latency', pseudo, String(echoPort), String(iterations)], { timeoutMs })),
+    () => probe('tunnel (pseudo address, no hook)', () => exec('python3', [PROBE, 'latency', pseudo, String(echoPort), String(iterations), chain.ipcPath], { timeoutMs })),
     (s) => (s === null ? 0 : iterations + warmups),
   );
   section.tunnel = measured.result;
@@ -306,14 +307,15 @@ async function benchMemory(options: Options, results: BenchResults): Promise<voi
     recordPids(options, 'memory', chain);
     const pseudo = await chain.pseudoAddress('idle');
     // Warm-up: the first tunnels load code and grow pools that every later one shares.
-    const warm = await openIdle(pseudo, echoPort, 200, 50, 30_000);
+    const claim = (socket: net.Socket): Promise<void> => chain.claim(socket);
+    const warm = await openIdle(pseudo, echoPort, 200, 50, 30_000, undefined, claim);
     await warm.close();
     await sleep(1000);
     const pids = chain.pids();
     const names = ['server', 'proxy', 'redirector'] as const;
     for (const n of names) section[n].beforeKiB = rssKiB(pids[n]);
     progress(`memory: opening ${target} idle tunneled connections (RSS before: ${names.map((n) => `${n} ${section[n].beforeKiB} KiB`).join(', ')})`);
-    const set = await openIdle(pseudo, echoPort, Math.min(target, limit - 500), 256, options.quick ? 60_000 : 120_000, (n) => progress(`  ${n} open`));
+    const set = await openIdle(pseudo, echoPort, Math.min(target, limit - 500), 256, options.quick ? 60_000 : 120_000, (n) => progress(`  ${n} open`), claim);
     section.opened = set.opened;
     section.failed = set.failed;
     section.openSeconds = set.seconds;

@@ -6,7 +6,9 @@
  *
  * `pseudoAddress(name)` asks the redirector over IPC to resolve a pseudo name, exactly as the hook would;
  * that also opens the redirector's listener on the pseudo address, so a client connecting to that address
- * with no hook at all still travels the whole tunnel. The bench uses it to tell tunnel cost from hook cost.
+ * with no hook at all still travels the whole tunnel. The bench uses it to tell tunnel cost from hook cost;
+ * such a client claims its connections over IPC too (`claim`), as the hook does, or its listener would
+ * hold each one for the claim wait and the /proc owner check (redirector/claims.ts).
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -77,6 +79,19 @@ export class BenchChain {
     const reply = await ipcRequest(this.ipcPath, IpcEvent.resolve, { name: this.host(name) });
     if (reply.ok !== true || typeof reply.address !== 'string') throw new Error(`the redirector did not resolve ${name}: ${JSON.stringify(reply)}`);
     return reply.address;
+  }
+
+  /**
+   * Claims a connection to one of the redirector's listeners over IPC, as the hook does after connect():
+   * settles once the claim is written, without waiting for the reply.
+   */
+  claim(socket: net.Socket): Promise<void> {
+    const data = { address: socket.remoteAddress, port: socket.remotePort, localAddress: socket.localAddress, localPort: socket.localPort };
+    return new Promise((resolve, reject) => {
+      const ipc = net.connect(this.ipcPath, () => ipc.end(JSON.stringify({ type: IpcEvent.claim, data }) + IPC_DELIMITER, () => resolve()));
+      ipc.on('error', reject);
+      ipc.on('data', () => ipc.destroy());
+    });
   }
 
   /** `hook-run --ipc <ours> -- command…`, to completion. */

@@ -14,7 +14,11 @@ export interface IdleSet {
   close(): Promise<void>;
 }
 
-export async function openIdle(host: string, port: number, count: number, concurrency: number, deadlineMs: number, onProgress?: (opened: number) => void): Promise<IdleSet> {
+/**
+ * `claim`, when given, runs once each connection is up and before its byte is written: the bench claims
+ * it over IPC as the hook would, so the redirector admits it without its /proc owner check.
+ */
+export async function openIdle(host: string, port: number, count: number, concurrency: number, deadlineMs: number, onProgress?: (opened: number) => void, claim?: (socket: net.Socket) => Promise<void>): Promise<IdleSet> {
   const sockets: net.Socket[] = [];
   let opened = 0;
   let failed = 0;
@@ -37,7 +41,10 @@ export async function openIdle(host: string, port: number, count: number, concur
       };
       socket.once('error', fail);
       socket.once('close', () => fail(new Error('closed before its echo')));
-      socket.once('connect', () => socket.write('x'));
+      socket.once('connect', () => {
+        if (claim === undefined) socket.write('x');
+        else claim(socket).then(() => socket.write('x'), fail);
+      });
       socket.once('data', () => {
         clearTimeout(timer);
         socket.removeAllListeners('close');

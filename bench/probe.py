@@ -3,9 +3,13 @@
 
 It times itself, so the hook's start-up never enters these figures. Output: one JSON object on stdout.
 
-  probe.py latency HOST PORT N    N x (blocking connect + 1-byte write + 1-byte read + close) against an
+  probe.py latency HOST PORT N [IPC]
+                                  N x (blocking connect + 1-byte write + 1-byte read + close) against an
                                   echo server; HOST is resolved once. {"samples_us": [...]} (after 5 %
-                                  warm-up iterations, which are dropped).
+                                  warm-up iterations, which are dropped). With IPC, the redirector's
+                                  socket, each connection is claimed there after connect() (the reply
+                                  not awaited), as the hook does (PROTOCOL.md §2), so an unhooked probe
+                                  is admitted the same way.
   probe.py ordinary PORT N        N x getaddrinfo('localhost', PORT) and N x connect+close to
                                   127.0.0.1:PORT: the ordinary-name path the hook must leave alone.
                                   {"getaddrinfo_us": per call, "connect_us": per call}
@@ -17,7 +21,16 @@ import sys
 import time
 
 
-def latency(host, port, n):
+def claim(ipc, s, address, port):
+    local = s.getsockname()
+    u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    u.connect(ipc)
+    request = {'type': 'claim', 'data': {'address': address, 'port': port, 'localAddress': local[0], 'localPort': local[1]}}
+    u.sendall(json.dumps(request).encode() + b'\f')
+    u.close()  # as the hook: the reply changes nothing for the client, so it is not awaited
+
+
+def latency(host, port, n, ipc=None):
     addr = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)[0][4]
     warm = max(10, n // 20)
     samples = []
@@ -26,6 +39,8 @@ def latency(host, port, n):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.connect(addr)  # blocking, no timeout: the path a hooked blocking connect takes
+        if ipc is not None:
+            claim(ipc, s, addr[0], addr[1])
         s.sendall(b'x')
         if s.recv(1) != b'x':
             raise SystemExit('probe: echo answered wrongly')
@@ -53,8 +68,8 @@ def ordinary(port, n):
 
 
 def main(argv):
-    if len(argv) == 4 and argv[0] == 'latency':
-        out = latency(argv[1], int(argv[2]), int(argv[3]))
+    if len(argv) in (4, 5) and argv[0] == 'latency':
+        out = latency(argv[1], int(argv[2]), int(argv[3]), argv[4] if len(argv) == 5 else None)
     elif len(argv) == 3 and argv[0] == 'ordinary':
         out = ordinary(int(argv[1]), int(argv[2]))
     else:

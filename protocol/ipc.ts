@@ -6,9 +6,10 @@
  * object `{"type": EVENT, "data": DATA}` followed by one form feed (0x0C). JSON never contains a raw 0x0C
  * (it is escaped as \f inside strings), so the delimiter cannot occur inside a message.
  *
- * One request per connection: the hook connects, writes one request, reads one reply, closes. A hooked
- * thread that blocks in connect() therefore gets the reply to its own request and nobody else's, and an
- * app that closes every descriptor cannot break a connection the hook keeps, because it keeps none.
+ * One request per connection: the hook connects, writes one request, reads one reply (not for a claim,
+ * whose reply it does not wait for), closes. A hooked thread that blocks in connect() therefore gets the
+ * reply to its own request and nobody else's, and an app that closes every descriptor cannot break a
+ * connection the hook keeps, because it keeps none.
  *
  * This file is pure and shared by the agent (compiled into hook/agent) and the redirector: it must not
  * import anything from Node.
@@ -17,7 +18,7 @@
  * `features` in the hello reply announcing it. IPC_VERSION did not change, because the hello check is an
  * exact match and a new number would turn every mixed pair away: an older agent never claims and is
  * admitted by the redirector's slower /proc owner check; a newer agent claims only when hello listed
- * `claim` (an older redirector ignores unknown events and would leave the claim waiting for its timeout).
+ * `claim` (an older redirector would ignore the event, and each claim costs an IPC connection).
  */
 
 export const IPC_VERSION = 1;
@@ -86,6 +87,7 @@ export interface ConnectReply {
  * its connect() has returned (0, or EINPROGRESS), when the kernel has chosen the source port. The
  * listener then admits the accepted socket with these four ends at once, without the /proc owner check.
  * The IPC socket is its user's alone, so a claim proves the connection belongs to the redirector's user.
+ * The redirector answers ClaimReply, which the hook does not read: it changes nothing for the app.
  */
 export interface ClaimRequest {
   /** The pseudo destination, IPv4 dotted quad (as in ConnectRequest). */

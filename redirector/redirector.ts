@@ -317,28 +317,28 @@ export class Redirector {
   private admit(socket: net.Socket, onAdmitted: () => void): void {
     const ends: ConnectionEnds = { peerAddress: socket.remoteAddress ?? '', peerPort: socket.remotePort ?? -1, localAddress: socket.localAddress ?? '', localPort: socket.localPort ?? -1 };
     if (this.claims.take(ends)) {
-      this.logAdmitted(ends, 'claim');
+      this.logAdmitted(ends, 'claim, made before the accept');
       onAdmitted();
       return;
     }
     const accepted = performance.now();
     let undecided = true;
-    const decide = (how: string): void => {
-      if (!undecided || socket.destroyed) return;
+    const settle = (): void => {
       undecided = false;
       stopWaiting();
       clearTimeout(timer);
-      this.logAdmitted(ends, how === 'claim' ? `claim after ${(performance.now() - accepted).toFixed(1)} ms` : how);
+      socket.off('close', settle);
+    };
+    const decide = (how: string): void => {
+      if (!undecided || socket.destroyed) return;
+      settle();
+      this.logAdmitted(ends, `${how} after ${(performance.now() - accepted).toFixed(1)} ms`);
       onAdmitted();
     };
     const stopWaiting = this.claims.wait(ends, () => decide('claim'));
     const timer = setTimeout(() => this.peerOwners.admit(socket, this.log, () => decide('owner check'), () => undecided), this.options.claimWaitMs ?? CLAIM_WAIT_MS);
     timer.unref();
-    socket.once('close', () => {
-      undecided = false;
-      stopWaiting();
-      clearTimeout(timer);
-    });
+    socket.once('close', settle);
   }
 
   private logAdmitted(ends: ConnectionEnds, how: string): void {

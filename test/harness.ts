@@ -138,6 +138,11 @@ export function run(
       const stdoutBuffer = Buffer.concat(out);
       resolve({ code, signal, stdout: stdoutBuffer.toString('utf8'), stderr, stdoutBuffer });
     });
+    // A command that exits without reading its input (`id`, `true`) closes the pipe first: EPIPE then
+    // says nothing about the command, whose exit status and output are what the caller checks.
+    child.stdin.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EPIPE') reject(error);
+    });
     child.stdin.end(options.input ?? '');
   });
 }

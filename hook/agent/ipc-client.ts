@@ -51,10 +51,39 @@ export type IpcReply<T> = T | ErrorReply;
 
 /**
  * Sends one request and returns the redirector's reply data. Throws IpcTransportError when the
- * redirector is unreachable, silent past `timeoutMs` (default IPC_TIMEOUT_SECONDS), or answers something
- * that is not a reply.
+ * redirector is unreachable, silent past the timeout, or answers something that is not a reply.
  */
-export function ipcRequest<T>(event: keyof typeof IpcEvent, data: unknown, timeoutMs = IPC_TIMEOUT_SECONDS * 1000): IpcReply<T> {
+export function ipcRequest<T>(event: keyof typeof IpcEvent, data: unknown): IpcReply<T> {
+  const fd = openChannel(IPC_TIMEOUT_SECONDS * 1000);
+  try {
+    writeAll(fd, encodeIpcMessage(IpcEvent[event], data));
+    const text = readMessage(fd);
+    const message = tryDecodeIpcMessage(text);
+    if (message === null || message.type !== IpcEvent.reply || typeof message.data !== 'object' || message.data === null) {
+      throw new IpcTransportError('PROTOCOL', 'redirector sent something that is not a reply');
+    }
+    return message.data as IpcReply<T>;
+  } finally {
+    libcFunctions().close(fd);
+  }
+}
+
+/**
+ * Sends one request and closes without reading the reply, for a request whose answer changes nothing
+ * for the app: the calling thread never waits for the redirector to get round to it, only (at most
+ * `timeoutMs`) for the socket to take the message. Throws IpcTransportError when it cannot be sent.
+ */
+export function ipcNotify(event: keyof typeof IpcEvent, data: unknown, timeoutMs: number): void {
+  const fd = openChannel(timeoutMs);
+  try {
+    writeAll(fd, encodeIpcMessage(IpcEvent[event], data));
+  } finally {
+    libcFunctions().close(fd);
+  }
+}
+
+/** A Unix socket connected to the redirector, with send and receive timeouts of `timeoutMs`. */
+function openChannel(timeoutMs: number): number {
   const libc = libcFunctions();
   const path = getIpcPath();
   const fd = libc.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -63,7 +92,7 @@ export function ipcRequest<T>(event: keyof typeof IpcEvent, data: unknown, timeo
     // struct timeval: seconds, then microseconds.
     const timeout = Memory.alloc(16);
     timeout.writeS64(Math.floor(timeoutMs / 1000));
-    timeout.add(8).writeS64(Math.floor((timeoutMs % 1000) * 1000));
+    timeout.add(8).writeS64((timeoutMs % 1000) * 1000);
     libc.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, timeout, 16);
     libc.setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, timeout, 16);
 
@@ -73,16 +102,10 @@ export function ipcRequest<T>(event: keyof typeof IpcEvent, data: unknown, timeo
     let connected = libc.connect(fd, address, 2 + utf8Length(path) + 1);
     while (connected.value < 0 && errnoOf(connected) === EINTR) connected = libc.connect(fd, address, 2 + utf8Length(path) + 1);
     if (connected.value < 0) throw new IpcTransportError('UNREACHABLE', `cannot connect to ${path} (errno ${errnoOf(connected)})`);
-
-    writeAll(fd, encodeIpcMessage(IpcEvent[event], data));
-    const text = readMessage(fd, timeoutMs);
-    const message = tryDecodeIpcMessage(text);
-    if (message === null || message.type !== IpcEvent.reply || typeof message.data !== 'object' || message.data === null) {
-      throw new IpcTransportError('PROTOCOL', 'redirector sent something that is not a reply');
-    }
-    return message.data as IpcReply<T>;
-  } finally {
+    return fd;
+  } catch (error) {
     libc.close(fd);
+    throw error;
   }
 }
 
@@ -101,7 +124,7 @@ function writeAll(fd: number, text: string): void {
   }
 }
 
-function readMessage(fd: number, timeoutMs: number): string {
+function readMessage(fd: number): string {
   const libc = libcFunctions();
   const buffer = Memory.alloc(IPC_MAX_MESSAGE);
   let length = 0;
@@ -110,7 +133,7 @@ function readMessage(fd: number, timeoutMs: number): string {
     const got = libc.read(fd, buffer.add(length), IPC_MAX_MESSAGE - length);
     if (got.value < 0) {
       if (errnoOf(got) === EINTR) continue;
-      throw new IpcTransportError('TIMEOUT', `no reply from redirector within ${timeoutMs} ms (errno ${errnoOf(got)})`);
+      throw new IpcTransportError('TIMEOUT', `no reply from redirector within ${IPC_TIMEOUT_SECONDS} s (errno ${errnoOf(got)})`);
     }
     if (got.value === 0) throw new IpcTransportError('PROTOCOL', 'redirector closed the connection without a reply');
     const chunk = new Uint8Array(buffer.add(length).readByteArray(got.value) as ArrayBuffer);
