@@ -52,8 +52,21 @@ export const RESET_GRACE_MS = 20;
 
 /** Copies src → dst with backpressure at `limit` buffered bytes; ends dst when src ends. */
 function relay(src: Duplex, dst: Duplex, limit: number, count: (n: number) => void): void {
+  // Chunks that arrive in one turn of the event loop leave a socket in one writev(2): on a fast local
+  // hop the per-call cost of write(2), not the bytes, is what a relay spends its CPU on.
+  const batch = dst instanceof net.Socket;
+  let corked = false;
+  const uncork = (): void => {
+    corked = false;
+    dst.uncork();
+  };
   src.on('data', (chunk: Buffer) => {
     count(chunk.length);
+    if (batch && !corked) {
+      corked = true;
+      dst.cork();
+      setImmediate(uncork);
+    }
     if (!dst.write(chunk) && dst.writableLength >= limit) src.pause();
   });
   dst.on('drain', () => src.resume());
