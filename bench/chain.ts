@@ -83,14 +83,13 @@ export class BenchChain {
 
   /**
    * Claims a connection to one of the redirector's listeners over IPC, as the hook does after connect():
-   * settles once the claim is written, without waiting for the reply.
+   * settles once the claim is written (a claim has no reply).
    */
   claim(socket: net.Socket): Promise<void> {
     const data = { address: socket.remoteAddress, port: socket.remotePort, localAddress: socket.localAddress, localPort: socket.localPort };
     return new Promise((resolve, reject) => {
       const ipc = net.connect(this.ipcPath, () => ipc.end(JSON.stringify({ type: IpcEvent.claim, data }) + IPC_DELIMITER, () => resolve()));
       ipc.on('error', reject);
-      ipc.on('data', () => ipc.destroy());
     });
   }
 

@@ -7,8 +7,8 @@ It times itself, so the hook's start-up never enters these figures. Output: one 
                                   N x (blocking connect + 1-byte write + 1-byte read + close) against an
                                   echo server; HOST is resolved once. {"samples_us": [...]} (after 5 %
                                   warm-up iterations, which are dropped). With IPC, the redirector's
-                                  socket, each connection is claimed there after connect() (the reply
-                                  not awaited), as the hook does (PROTOCOL.md §2), so an unhooked probe
+                                  socket, each connection is claimed there after connect() (a
+                                  notification, no reply), as the hook does (PROTOCOL.md §2), so an unhooked probe
                                   is admitted the same way.
   probe.py ordinary PORT N        N x getaddrinfo('localhost', PORT) and N x connect+close to
                                   127.0.0.1:PORT: the ordinary-name path the hook must leave alone.
@@ -27,7 +27,7 @@ def claim(ipc, s, address, port):
     u.connect(ipc)
     request = {'type': 'claim', 'data': {'address': address, 'port': port, 'localAddress': local[0], 'localPort': local[1]}}
     u.sendall(json.dumps(request).encode() + b'\f')
-    u.close()  # as the hook: the reply changes nothing for the client, so it is not awaited
+    u.close()  # as the hook: a claim is a notification, with no reply
 
 
 def latency(host, port, n, ipc=None):

@@ -87,7 +87,7 @@ export interface ConnectReply {
  * its connect() has returned (0, or EINPROGRESS), when the kernel has chosen the source port. The
  * listener then admits the accepted socket with these four ends at once, without the /proc owner check.
  * The IPC socket is its user's alone, so a claim proves the connection belongs to the redirector's user.
- * The redirector answers ClaimReply, which the hook does not read: it changes nothing for the app.
+ * It is a notification: the hook closes right after writing it, and the redirector sends nothing back.
  */
 export interface ClaimRequest {
   /** The pseudo destination, IPv4 dotted quad (as in ConnectRequest). */
@@ -96,10 +96,6 @@ export interface ClaimRequest {
   /** The app socket's own end, from getsockname(); IPv4, a v4-mapped address sent as IPv4. */
   localAddress: string;
   localPort: number;
-}
-
-export interface ClaimReply {
-  ok: true;
 }
 
 export interface ReverseRequest {

@@ -27,8 +27,15 @@ const Schemas = {
 
 type Requests = { [K in keyof typeof Schemas]: z.infer<(typeof Schemas)[K]> };
 
-/** What the redirector answers; each handler returns the reply's data. */
-export type IpcHandlers = { [K in keyof Requests]: (request: Requests[K]) => Promise<object> | object };
+/**
+ * Requests nobody waits to hear back from: the hook writes a claim and closes at once, so a reply would
+ * only meet a closed socket (and cost an EPIPE, with its stack trace, per tunneled connection).
+ */
+type Notification = 'claim';
+const NOTIFICATIONS: ReadonlySet<keyof typeof Schemas> = new Set<Notification>(['claim']);
+
+/** What the redirector answers; each handler returns the reply's data (nothing, for a notification). */
+export type IpcHandlers = { [K in keyof Requests]: (request: Requests[K]) => K extends Notification ? void : Promise<object> | object };
 
 interface IpcSocket extends net.Socket {
   ipcBuffer?: string;
@@ -107,8 +114,13 @@ export class IpcServer {
   }
 
   private async dispatch(event: keyof typeof Schemas, data: unknown, socket: IpcSocket): Promise<void> {
-    let reply: object;
     const parsed = Schemas[event].safeParse(data);
+    if (NOTIFICATIONS.has(event)) {
+      if (parsed.success) (this.handlers[event] as (r: unknown) => void)(parsed.data);
+      else this.logger.debug(`ignored a malformed ${event} notification`);
+      return;
+    }
+    let reply: object;
     if (!parsed.success) {
       reply = { ok: false, code: 'BAD_REQUEST', message: `malformed ${event} request` } satisfies ErrorReply;
     } else {

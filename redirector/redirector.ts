@@ -14,7 +14,7 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import path from 'node:path';
 import { ConfigError, isUnderpassError, TunnelError, UnderpassError } from '../protocol/errors';
-import { IPC_VERSION, type ClaimReply, type ClaimRequest, type ConnectReply, type ErrorReply, type HelloReply, type ResolveReply, type ReverseReply } from '../protocol/ipc';
+import { IPC_VERSION, type ClaimRequest, type ConnectReply, type ErrorReply, type HelloReply, type ResolveReply, type ReverseReply } from '../protocol/ipc';
 import { tryNormalizeHostname, tryParsePseudoName } from '../protocol/names';
 import { Headers, Paths, type NameInfo, type SessionInfo } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
@@ -185,11 +185,13 @@ export class Redirector {
   }
 
   /** A hook names a connection it opened to one of our listeners: admit it without the /proc check. */
-  private handleClaim(claim: ClaimRequest): ClaimReply | ErrorReply {
+  private handleClaim(claim: ClaimRequest): void {
     // Claims for listeners we do not have would only take room in the table.
-    if (!this.listeners.has(`${claim.address}:${claim.port}`)) return { ok: false, code: 'NOT_FOUND', message: `no listener on ${claim.address}:${claim.port}` };
+    if (!this.listeners.has(`${claim.address}:${claim.port}`)) {
+      if (this.log.isDebugEnabled()) this.log.debug(`ignored a claim for ${claim.address}:${claim.port}: no listener there`);
+      return;
+    }
     this.claims.add({ peerAddress: claim.localAddress, peerPort: claim.localPort, localAddress: claim.address, localPort: claim.port });
-    return { ok: true };
   }
 
   /** A blocking connect: answer only once the chain reached the real server (seed steps 625–640). */

@@ -65,8 +65,8 @@ export function enableClaims(hello: HelloReply): void {
  * so its listener admits it at once instead of looking the client up in /proc. Call it after the original
  * connect()/sendto()/sendmsg() returned `result` with `errno`: only then has the kernel chosen the source
  * port. Sent for a call that succeeded or is under way (EINPROGRESS; EINTR, after which the kernel carries
- * on with the handshake). The reply is not awaited: it changes nothing for the app, and waiting for it
- * would make every connect, non-blocking ones too, wait for the redirector's event loop (measured in a
+ * on with the handshake). A claim has no reply: an answer would change nothing for the app, and waiting
+ * for one would make every connect, non-blocking ones too, wait for the redirector's event loop (measured in a
  * burst of 1 000 non-blocking connects: the connect() call took 1.6-1.8 ms at the median waiting for
  * the reply, 0.3 ms without, 0.07 ms with no claim at all). Whatever happens here, the caller's errno
  * is left as it was and nothing is thrown: without a claim the redirector still admits the connection,

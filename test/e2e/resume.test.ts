@@ -136,7 +136,10 @@ describe('resume: connections survive a dropped session link', function () {
     before(async function () {
       await proxyLink.open();
       await redirectorLink.open();
-      chain = new Chain([`files=127.0.0.1:${httpPort}`], { proxyVia: proxyLink.port, redirectorVia: redirectorLink.port });
+      // A reset reaches an endpoint only while it reads its socket; one that stopped reading for
+      // backpressure learns of the cut from its keepalive (two intervals), so those are short here.
+      const quick = ['--keepalive', '2'];
+      chain = new Chain([`files=127.0.0.1:${httpPort}`], { proxyVia: proxyLink.port, redirectorVia: redirectorLink.port, proxyArgs: quick, redirectorArgs: quick });
       await chain.start();
     });
 
