@@ -25,7 +25,7 @@ import { measureIperf } from './iperf';
 import { cpuMs, exec, fileLimits, Proc, reexecWithFileLimit, rssKiB, sleep, stopAll, tail } from './proc';
 import { summariseProfiles } from './profile-summary';
 import { evaluateBars, printTable } from './report';
-import type { BenchResults, DaemonCpu, LatencySummary, ProcessMemory, Throughput } from './results';
+import type { BenchResults, DaemonCpu, LatencySummary, OrdinarySample, ProcessMemory, Throughput } from './results';
 import { mean, quantile, median } from './stats';
 import { SshChain } from './ssh-chain';
 
@@ -241,7 +241,7 @@ async function benchHook(options: Options, chain: BenchChain, echoPort: number, 
     available: hookProblemText === null,
     ...(hookProblemText !== null ? { unavailableReason: hookProblemText } : {}),
     startup: { runs, trueMs: null, hookRunMs: null },
-    ordinary: { iterations, plain: [], hooked: null },
+    ordinary: { iterations, plain: [], hooked: [] },
     errors: [],
   };
   results.hook = section;
@@ -263,7 +263,8 @@ async function benchHook(options: Options, chain: BenchChain, echoPort: number, 
       section.errors.push(`start-up: ${errorLine(e)}`);
     }
   }
-  progress(`hook: ordinary names, ${iterations} × getaddrinfo('localhost') and connect, plain / hooked / plain`);
+  const rounds = options.quick ? 3 : 5;
+  progress(`hook: ordinary names, ${iterations} × getaddrinfo('localhost') and connect, ${rounds} hooked runs between ${rounds + 1} plain ones`);
   const ordinary = async (hooked: boolean): Promise<{ getaddrinfo_us: number; connect_us: number }> => {
     const args = [PROBE, 'ordinary', String(echoPort), String(iterations)];
     const r = hooked ? await chain.hookRun(['python3', ...args], { timeoutMs: 120_000 }) : await exec('python3', args, { timeoutMs: 120_000 });
@@ -271,12 +272,16 @@ async function benchHook(options: Options, chain: BenchChain, echoPort: number, 
     return JSON.parse(r.stdout.trim().split('\n').pop()!) as { getaddrinfo_us: number; connect_us: number };
   };
   try {
+    // Interleaved, so that a change in the machine's load falls on both kinds of run alike.
     section.ordinary.plain.push(await ordinary(false));
-    if (hookProblemText === null) section.ordinary.hooked = await ordinary(true);
-    section.ordinary.plain.push(await ordinary(false));
+    for (let i = 0; i < (hookProblemText === null ? rounds : 1); i++) {
+      if (hookProblemText === null) section.ordinary.hooked.push(await ordinary(true));
+      section.ordinary.plain.push(await ordinary(false));
+    }
+    const list = (runs: OrdinarySample[], op: keyof OrdinarySample): string => (runs.length > 0 ? runs.map((x) => x[op].toFixed(1)).join('/') : '—');
     const p = section.ordinary.plain;
     const h = section.ordinary.hooked;
-    progress(`  getaddrinfo: plain ${p.map((x) => x.getaddrinfo_us.toFixed(1)).join('/')} µs, hooked ${h ? h.getaddrinfo_us.toFixed(1) : '—'} µs; connect: plain ${p.map((x) => x.connect_us.toFixed(1)).join('/')} µs, hooked ${h ? h.connect_us.toFixed(1) : '—'} µs`);
+    progress(`  getaddrinfo: plain ${list(p, 'getaddrinfo_us')} µs, hooked ${list(h, 'getaddrinfo_us')} µs; connect: plain ${list(p, 'connect_us')} µs, hooked ${list(h, 'connect_us')} µs`);
   } catch (e) {
     section.errors.push(`ordinary names: ${errorLine(e)}`);
   }

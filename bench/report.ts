@@ -1,11 +1,12 @@
 /**
  * Turns a BenchResults into the printed table (Markdown, so it pastes into bench/README.md as is) and
  * into issue 5's bars, each with met / not met. "Zero measurable added cost" is decided against the
- * run's own noise floor: two plain runs bracket the hooked one, and the hook's extra cost counts as
- * measurable when it exceeds both their difference and 5 % of their mean.
+ * run's own noise floor: plain and hooked runs alternate, and the hook's extra cost (hooked median over
+ * plain median) counts as measurable when it exceeds both the plain runs' largest distance from their
+ * median and 5 % of it.
  */
 import type { Bar, BenchResults, LatencySummary } from './results';
-import { fmt, gbps, mean } from './stats';
+import { fmt, gbps, median } from './stats';
 
 const ms = (us: number | null | undefined): string => (us === null || us === undefined ? '—' : `${(us / 1000).toFixed(3)} ms`);
 const g = (bps: number | null | undefined): string => (bps === null || bps === undefined ? '—' : `${gbps(bps).toFixed(2)} Gbit/s`);
@@ -25,13 +26,14 @@ function latencyHeadline(results: BenchResults): { s: LatencySummary | null; lab
   return l.hooked !== null ? { s: l.hooked, label: 'under hook-run' } : { s: l.tunnel, label: 'pseudo address, no hook' };
 }
 
-/** Added cost of the hook on ordinary names: per-op µs over the plain mean, and the noise floor. */
+/** Added cost of the hook on ordinary names: per-op µs, hooked median over plain median, and the noise floor. */
 export function ordinaryCost(results: BenchResults, op: 'getaddrinfo_us' | 'connect_us'): { plain: number; hooked: number; added: number; noise: number } | null {
   const o = results.hook?.ordinary;
-  if (!o || o.hooked === null || o.plain.length < 2) return null;
-  const plain = mean(o.plain.map((p) => p[op]));
-  const noise = Math.max(Math.abs(o.plain[0]![op] - o.plain[1]![op]), 0.05 * plain);
-  return { plain, hooked: o.hooked[op], added: o.hooked[op] - plain, noise };
+  if (!o || o.hooked.length === 0 || o.plain.length < 2) return null;
+  const plain = median(o.plain.map((p) => p[op]));
+  const hooked = median(o.hooked.map((p) => p[op]));
+  const noise = Math.max(...o.plain.map((p) => Math.abs(p[op] - plain)), 0.05 * plain);
+  return { plain, hooked, added: hooked - plain, noise };
 }
 
 export function evaluateBars(results: BenchResults): Bar[] {
@@ -112,8 +114,7 @@ export function figuresTable(results: BenchResults): string {
     rows.push(['start-up, median', `hook-run -- true ${st.hookRunMs === null ? '—' : `${st.hookRunMs.toFixed(0)} ms`}`, `true ${fmt(st.trueMs, 1, ' ms')}`, st.hookRunMs !== null && st.trueMs !== null ? `+${(st.hookRunMs - st.trueMs).toFixed(0)} ms` : '—']);
     for (const [op, label] of [['getaddrinfo_us', "getaddrinfo('localhost')"], ['connect_us', 'connect 127.0.0.1 + close']] as const) {
       const c = ordinaryCost(results, op);
-      const plain = h.ordinary.plain.map((p) => p[op].toFixed(1)).join(' / ');
-      rows.push([`${label}, per call`, `hooked ${h.ordinary.hooked ? `${h.ordinary.hooked[op].toFixed(1)} µs` : '—'}`, `plain ${plain || '—'} µs`, c ? `${c.added >= 0 ? '+' : ''}${c.added.toFixed(1)} µs (noise ${c.noise.toFixed(1)})` : '—']);
+      rows.push([`${label}, per call (median of ${h.ordinary.hooked.length} / ${h.ordinary.plain.length} runs)`, `hooked ${c ? `${c.hooked.toFixed(1)} µs` : '—'}`, `plain ${c ? `${c.plain.toFixed(1)} µs` : '—'}`, c ? `${c.added >= 0 ? '+' : ''}${c.added.toFixed(1)} µs (noise ${c.noise.toFixed(1)})` : '—']);
     }
   }
   return markdown(['figure', 'Underpass', 'reference (same run)', 'ratio / added'], rows);

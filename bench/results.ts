@@ -74,13 +74,22 @@ export interface BenchResults {
     startup: { runs: number; trueMs: number | null; hookRunMs: number | null };
     ordinary: {
       iterations: number;
-      /** Two plain runs bracketing the hooked one: their difference is the noise floor. */
-      plain: Array<{ getaddrinfo_us: number; connect_us: number }>;
-      hooked: { getaddrinfo_us: number; connect_us: number } | null;
+      /**
+       * Runs alternate plain, hooked, plain, … and end plain: the hooked ones are judged against the
+       * median of the plain ones, and how far the plain ones stray from it is the noise floor.
+       */
+      plain: OrdinarySample[];
+      hooked: OrdinarySample[];
     };
     errors: string[];
   };
   bars: Bar[];
+}
+
+/** Per-call cost inside one probe run (µs). */
+export interface OrdinarySample {
+  getaddrinfo_us: number;
+  connect_us: number;
 }
 
 /** One bar from issue 5 and whether this run met it. */
