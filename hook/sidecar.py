@@ -252,6 +252,30 @@ def start_child_worker(hooker, device):
 STUB = 'read -r go <&3 && [ "$go" = go ] || exit 125; exec "$0" "$@" 3<&-'
 
 
+def spawn_stub(program, command):
+    """Starts the stub with the command's arguments; returns its pid and the pipe end for the go-ahead."""
+    gate_read, gate_write = os.pipe()
+    pid = os.posix_spawn(
+        '/bin/sh',
+        ['sh', '-c', STUB, program] + command[1:],
+        os.environ,
+        file_actions=[(os.POSIX_SPAWN_DUP2, gate_read, 3)],
+    )
+    os.close(gate_read)
+    return pid, gate_write
+
+
+def let_stub_go(pid, gate_write):
+    """Sends the go-ahead, after taking the signals as a shell waiting for its foreground job does: the
+    terminal's SIGINT/SIGQUIT reach the child directly; SIGTERM and SIGHUP sent to us are passed on."""
+    signal.signal(signal.SIGINT, lambda signo, frame: None)
+    signal.signal(signal.SIGQUIT, lambda signo, frame: None)
+    for signo in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signo, lambda signo, frame: forward(pid, signo))
+    os.write(gate_write, b'go\n')
+    os.close(gate_write)
+
+
 def run_command(frida, device, hooker, command):
     program = command[0] if '/' in command[0] else find_program(command[0])
     if program is None or not os.path.exists(program):
@@ -261,14 +285,7 @@ def run_command(frida, device, hooker, command):
     if parking.supported() and os.environ.get('UNDERPASS_HOOK_PARKING', '') != '0':
         return run_parked(device, hooker, command, program)
 
-    gate_read, gate_write = os.pipe()
-    pid = os.posix_spawn(
-        '/bin/sh',
-        ['sh', '-c', STUB, program] + command[1:],
-        os.environ,
-        file_actions=[(os.POSIX_SPAWN_DUP2, gate_read, 3)],
-    )
-    os.close(gate_read)
+    pid, gate_write = spawn_stub(program, command)
     hooker.main_pid = pid
     try:
         start_child_worker(hooker, device)
@@ -287,14 +304,7 @@ def run_command(frida, device, hooker, command):
         kill_quietly(pid)
         raise
 
-    # Like a shell waiting for its foreground job: the terminal's SIGINT/SIGQUIT reach the child directly;
-    # SIGTERM and SIGHUP sent to us are passed on.
-    signal.signal(signal.SIGINT, lambda signo, frame: None)
-    signal.signal(signal.SIGQUIT, lambda signo, frame: None)
-    for signo in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signo, lambda signo, frame: forward(pid, signo))
-    os.write(gate_write, b'go\n')
-    os.close(gate_write)
+    let_stub_go(pid, gate_write)
     status = wait_for_exit(pid)
     if hooker.main_failure is not None:
         raise hooker.main_failure
@@ -309,14 +319,7 @@ def run_command(frida, device, hooker, command):
 def run_parked(device, hooker, command, program):
     """run_command with one attach instead of two: the same stub, traced by us to its exec and parked at
     the command's entry point while Frida attaches (parking.py). Same stdio, signals and exit status."""
-    gate_read, gate_write = os.pipe()
-    pid = os.posix_spawn(
-        '/bin/sh',
-        ['sh', '-c', STUB, program] + command[1:],
-        os.environ,
-        file_actions=[(os.POSIX_SPAWN_DUP2, gate_read, 3)],
-    )
-    os.close(gate_read)
+    pid, gate_write = spawn_stub(program, command)
     hooker.main_pid = pid
     try:
         start_child_worker(hooker, device)
@@ -328,14 +331,7 @@ def run_parked(device, hooker, command, program):
         kill_quietly(pid)
         raise
 
-    # As in run_command: the terminal's SIGINT/SIGQUIT reach the child directly; SIGTERM and SIGHUP sent
-    # to us are passed on.
-    signal.signal(signal.SIGINT, lambda signo, frame: None)
-    signal.signal(signal.SIGQUIT, lambda signo, frame: None)
-    for signo in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signo, lambda signo, frame: forward(pid, signo))
-    os.write(gate_write, b'go\n')
-    os.close(gate_write)
+    let_stub_go(pid, gate_write)
     try:
         parked = parking.park_after_exec(pid, is_static_executable)
     except parking.Ended as ended:

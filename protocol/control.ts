@@ -39,7 +39,7 @@ export const EndpointMessage = z.discriminatedUnion('type', [
 ]);
 export type EndpointMessage = z.infer<typeof EndpointMessage>;
 
-/** Server → proxy. */
+/** Server → endpoint (`ack` goes to either; the rest to service proxies). */
 export const ServerMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('published'), name, host: z.string().max(253), key: z.string().min(16).max(128), port }).strict(),
   z.object({ type: z.literal('refused'), name, code, message: text }).strict(),

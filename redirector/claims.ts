@@ -15,7 +15,8 @@
  * A claim admits only what its sender, the redirector's own user, could let through anyway (it could relay
  * any connection itself). What must not happen is a claim outliving its connection and admitting a later
  * one with the same four ends. Claims are therefore used once, live a few seconds, and are kept only for
- * listeners that exist; a waiting accept takes a claim the moment it arrives. The table is bounded: past
+ * listeners that exist; a waiting accept takes a claim the moment it arrives, and keeps waiting (to spend a
+ * late claim) until its connection closes, even when the /proc check admitted it first. The table is bounded: past
  * MAX_CLAIMS the oldest claim goes, and its connection, if it still comes, is checked through /proc.
  */
 import type { ConnectionEnds } from './peer-owner';

@@ -327,9 +327,7 @@ export class Redirector {
     let undecided = true;
     const settle = (): void => {
       undecided = false;
-      stopWaiting();
       clearTimeout(timer);
-      socket.off('close', settle);
     };
     const decide = (how: string): void => {
       if (!undecided || socket.destroyed) return;
@@ -340,7 +338,13 @@ export class Redirector {
     const stopWaiting = this.claims.wait(ends, () => decide('claim'));
     const timer = setTimeout(() => this.peerOwners.admit(socket, this.log, () => decide('owner check'), () => undecided), this.options.claimWaitMs ?? CLAIM_WAIT_MS);
     timer.unref();
-    socket.once('close', settle);
+    // The wait for a claim lasts as long as the connection, not just until the owner check decided: a
+    // claim that comes later is then spent here (decide ignores it) instead of being kept for
+    // CLAIM_TTL_MS, where it could admit a later connection with the same four ends.
+    socket.once('close', () => {
+      settle();
+      stopWaiting();
+    });
   }
 
   private logAdmitted(ends: ConnectionEnds, how: string): void {

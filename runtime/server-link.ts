@@ -296,7 +296,8 @@ export class ServerLink extends EventEmitter {
       stream.close();
       leg.destroy(Number(headers[':status']) === 200 ? new ProtocolError('the server resumed a tunnel without its byte count') : refusalFrom(headers, 'the server did not resume the tunnel'));
     });
-    // A stream that fails before its answer leaves the leg detached: the next reconnect tries again.
+    // A stream that fails before its answer leaves the leg detached: a reconnect tries again; with the
+    // session up, the table resets it a grace period after the session's return (TunnelTable.resume).
   }
 
   private async hello(session: http2.ClientHttp2Session): Promise<SessionInfo> {

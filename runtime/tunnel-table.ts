@@ -29,6 +29,8 @@ export class TunnelTable implements AckSink {
   private flushSoon: NodeJS.Immediate | null = null;
   private flushLater: NodeJS.Timeout | null = null;
   private grace: NodeJS.Timeout | null = null;
+  /** Runs a grace period after a resume: legs the peer did not re-open by then are reset. */
+  private stale: NodeJS.Timeout | null = null;
   /** Tunnels aborted here while the session was down; the peer learns of them once it is back. */
   private readonly abandoned = new Set<string>();
   private down = false;
@@ -91,6 +93,8 @@ export class TunnelTable implements AckSink {
   /** The session's link is gone: tunnels wait for it up to the grace period. */
   suspend(): void {
     this.down = true;
+    if (this.stale) clearTimeout(this.stale);
+    this.stale = null;
     if (this.grace) return;
     this.grace = setTimeout(() => this.expire(), this.options.graceMs);
     this.grace.unref();
@@ -101,6 +105,16 @@ export class TunnelTable implements AckSink {
     this.down = false;
     if (this.grace) clearTimeout(this.grace);
     this.grace = null;
+    // A tunnel that ended or was reset at the far end while the link was failing unnoticed is never
+    // re-opened, and the news of its end was lost with the link: without a deadline its leg would wait
+    // for ever, with its replay buffer and the other leg it is spliced to. Legs still attached to the
+    // old connection now may detach later, so the deadline is set whenever there are legs at all.
+    if (this.stale) clearTimeout(this.stale);
+    this.stale = null;
+    if (this.legs.size > 0) {
+      this.stale = setTimeout(() => this.resetStale(), this.options.graceMs);
+      this.stale.unref();
+    }
     const resets = [...this.abandoned].map((id): EndpointMessage => ({ type: 'reset', id }));
     this.abandoned.clear();
     return resets;
@@ -118,6 +132,13 @@ export class TunnelTable implements AckSink {
     if (waiting.length > 0) this.options.logger.warn(`the session did not come back within ${this.options.graceMs / 1000} s: resetting ${waiting.length} tunnel(s)`);
     for (const leg of waiting) leg.destroy(new TunnelResetError('the session did not come back within the grace period'));
     this.options.onExpired?.();
+  }
+
+  private resetStale(): void {
+    this.stale = null;
+    const stale = this.detached();
+    if (stale.length > 0) this.options.logger.warn(`${stale.length} tunnel(s) were not re-opened within ${this.options.graceMs / 1000} s of the session's return: resetting them`);
+    for (const leg of stale) leg.destroy(new TunnelResetError('the tunnel was not re-opened after its session came back'));
   }
 
   private flush(): void {

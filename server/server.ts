@@ -222,6 +222,8 @@ export class TunnelServer {
     }
     const account = token === '' ? null : this.accounts.tryAccountOf(token);
     if (account === null) {
+      // A session that shows a wrong token is guessing, whatever it showed before: it loses the exemption.
+      if (stream.session !== undefined) this.authenticated.delete(stream.session);
       this.throttle.fail(remote);
       this.log.warn('refused a request with a wrong or missing token', { remote });
       this.refuse(stream, 'UP_ERR_AUTH', 'wrong or missing token');

@@ -20,6 +20,8 @@ export const EINTR = 4;
 export const ENOENT = 2;
 export const EAGAIN = 11;
 export const ETIMEDOUT = 110;
+/** A non-blocking connect under way. */
+export const EINPROGRESS = 115;
 export const ECONNREFUSED = 111;
 
 export const AI_CANONNAME = 0x2;

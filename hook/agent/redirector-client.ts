@@ -6,7 +6,7 @@
 import { trySockaddrIPv4 } from '../../protocol/ipc';
 import type { ConnectReply, HelloReply, IPv4Endpoint, ResolveReply, ReverseReply } from '../../protocol/ipc';
 import { ipcNotify, IpcTransportError, ipcRequest } from './ipc-client';
-import { ECONNREFUSED, EINTR, ETIMEDOUT, getLibc, libcFunctions } from './libc';
+import { ECONNREFUSED, EINPROGRESS, EINTR, ETIMEDOUT, getLibc, libcFunctions } from './libc';
 
 export type ResolveOutcome = { kind: 'ok'; name: string; address: string } | { kind: 'not-found' } | { kind: 'again' };
 
@@ -49,8 +49,6 @@ export function tryReverse(address: string): string | null {
  * wait for it anyway, and the connection is then checked through /proc.
  */
 const CLAIM_SEND_TIMEOUT_MS = 100;
-/** Linux's errno for a non-blocking connect under way (x86_64 and aarch64 alike). */
-const EINPROGRESS = 115;
 
 let claims = false;
 let getsockname: NativeFunction<number, [number, NativePointerValue, NativePointerValue]> | null = null;
