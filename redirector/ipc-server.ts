@@ -116,8 +116,15 @@ export class IpcServer {
   private async dispatch(event: keyof typeof Schemas, data: unknown, socket: IpcSocket): Promise<void> {
     const parsed = Schemas[event].safeParse(data);
     if (NOTIFICATIONS.has(event)) {
-      if (parsed.success) (this.handlers[event] as (r: unknown) => void)(parsed.data);
-      else this.logger.debug(`ignored a malformed ${event} notification`);
+      if (!parsed.success) {
+        this.logger.debug(`ignored a malformed ${event} notification`);
+        return;
+      }
+      try {
+        (this.handlers[event] as (r: unknown) => void)(parsed.data);
+      } catch (e) {
+        this.logger.warn(`IPC ${event} failed: ${e instanceof Error ? e.message : String(e)}`);
+      }
       return;
     }
     let reply: object;
