@@ -11,13 +11,14 @@
  * the app sees a pause — never a reset, a lost byte or a repeated one. The same holds for the end of
  * stream: a leg's end counts as delivered only once the peer acknowledged it (`fin`).
  *
- * Memory is bounded: unacknowledged bytes never exceed REPLAY_LIMIT (the stream window), after which
- * writes wait, and the stream's own queue is held to RELAY_BUFFER as splice() does for any destination.
+ * Memory is bounded: unacknowledged bytes never exceed REPLAY_LIMIT (the stream window) per leg, nor
+ * its session's ReplayBudget over all its legs together, after which writes wait; and the stream's own
+ * queue is held to RELAY_BUFFER as splice() does for any destination.
  */
 import http2 from 'node:http2';
 import { Duplex } from 'node:stream';
 import { ProtocolError, TunnelResetError } from '../protocol/errors';
-import { STREAM_WINDOW } from './h2';
+import { SESSION_WINDOW, STREAM_WINDOW } from './h2';
 import { RELAY_BUFFER, RESET_GRACE_MS } from './splice';
 
 /** Most bytes written but not yet acknowledged, per leg and direction: one stream window. */
@@ -29,6 +30,41 @@ export const REPLAY_LIMIT = STREAM_WINDOW;
 export const ACK_BYTES = 1024 * 1024;
 /** How long an acknowledgement of a few bytes may wait to be batched with others (ms). */
 export const ACK_DELAY_MS = 50;
+
+/** Most bytes written but not yet acknowledged over all the legs of one session: one session window. */
+export const SESSION_REPLAY_LIMIT = SESSION_WINDOW;
+
+/**
+ * The unacknowledged bytes all legs of one session hold together. Without it a peer that reads its
+ * tunnels but never acknowledges them would pin REPLAY_LIMIT per tunnel, with no bound on tunnels.
+ */
+export class ReplayBudget {
+  used = 0;
+  private readonly waiting = new Set<ResumableStream>();
+
+  constructor(readonly limit = SESSION_REPLAY_LIMIT) {}
+
+  get exhausted(): boolean {
+    return this.used >= this.limit;
+  }
+
+  /** A leg waits for room: it is told once acknowledgements brought the total below the limit. */
+  wait(leg: ResumableStream): void {
+    this.waiting.add(leg);
+  }
+
+  take(n: number): void {
+    this.used += n;
+  }
+
+  give(n: number): void {
+    this.used -= n;
+    if (this.waiting.size === 0 || this.exhausted) return;
+    const legs = [...this.waiting];
+    this.waiting.clear();
+    for (const leg of legs) leg.release();
+  }
+}
 
 /** Where a leg's acknowledgements go: batched by the owner onto its control stream. */
 export interface AckSink {
@@ -71,10 +107,19 @@ export class ResumableStream extends Duplex {
   private blocked: WriteCallback | null = null;
   private finished: WriteCallback | null = null;
   sink: AckSink | null = null;
+  private budget: ReplayBudget | null = null;
 
   /** `authority`: what a resuming CONNECT names (the pseudo name or publication and port). */
   constructor(readonly authority: string) {
     super({ allowHalfOpen: true });
+  }
+
+  /** Counts this leg's unacknowledged bytes against its session's budget from now on. */
+  useBudget(budget: ReplayBudget): void {
+    if (this.destroyed) return;
+    this.budget?.give(this.sent - this.acked);
+    this.budget = budget;
+    budget.take(this.sent - this.acked);
   }
 
   /** Whether an HTTP/2 stream carries the leg now. */
@@ -123,6 +168,7 @@ export class ResumableStream extends Duplex {
     const kept = chunk.byteLength * 4 < chunk.buffer.byteLength ? Buffer.from(chunk) : chunk;
     this.replay.push(kept);
     this.sent += kept.length;
+    this.budget?.take(kept.length);
     this.stream?.write(kept);
     if (this.mayWriteMore()) callback();
     else this.blocked = callback;
@@ -150,15 +196,22 @@ export class ResumableStream extends Duplex {
     this.replay = [];
     this.replayHead = 0;
     this.blocked = null;
+    const budget = this.budget;
+    this.budget = null;
+    budget?.give(this.sent - this.acked);
     callback(error);
   }
 
   private mayWriteMore(): boolean {
+    if (this.budget?.exhausted === true) {
+      this.budget.wait(this);
+      return false;
+    }
     return this.sent - this.acked < REPLAY_LIMIT && (this.stream === null || this.stream.writableLength < RELAY_BUFFER);
   }
 
   /** Lets a held write or the end go on once the bounds allow. */
-  private release(): void {
+  release(): void {
     if (this.blocked && this.mayWriteMore()) {
       const callback = this.blocked;
       this.blocked = null;
@@ -185,6 +238,7 @@ export class ResumableStream extends Duplex {
         drop = 0;
       }
     }
+    const freed = n - this.acked;
     this.acked = n;
     if (this.replayHead === this.replay.length) {
       this.replay = [];
@@ -193,6 +247,8 @@ export class ResumableStream extends Duplex {
       this.replay = this.replay.slice(this.replayHead);
       this.replayHead = 0;
     }
+    // Last: the room freed may let other legs write, and this one, re-entering _write.
+    this.budget?.give(freed);
   }
 
   private bind(stream: http2.Http2Stream): void {

@@ -9,7 +9,7 @@ import type { AckMessage, EndpointMessage } from '../protocol/control';
 import { encodeControl } from '../protocol/control';
 import { TunnelResetError } from '../protocol/errors';
 import type { Logger } from './log';
-import { ACK_DELAY_MS, type AckSink, type ResumableStream } from './resumable-stream';
+import { ACK_DELAY_MS, type AckSink, ReplayBudget, type ResumableStream } from './resumable-stream';
 
 /** Default time a dropped session's tunnels wait for it (ms). */
 export const GRACE_MS = 30_000;
@@ -34,6 +34,8 @@ export class TunnelTable implements AckSink {
   /** Tunnels aborted here while the session was down; the peer learns of them once it is back. */
   private readonly abandoned = new Set<string>();
   private down = false;
+  /** What the session's legs hold unacknowledged together. */
+  private readonly budget = new ReplayBudget();
 
   constructor(private readonly options: TunnelTableOptions) {}
 
@@ -62,6 +64,7 @@ export class TunnelTable implements AckSink {
   add(id: string, leg: ResumableStream): void {
     leg.id = id;
     leg.sink = this;
+    leg.useBudget(this.budget);
     this.legs.set(id, leg);
     leg.once('close', () => {
       // A leg that closed may still owe its last acknowledgement (of the peer's end): it stays due.

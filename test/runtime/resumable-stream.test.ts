@@ -7,7 +7,7 @@ import crypto from 'node:crypto';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { isUnderpassError } from '../../protocol/errors';
-import { REPLAY_LIMIT, ResumableStream, type AckSink } from '../../runtime/resumable-stream';
+import { REPLAY_LIMIT, ReplayBudget, ResumableStream, type AckSink } from '../../runtime/resumable-stream';
 
 /** Delivers acknowledgements straight to the peer leg, as the control stream would. */
 function ackTo(peer: () => ResumableStream): AckSink {
@@ -157,6 +157,32 @@ describe('ResumableStream (a tunnel leg that outlives its session)', function ()
     leg.handleAck(REPLAY_LIMIT, false);
     await drained;
     leg.destroy();
+  });
+
+  it("holds every leg of a session once their unacknowledged bytes together reach the session's budget", async function () {
+    const budget = new ReplayBudget(64 * 1024);
+    const [a, b] = [new ResumableStream('a'), new ResumableStream('b')];
+    a.useBudget(budget);
+    b.useBudget(budget);
+    const chunk = Buffer.alloc(16 * 1024);
+    // Detached legs: writes only fill the replay buffers, each far below its own REPLAY_LIMIT. The write
+    // that reaches the budget is taken, and its leg then holds (its callback waits, as for REPLAY_LIMIT).
+    for (const leg of [a, b, a, b]) leg.write(chunk);
+    assert.equal(budget.used, 64 * 1024);
+    assert.equal(a.writableLength, 0, 'a wrote below the budget');
+    assert.equal(b.writableLength, chunk.length, 'b reached it and holds');
+    a.write(chunk);
+    assert.equal(a.writableLength, chunk.length, 'a holds too, past the budget');
+    const drained = Promise.all([a, b].map((leg) => new Promise((r) => leg.once('drain', r))));
+    // Acknowledging some of a's bytes frees room for both.
+    a.handleAck(32 * 1024, false);
+    await drained;
+    assert.equal(budget.used, 5 * chunk.length - 32 * 1024);
+    // A leg that goes returns what it held.
+    a.destroy();
+    b.destroy();
+    await new Promise((r) => setImmediate(r));
+    assert.equal(budget.used, 0);
   });
 
   it('refuses a resume that claims bytes never sent, as a protocol error', async function () {
