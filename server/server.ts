@@ -304,6 +304,8 @@ export class TunnelServer {
     const previous = endpoint.h2;
     endpoint.h2 = h2;
     this.endpointOf.set(h2, endpoint);
+    // What the table reports as abandoned needs no message from here: the endpoint re-opens every
+    // tunnel it still has, and one the server dropped is answered UP_ERR_NOT_FOUND, which resets it.
     endpoint.tunnels.resume();
     h2.once('close', () => {
       if (endpoint.h2 !== h2) return;
@@ -419,7 +421,8 @@ export class TunnelServer {
     stream.respond({ ':status': 200 });
     client.respond({ ':status': 200, [Headers.tunnelId]: id });
     // Each leg outlives its stream for the grace period should its endpoint's link drop.
-    const clientLeg = new ResumableStream(client.sentHeaders[':authority'] as string | undefined ?? '');
+    // The server never re-dials a tunnel (endpoints do), so its legs need no authority to resume with.
+    const clientLeg = new ResumableStream('');
     const proxyLeg = new ResumableStream('');
     clientLeg.attach(client, 0);
     proxyLeg.attach(stream, 0);
