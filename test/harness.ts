@@ -54,7 +54,15 @@ export class Program {
     this.child.stdout!.setEncoding('utf8').on('data', (d: string) => (this.stdout += d));
     this.child.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr += d));
     this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
+    // A daemon that dies in the middle of a test otherwise shows only as a later, puzzling failure.
+    this.child.once('exit', (code, signal) => {
+      if (!this.stopping && (signal !== null || code !== 0)) {
+        process.stderr.write(`[harness] ${label} exited unexpectedly (${signal ?? `code ${String(code)}`}):\n${this.stderr.slice(-4000)}\n`);
+      }
+    });
   }
+
+  private stopping = false;
 
   /** Resolves with the first match of `pattern` in stdout+stderr; rejects if the program exits first. */
   async waitFor(pattern: RegExp, timeoutMs = 20_000, stream: 'stdout' | 'stderr' | 'both' = 'both'): Promise<RegExpMatchArray> {
@@ -72,6 +80,7 @@ export class Program {
   }
 
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    this.stopping = true;
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
     const timer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
     const result = await this.exited;
