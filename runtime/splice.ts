@@ -70,7 +70,8 @@ function relay(src: Duplex, dst: Duplex, limit: number, count: (n: number) => vo
     if (!dst.write(chunk) && dst.writableLength >= limit) src.pause();
   });
   dst.on('drain', () => src.resume());
-  src.once('end', () => {
+  // 'end' and 'close' come at most once per stream: plain listeners spare a `once` wrapper (~150 B) each.
+  src.on('end', () => {
     if (!isHttp2Stream(src)) {
       dst.end();
       return;
@@ -84,7 +85,7 @@ function relay(src: Duplex, dst: Duplex, limit: number, count: (n: number) => vo
       if (!wasAborted(src)) dst.end();
     };
     const timer = setTimeout(decide, RESET_GRACE_MS);
-    src.once('close', decide);
+    src.on('close', decide);
   });
   // A 'data' listener does not start a stream that was explicitly paused (pauseOnConnect does that).
   src.resume();
@@ -118,6 +119,6 @@ export function splice(a: Duplex, b: Duplex, onDone?: (result: SpliceResult) => 
     closed += 1;
     if (closed === 2) finish();
   };
-  a.once('close', onClose(a, b));
-  b.once('close', onClose(b, a));
+  a.on('close', onClose(a, b));
+  b.on('close', onClose(b, a));
 }
