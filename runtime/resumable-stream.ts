@@ -81,6 +81,35 @@ function wasReset(stream: http2.Http2Stream): boolean {
   return stream.rstCode !== undefined && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR;
 }
 
+/**
+ * The carrying stream points back at its leg, so that one set of listener functions serves every leg:
+ * per-leg closures (and `once` wrappers) were ~1 KiB of heap per idle tunnel on the server.
+ */
+const LEG = Symbol('underpass.leg');
+type CarrierStream = http2.Http2Stream & { [LEG]?: ResumableStream | null };
+
+function legOf(stream: http2.Http2Stream): ResumableStream | null {
+  return (stream as CarrierStream)[LEG] ?? null;
+}
+
+function onStreamData(this: http2.Http2Stream, chunk: Buffer): void {
+  legOf(this)?.handleStreamData(this, chunk);
+}
+
+function onStreamEnd(this: http2.Http2Stream): void {
+  legOf(this)?.handleStreamEnd(this);
+}
+
+function onStreamClose(this: http2.Http2Stream): void {
+  legOf(this)?.handleStreamClose(this);
+}
+
+function onStreamDrain(this: http2.Http2Stream): void {
+  legOf(this)?.release();
+}
+
+function ignoreError(): void {}
+
 export class ResumableStream extends Duplex {
   /** The tunnel's id, shared by both legs; null until the server named it. */
   id: string | null = null;
@@ -95,7 +124,8 @@ export class ResumableStream extends Duplex {
 
   private stream: http2.Http2Stream | null = null;
   private session: http2.Http2Session | null = null;
-  private unbind: (() => void) | null = null;
+  /** Set while the carrying stream's end waits to be told apart from a reset. */
+  private endTimer: NodeJS.Timeout | null = null;
   /** Bytes written since the tunnel began; the replay buffer holds (acked, sent]. */
   private sent = 0;
   private acked = 0;
@@ -252,49 +282,51 @@ export class ResumableStream extends Duplex {
   }
 
   private bind(stream: http2.Http2Stream): void {
-    const session = stream.session ?? null;
     this.stream = stream;
-    this.session = session;
-    const onData = (chunk: Buffer): void => {
-      if (this.peerEnded) return;
-      this.received += chunk.length;
-      if (!this.push(chunk)) stream.pause();
-      this.sink?.ackDue(this, this.received - this.acknowledged >= ACK_BYTES);
-    };
-    let endTimer: NodeJS.Timeout | null = null;
-    // Node ends an HTTP/2 stream's readable side also when the peer reset it or the session died, and
-    // learns which only a little later; an end counts once the stream closed or RESET_GRACE_MS passed.
-    const onEnd = (): void => {
-      endTimer = setTimeout(() => {
-        endTimer = null;
-        if (this.stream === stream && !this.sessionLost() && !wasReset(stream)) this.handlePeerEnd();
-      }, RESET_GRACE_MS);
-    };
-    const onClose = (): void => this.handleStreamClose(stream);
-    const onDrain = (): void => this.release();
-    const onError = (): void => undefined;
-    stream.on('data', onData);
-    stream.once('end', onEnd);
-    stream.once('close', onClose);
-    stream.on('drain', onDrain);
-    stream.on('error', onError);
-    this.unbind = () => {
-      if (endTimer) clearTimeout(endTimer);
-      stream.off('data', onData);
-      stream.off('end', onEnd);
-      stream.off('close', onClose);
-      stream.off('drain', onDrain);
-      // 'error' stays handled: the stream may still report one after we let go of it.
-    };
+    this.session = stream.session ?? null;
+    (stream as CarrierStream)[LEG] = this;
+    stream.on('data', onStreamData);
+    stream.on('end', onStreamEnd);
+    stream.on('close', onStreamClose);
+    stream.on('drain', onStreamDrain);
+    // 'error' stays handled after we let go: the stream may still report one then. (Nothing here
+    // removes an 'error' listener, so one the owner added already does.)
+    if (stream.listenerCount('error') === 0) stream.on('error', ignoreError);
     if (this.readableLength >= this.readableHighWaterMark) stream.pause();
+  }
+
+  // handleStreamData/End/Close and release() are called by the carrying stream's listeners above.
+
+  /** Bytes from the carrying stream. */
+  handleStreamData(stream: http2.Http2Stream, chunk: Buffer): void {
+    if (this.peerEnded) return;
+    this.received += chunk.length;
+    if (!this.push(chunk)) stream.pause();
+    this.sink?.ackDue(this, this.received - this.acknowledged >= ACK_BYTES);
+  }
+
+  /**
+   * Node ends an HTTP/2 stream's readable side also when the peer reset it or the session died, and
+   * learns which only a little later; an end counts once the stream closed or RESET_GRACE_MS passed.
+   */
+  handleStreamEnd(stream: http2.Http2Stream): void {
+    this.endTimer = setTimeout(() => {
+      this.endTimer = null;
+      if (this.stream === stream && !this.sessionLost() && !wasReset(stream)) this.handlePeerEnd();
+    }, RESET_GRACE_MS);
   }
 
   /** Lets go of the current stream; `cancel` resets it (it is being replaced). */
   private detach(cancel: boolean): void {
     const stream = this.stream;
     if (!stream) return;
-    this.unbind?.();
-    this.unbind = null;
+    if (this.endTimer) clearTimeout(this.endTimer);
+    this.endTimer = null;
+    stream.off('data', onStreamData);
+    stream.off('end', onStreamEnd);
+    stream.off('close', onStreamClose);
+    stream.off('drain', onStreamDrain);
+    (stream as CarrierStream)[LEG] = null;
     this.stream = null;
     this.session = null;
     if (cancel) stream.close(http2.constants.NGHTTP2_CANCEL);
@@ -315,7 +347,7 @@ export class ResumableStream extends Duplex {
    * The stream closed. A lost session leaves the leg detached, waiting to be resumed; a reset from the
    * peer is an abort; a close after both ends is the end of stream the peer sent.
    */
-  private handleStreamClose(stream: http2.Http2Stream): void {
+  handleStreamClose(stream: http2.Http2Stream): void {
     if (this.stream !== stream) return;
     const lost = this.sessionLost();
     const ended = stream.readableEnded;

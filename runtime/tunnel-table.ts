@@ -23,6 +23,11 @@ export interface TunnelTableOptions {
   onExpired?: () => void;
 }
 
+/** One 'close' listener for every leg (a closure and `once` wrapper per leg cost ~250 B each). */
+function onLegClose(this: ResumableStream): void {
+  if (this.sink instanceof TunnelTable) this.sink.handleLegClose(this);
+}
+
 export class TunnelTable implements AckSink {
   private readonly legs = new Map<string, ResumableStream>();
   private readonly due = new Set<ResumableStream>();
@@ -66,13 +71,18 @@ export class TunnelTable implements AckSink {
     leg.sink = this;
     leg.useBudget(this.budget);
     this.legs.set(id, leg);
-    leg.once('close', () => {
-      // A leg that closed may still owe its last acknowledgement (of the peer's end): it stays due.
-      if (this.legs.get(id) === leg) this.legs.delete(id);
-      if (this.down && leg.failed) this.abandoned.add(id);
-    });
+    leg.on('close', onLegClose);
     // Bytes that arrived before the tunnel had an id are owed an acknowledgement now.
     if (leg.received > leg.acknowledged || leg.peerEnded) this.ackDue(leg, true);
+  }
+
+  /** A leg of this table closed (called by its 'close' listener). */
+  handleLegClose(leg: ResumableStream): void {
+    const id = leg.id;
+    if (id === null) return;
+    // A leg that closed may still owe its last acknowledgement (of the peer's end): it stays due.
+    if (this.legs.get(id) === leg) this.legs.delete(id);
+    if (this.down && leg.failed) this.abandoned.add(id);
   }
 
   ackDue(leg: ResumableStream, urgent: boolean): void {

@@ -26,7 +26,7 @@ import { Headers, Paths, StatusOf, WIRE_VERSION, type NameInfo, type SessionInfo
 import { keepalive, KEEPALIVE_MS, raiseSessionWindow, sessionOptions } from '../runtime/h2';
 import type { Logger } from '../runtime/log';
 import { ResumableStream } from '../runtime/resumable-stream';
-import { splice } from '../runtime/splice';
+import { splice, type SpliceResult } from '../runtime/splice';
 import { GRACE_MS, TunnelTable } from '../runtime/tunnel-table';
 import { WS_PATH } from '../runtime/transport';
 import { Accounts, AuthThrottle, loadAccountsFile, loadOrCreateToken, secretsEqual } from './accounts';
@@ -91,6 +91,9 @@ interface PendingTunnel {
   timer: NodeJS.Timeout;
   onClientClose: () => void;
 }
+
+/** One shared no-op listener (a fresh closure per stream is 56 B of heap for the stream's life). */
+function ignore(): void {}
 
 function pubId(account: string, name: string): string {
   return `${account}/${name}`;
@@ -208,7 +211,7 @@ export class TunnelServer {
   }
 
   private handleStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
-    stream.on('error', () => undefined);
+    stream.on('error', ignore);
     const auth = headers.authorization;
     const token = typeof auth === 'string' && auth.startsWith('Bearer ') ? auth.slice(7) : '';
     const remote = stream.session?.socket?.remoteAddress ?? 'websocket';
@@ -421,23 +424,25 @@ export class TunnelServer {
     stream.respond({ ':status': 200 });
     client.respond({ ':status': 200, [Headers.tunnelId]: id });
     // Each leg outlives its stream for the grace period should its endpoint's link drop.
-    // The server never re-dials a tunnel (endpoints do), so its legs need no authority to resume with.
+    // The server never resumes a tunnel itself (its endpoints do), so its legs name no authority.
     const clientLeg = new ResumableStream('');
     const proxyLeg = new ResumableStream('');
     clientLeg.attach(client, 0);
     proxyLeg.attach(stream, 0);
     pending.requesterEndpoint.tunnels.add(id, clientLeg);
     pending.proxy.endpoint.tunnels.add(id, proxyLeg);
+    splice(clientLeg, proxyLeg, this.log.isDebugEnabled() ? this.tunnelClosedLogger(pending.publication.name) : undefined);
+  }
+
+  /**
+   * The debug line an ended tunnel logs. Made apart from the request's scope so that an open tunnel
+   * keeps no part of its request (pending entry, timer, headers) alive: ~0.5 KiB each.
+   */
+  private tunnelClosedLogger(publication: string): (result: SpliceResult) => void {
     const started = Date.now();
-    splice(clientLeg, proxyLeg, (result) => {
-      this.log.debug('tunnel closed', {
-        publication: pending.publication.name,
-        up: result.aToB,
-        down: result.bToA,
-        ms: Date.now() - started,
-        ...(result.error ? { aborted: true } : {}),
-      });
-    });
+    return (result) => {
+      this.log.debug('tunnel closed', { publication, up: result.aToB, down: result.bToA, ms: Date.now() - started, ...(result.error ? { aborted: true } : {}) });
+    };
   }
 
   private sendControl(proxy: ProxySession, message: ServerMessage): void {
