@@ -22,7 +22,7 @@ import { BenchChain } from './chain';
 import { writeChart } from './chart';
 import { openIdle } from './idle';
 import { measureIperf } from './iperf';
-import { cpuMs, exec, fileLimits, Proc, reexecWithFileLimit, rssKiB, sleep, stopAll, tail } from './proc';
+import { cpuMs, cpuTicks, exec, fileLimits, Proc, reexecWithFileLimit, rssKiB, sleep, stopAll, tail } from './proc';
 import { summariseProfiles } from './profile-summary';
 import { evaluateBars, printTable } from './report';
 import type { BenchResults, DaemonCpu, LatencySummary, OrdinarySample, ProcessMemory, Throughput } from './results';
@@ -366,6 +366,7 @@ async function main(): Promise<number> {
     },
     bars: [],
   };
+  const ticksAtStart = cpuTicks();
   if (os.loadavg()[0]! > 0.5) progress(`warning: load average ${os.loadavg()[0]!.toFixed(2)} before the run: other work on this machine will perturb the figures`);
   progress(`${options.quick ? 'quick' : 'full'} run on ${results.machine.cpus} × ${results.machine.cpuModel}; sections: ${[...options.only].join(', ')}`);
 
@@ -403,6 +404,11 @@ async function main(): Promise<number> {
   }
 
   results.durationSeconds = Math.round((Date.now() - t0) / 1000);
+  const ticksAtEnd = cpuTicks();
+  if (ticksAtStart !== null && ticksAtEnd !== null && ticksAtEnd.total > ticksAtStart.total) {
+    results.machine.stealPercent = Math.round((1000 * (ticksAtEnd.steal - ticksAtStart.steal)) / (ticksAtEnd.total - ticksAtStart.total)) / 10;
+    if (results.machine.stealPercent >= 5) progress(`warning: the hypervisor took ${results.machine.stealPercent} % of this machine's CPU time during the run (steal): the figures are perturbed`);
+  }
   results.bars = evaluateBars(results);
   printTable(results);
   const dir = path.join(ROOT, 'bench', 'results');

@@ -165,6 +165,20 @@ export function cpuMs(pid: number): number | null {
   }
 }
 
+/**
+ * CPU time the hypervisor gave to others while this machine's vCPUs wanted to run ("steal"), and all
+ * CPU time, in clock ticks since boot, from /proc/stat. Null where the kernel does not say.
+ */
+export function cpuTicks(): { steal: number; total: number } | null {
+  try {
+    const fields = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal …; guest time is already inside user.
+    return { steal: fields[7] ?? 0, total: fields.slice(0, 8).reduce((a, b) => a + b, 0) };
+  } catch {
+    return null;
+  }
+}
+
 /** The soft and hard open-file limits of this process. */
 export function fileLimits(): { soft: number; hard: number } {
   const m = fs.readFileSync('/proc/self/limits', 'utf8').match(/^Max open files\s+(\S+)\s+(\S+)/m);

@@ -39,7 +39,7 @@ export interface BenchResults {
   date: string;
   quick: boolean;
   durationSeconds: number;
-  machine: { cpus: number; cpuModel: string; memoryMiB: number; kernel: string; node: string; iperf3: string; openssh: string; fileLimit: number; loadAverageAtStart: number[]; git: string };
+  machine: { cpus: number; cpuModel: string; memoryMiB: number; kernel: string; node: string; iperf3: string; openssh: string; fileLimit: number; loadAverageAtStart: number[]; git: string; stealPercent?: number };
   throughput?: {
     seconds: number;
     sshCipher: string;
