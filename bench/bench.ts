@@ -320,19 +320,29 @@ async function benchMemory(options: Options, results: BenchResults): Promise<voi
     const names = ['server', 'proxy', 'redirector'] as const;
     for (const n of names) section[n].beforeKiB = rssKiB(pids[n]);
     progress(`memory: opening ${target} idle tunneled connections (RSS before: ${names.map((n) => `${n} ${section[n].beforeKiB} KiB`).join(', ')})`);
-    const set = await openIdle(pseudo, echoPort, Math.min(target, limit - 500), 256, options.quick ? 60_000 : 120_000, (n) => progress(`  ${n} open`), claim);
-    section.opened = set.opened;
-    section.failed = set.failed;
-    section.openSeconds = set.seconds;
-    if (set.firstError !== undefined) section.firstError = set.firstError;
+    // In two halves, read 2 s after each: the second half's growth is what one more connection costs,
+    // without what the first thousands grow once (V8's young generation above all).
+    const count = Math.min(target, limit - 500);
+    const deadlineMs = options.quick ? 60_000 : 120_000;
+    const first = await openIdle(pseudo, echoPort, Math.floor(count / 2), 256, deadlineMs, (n) => progress(`  ${n} open`), claim);
+    await sleep(2000);
+    for (const n of names) section[n].midKiB = rssKiB(pids[n]);
+    const second = await openIdle(pseudo, echoPort, count - Math.floor(count / 2), 256, deadlineMs, (n) => progress(`  ${first.opened + n} open`), claim);
+    section.opened = first.opened + second.opened;
+    section.failed = first.failed + second.failed;
+    section.openSeconds = first.seconds + second.seconds;
+    const firstError = first.firstError ?? second.firstError;
+    if (firstError !== undefined) section.firstError = firstError;
     await sleep(2000);
     for (const n of names) {
       const m: ProcessMemory = section[n];
       m.afterKiB = rssKiB(pids[n]);
-      if (m.afterKiB !== null && m.beforeKiB !== null && set.opened > 0) m.perConnectionKiB = (m.afterKiB - m.beforeKiB) / set.opened;
+      if (m.afterKiB !== null && m.beforeKiB !== null && section.opened > 0) m.perConnectionKiB = (m.afterKiB - m.beforeKiB) / section.opened;
+      if (m.afterKiB !== null && m.midKiB != null && second.opened > 0) m.marginalKiB = (m.afterKiB - m.midKiB) / second.opened;
     }
-    progress(`  ${set.opened} open (${set.failed} failed) in ${set.seconds.toFixed(1)} s; per connection: ${names.map((n) => `${n} ${section[n].perConnectionKiB?.toFixed(2)} KiB`).join(', ')}`);
-    await set.close();
+    progress(`  ${section.opened} open (${section.failed} failed) in ${section.openSeconds.toFixed(1)} s; per connection: ${names.map((n) => `${n} ${section[n].perConnectionKiB?.toFixed(2)} KiB (marginal ${section[n].marginalKiB?.toFixed(2) ?? '—'})`).join(', ')}`);
+    await first.close();
+    await second.close();
   } catch (e) {
     section.errors.push(errorLine(e));
     progress(`  memory failed: ${errorLine(e)}`);

@@ -105,7 +105,7 @@ export function figuresTable(results: BenchResults): string {
     rows.push([`idle tunneled connections held open`, `${m.opened} of ${m.target} (${m.failed} failed), opened in ${m.openSeconds.toFixed(1)} s`, '—', `${(m.opened / Math.max(m.openSeconds, 0.001)).toFixed(0)} tunnels/s`]);
     for (const n of ['server', 'proxy', 'redirector'] as const) {
       const p = m[n];
-      rows.push([`RSS of ${n}, before → after`, `${fmt(p.beforeKiB === null ? null : p.beforeKiB / 1024, 1)} → ${fmt(p.afterKiB === null ? null : p.afterKiB / 1024, 1)} MiB`, '—', `${fmt(p.perConnectionKiB, 2)} KiB per connection`]);
+      rows.push([`RSS of ${n}, before → after`, `${fmt(p.beforeKiB === null ? null : p.beforeKiB / 1024, 1)} → ${fmt(p.afterKiB === null ? null : p.afterKiB / 1024, 1)} MiB`, '—', `${fmt(p.perConnectionKiB, 2)} KiB per connection (second half: ${fmt(p.marginalKiB ?? null, 2)})`]);
     }
   }
   const h = results.hook;

@@ -32,6 +32,9 @@ export interface ProcessMemory {
   beforeKiB: number | null;
   afterKiB: number | null;
   perConnectionKiB: number | null;
+  /** RSS with half the connections open, and what each of the second half added: no one-off growth in it. */
+  midKiB?: number | null;
+  marginalKiB?: number | null;
 }
 
 export interface BenchResults {
