@@ -12,7 +12,7 @@
  * --profile   run the daemons with node --cpu-prof into DIR and print their top self-time functions
  * --out       base name of the result files (default latest, or quick with --quick)
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import type net from 'node:net';
 import os from 'node:os';
@@ -40,6 +40,14 @@ interface Options {
 }
 
 const PROBE = path.join(ROOT, 'bench', 'probe.py');
+/**
+ * The probe's interpreter, as a path: `python3` on PATH may be a version manager's shell shim (pyenv's
+ * forks a dozen times per start), which would put the shim, not Python, under hook-run and under the clock.
+ */
+const PYTHON = ((): string => {
+  const r = spawnSync('python3', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' });
+  return r.status === 0 && r.stdout.trim() !== '' ? r.stdout.trim() : 'python3';
+})();
 const ECHO = path.join(ROOT, 'dist', 'bench', 'echo-server.js');
 const t0 = Date.now();
 
@@ -220,17 +228,17 @@ async function benchLatency(options: Options, chain: BenchChain, echoPort: numbe
     }
   };
   const timeoutMs = 120_000;
-  section.direct = await probe('direct', () => exec('python3', [PROBE, 'latency', '127.0.0.1', String(echoPort), String(iterations)], { timeoutMs }));
+  section.direct = await probe('direct', () => exec(PYTHON, [PROBE, 'latency', '127.0.0.1', String(echoPort), String(iterations)], { timeoutMs }));
   const pseudo = await chain.pseudoAddress('echo');
   const warmups = Math.max(10, Math.floor(iterations / 20));
   const measured = await withDaemonCpu(
     chain,
-    () => probe('tunnel (pseudo address, no hook)', () => exec('python3', [PROBE, 'latency', pseudo, String(echoPort), String(iterations), chain.ipcPath], { timeoutMs })),
+    () => probe('tunnel (pseudo address, no hook)', () => exec(PYTHON, [PROBE, 'latency', pseudo, String(echoPort), String(iterations), chain.ipcPath], { timeoutMs })),
     (s) => (s === null ? 0 : iterations + warmups),
   );
   section.tunnel = measured.result;
   if (section.tunnel !== null) section.cpuMsPerTunnel = measured.cpu;
-  if (hookOk) section.hooked = await probe('tunnel under hook-run', () => chain.hookRun(['python3', PROBE, 'latency', chain.host('echo'), String(echoPort), String(iterations)], { timeoutMs }));
+  if (hookOk) section.hooked = await probe('tunnel under hook-run', () => chain.hookRun([PYTHON, PROBE, 'latency', chain.host('echo'), String(echoPort), String(iterations)], { timeoutMs }));
 }
 
 /** Section 5: hook start-up and the hook's cost on ordinary names. */
@@ -267,7 +275,7 @@ async function benchHook(options: Options, chain: BenchChain, echoPort: number, 
   progress(`hook: ordinary names, ${iterations} × getaddrinfo('localhost') and connect, ${rounds} hooked runs between ${rounds + 1} plain ones`);
   const ordinary = async (hooked: boolean): Promise<{ getaddrinfo_us: number; connect_us: number }> => {
     const args = [PROBE, 'ordinary', String(echoPort), String(iterations)];
-    const r = hooked ? await chain.hookRun(['python3', ...args], { timeoutMs: 120_000 }) : await exec('python3', args, { timeoutMs: 120_000 });
+    const r = hooked ? await chain.hookRun([PYTHON, ...args], { timeoutMs: 120_000 }) : await exec(PYTHON, args, { timeoutMs: 120_000 });
     if (r.code !== 0) throw new Error(`probe exited ${r.code}: ${tail(r.stderr, 3)}`);
     return JSON.parse(r.stdout.trim().split('\n').pop()!) as { getaddrinfo_us: number; connect_us: number };
   };
