@@ -12,12 +12,12 @@
  * --profile   run the daemons with node --cpu-prof into DIR and print their top self-time functions
  * --out       base name of the result files (default latest, or quick with --quick)
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import type net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, ROOT } from '../test/harness';
+import { freePort, PYTHON, ROOT } from '../test/harness';
 import { BenchChain } from './chain';
 import { writeChart } from './chart';
 import { openIdle } from './idle';
@@ -40,14 +40,6 @@ interface Options {
 }
 
 const PROBE = path.join(ROOT, 'bench', 'probe.py');
-/**
- * The probe's interpreter, as a path: `python3` on PATH may be a version manager's shell shim (pyenv's
- * forks a dozen times per start), which would put the shim, not Python, under hook-run and under the clock.
- */
-const PYTHON = ((): string => {
-  const r = spawnSync('python3', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' });
-  return r.status === 0 && r.stdout.trim() !== '' ? r.stdout.trim() : 'python3';
-})();
 const ECHO = path.join(ROOT, 'dist', 'bench', 'echo-server.js');
 const t0 = Date.now();
 
