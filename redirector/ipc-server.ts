@@ -114,32 +114,21 @@ export class IpcServer {
   }
 
   private async dispatch(event: keyof typeof Schemas, data: unknown, socket: IpcSocket): Promise<void> {
-    const parsed = Schemas[event].safeParse(data);
-    if (NOTIFICATIONS.has(event)) {
-      if (!parsed.success) {
-        this.logger.debug(`ignored a malformed ${event} notification`);
-        return;
-      }
-      try {
-        (this.handlers[event] as (r: unknown) => void)(parsed.data);
-      } catch (e) {
-        this.logger.warn(`IPC ${event} failed: ${e instanceof Error ? e.message : String(e)}`);
-      }
-      return;
-    }
     let reply: object;
+    const parsed = Schemas[event].safeParse(data);
     if (!parsed.success) {
       reply = { ok: false, code: 'BAD_REQUEST', message: `malformed ${event} request` } satisfies ErrorReply;
     } else {
       try {
-        const handler = this.handlers[event] as (r: unknown) => Promise<object> | object;
-        reply = await handler(parsed.data);
+        const handler = this.handlers[event] as (r: unknown) => Promise<object | void> | object | void;
+        reply = (await handler(parsed.data)) ?? {};
       } catch (e) {
         this.logger.warn(`IPC ${event} failed: ${e instanceof Error ? e.message : String(e)}`);
         reply = { ok: false, code: 'UNAVAILABLE', message: e instanceof Error ? e.message : 'internal error' } satisfies ErrorReply;
       }
     }
-    if (socket !== undefined && !socket.destroyed) this.ipc.server.emit(socket, IpcEvent.reply, reply);
+    // A notification's sender closed its socket right after writing: nothing goes back.
+    if (!NOTIFICATIONS.has(event) && socket !== undefined && !socket.destroyed) this.ipc.server.emit(socket, IpcEvent.reply, reply);
   }
 }
 
