@@ -232,6 +232,10 @@ export class ResumableStream extends Duplex {
     callback(error);
   }
 
+  /**
+   * Whether a held write may go on. When the session's budget is what holds it, the leg also asks the
+   * budget to call release() once acknowledgements free room (the one place a leg starts to wait on it).
+   */
   private mayWriteMore(): boolean {
     if (this.budget?.exhausted === true) {
       this.budget.wait(this);
