@@ -19,6 +19,7 @@
  */
 import { errnoOf, replaceExport, setCallerErrno } from './hooks';
 import { F_GETFL, libcFunctions, MSG_FASTOPEN, MSGHDR, O_NONBLOCK } from './libc';
+import type { IPv4Endpoint } from '../../protocol/ipc';
 import type { PseudoSpace } from './pseudo-space';
 import { claimConnection, requestConnect } from './redirector-client';
 
@@ -28,10 +29,22 @@ export function installConnectHooks(libc: Module, space: PseudoSpace): void {
     const flags = fcntl(fd, F_GETFL);
     return flags >= 0 && (flags & O_NONBLOCK) === 0;
   };
-  /** 0 to go ahead, else the errno to fail with. */
-  const check = (fd: number, destination: { address: string; port: number } | null): number => {
-    if (destination === null || !isBlocking(fd)) return 0;
-    return requestConnect(destination.address, destination.port);
+  /**
+   * What connect(), sendto() and sendmsg() share once they know where a call goes (`destination`, null
+   * when it is not a pseudo address): a blocking call to a pseudo destination asks the redirector first
+   * and fails with its errno if refused; then the original `call` runs and its connection is claimed;
+   * the app gets the original's return value and errno.
+   */
+  const connectThrough = (fd: number, destination: IPv4Endpoint | null, errnoOut: NativePointer, call: () => SystemFunctionResult<number> | SystemFunctionResult<Int64>): number | Int64 => {
+    const refused = destination !== null && isBlocking(fd) ? requestConnect(destination.address, destination.port) : 0;
+    if (refused !== 0) {
+      setCallerErrno(errnoOut, refused);
+      return -1;
+    }
+    const result = call();
+    if (destination !== null) claimConnection(fd, destination, result.value, errnoOf(result));
+    setCallerErrno(errnoOut, errnoOf(result));
+    return result.value;
   };
 
   replaceExport(libc, 'connect', (target) => {
@@ -39,15 +52,8 @@ export function installConnectHooks(libc: Module, space: PseudoSpace): void {
     return new NativeCallback(
       (fd: number, sockaddr: NativePointer, length: number, errnoOut: NativePointer): number => {
         const destination = space.tryPseudoDestination(sockaddr, length);
-        const refused = check(fd, destination);
-        if (refused !== 0) {
-          setCallerErrno(errnoOut, refused);
-          return -1;
-        }
-        const result = original(fd, sockaddr, length);
-        if (destination !== null) claimConnection(fd, destination, result.value, errnoOf(result));
-        setCallerErrno(errnoOut, errnoOf(result));
-        return result.value;
+        // connect()'s original returns an int, so its result is a number.
+        return connectThrough(fd, destination, errnoOut, () => original(fd, sockaddr, length)) as number;
       },
       'int',
       ['int', 'pointer', 'uint', 'pointer'],
@@ -59,15 +65,7 @@ export function installConnectHooks(libc: Module, space: PseudoSpace): void {
     return new NativeCallback(
       (fd: number, buffer: NativePointer, length: UInt64, flags: number, sockaddr: NativePointer, addressLength: number, errnoOut: NativePointer): number | Int64 => {
         const destination = (flags & MSG_FASTOPEN) !== 0 ? space.tryPseudoDestination(sockaddr, addressLength) : null;
-        const refused = check(fd, destination);
-        if (refused !== 0) {
-          setCallerErrno(errnoOut, refused);
-          return -1;
-        }
-        const result = original(fd, buffer, length, flags, sockaddr, addressLength);
-        if (destination !== null) claimConnection(fd, destination, result.value, errnoOf(result));
-        setCallerErrno(errnoOut, errnoOf(result));
-        return result.value;
+        return connectThrough(fd, destination, errnoOut, () => original(fd, buffer, length, flags, sockaddr, addressLength));
       },
       'ssize_t',
       ['int', 'pointer', 'size_t', 'int', 'pointer', 'uint', 'pointer'],
@@ -79,15 +77,7 @@ export function installConnectHooks(libc: Module, space: PseudoSpace): void {
     return new NativeCallback(
       (fd: number, message: NativePointer, flags: number, errnoOut: NativePointer): number | Int64 => {
         const destination = (flags & MSG_FASTOPEN) !== 0 && !message.isNull() ? space.tryPseudoDestination(message.add(MSGHDR.name).readPointer(), message.add(MSGHDR.namelen).readU32()) : null;
-        const refused = check(fd, destination);
-        if (refused !== 0) {
-          setCallerErrno(errnoOut, refused);
-          return -1;
-        }
-        const result = original(fd, message, flags);
-        if (destination !== null) claimConnection(fd, destination, result.value, errnoOf(result));
-        setCallerErrno(errnoOut, errnoOf(result));
-        return result.value;
+        return connectThrough(fd, destination, errnoOut, () => original(fd, message, flags));
       },
       'ssize_t',
       ['int', 'pointer', 'int', 'pointer'],
