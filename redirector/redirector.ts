@@ -370,13 +370,15 @@ export class Redirector {
       abort(socket);
       leg.destroy();
     });
-    if (!stream) return;
-    leg.attach(stream, 0);
-    splice(socket, leg);
+    // Observed before anything else: without a session the answer is already a rejection (the refusal
+    // itself is handled above), and one left unobserved would end the process.
     answered.then(
       (tunnel) => this.link.tunnels.add(tunnel.id, leg),
       () => undefined,
     );
+    if (!stream) return;
+    leg.attach(stream, 0);
+    splice(socket, leg);
   }
 }
 

@@ -11,7 +11,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { Chain, freePort, HOOK_RUN, lineEchoServer, Program, PYTHON, tmpDir } from '../harness';
+import { Chain, freePort, HOOK_RUN, lineEchoServer, Program, PYTHON, run, tmpDir } from '../harness';
 
 /** A TCP relay standing for the network between one endpoint and the server, which the test can cut. */
 class Link {
@@ -137,8 +137,9 @@ describe('resume: connections survive a dropped session link', function () {
       await proxyLink.open();
       await redirectorLink.open();
       // A reset reaches an endpoint only while it reads its socket; one that stopped reading for
-      // backpressure learns of the cut from its keepalive (two intervals), so those are short here.
-      const quick = ['--keepalive', '2'];
+      // backpressure learns of the cut from its keepalive (two intervals), so those are shorter here
+      // than the default, yet long enough that a loaded machine does not drop a live session.
+      const quick = ['--keepalive', '5'];
       chain = new Chain([`files=127.0.0.1:${httpPort}`], { proxyVia: proxyLink.port, redirectorVia: redirectorLink.port, proxyArgs: quick, redirectorArgs: quick });
       await chain.start();
     });
@@ -205,26 +206,30 @@ describe('resume: connections survive a dropped session link', function () {
       await this.echo?.stop();
     }
 
-    /** An idle connection: `ready` once it has its echo; `ended` says how it ended (reset, eof, data). */
-    idleClient(): { ready: Promise<void>; ended: Promise<string> } {
+    /**
+     * An idle connection: `ready` once it has its echo, with the pseudo address it reached; `ended` says
+     * how it ended (reset, eof, data).
+     */
+    idleClient(): { ready: Promise<string>; ended: Promise<string> } {
       const child = spawn(process.execPath, [HOOK_RUN, '--ipc', this.chain.ipcPath, '--', PYTHON, '-c', `import socket, sys
 s = socket.create_connection(('${this.chain.host('echo')}', ${this.echoPort}))
 s.sendall(b'hi\\n'); assert s.recv(10) == b'hi\\n'
-print('ready', flush=True)
+print('ready', s.getpeername()[0], flush=True)
 try:
     print('eof' if s.recv(10) == b'' else 'data')
 except ConnectionResetError:
     print('reset')`], { stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       child.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
-      const ready = new Promise<void>((resolve, reject) => {
+      const ready = new Promise<string>((resolve, reject) => {
         child.stdout.setEncoding('utf8').on('data', (d: string) => {
           out += d;
-          if (out.includes('ready')) resolve();
+          const m = out.match(/ready (\S+)\n/);
+          if (m) resolve(m[1]!);
         });
         child.once('exit', () => reject(new Error(`the client ended before it was ready: ${out}`)));
       });
-      const ended = new Promise<string>((resolve) => child.once('exit', () => resolve(out.replace('ready', '').trim())));
+      const ended = new Promise<string>((resolve) => child.once('exit', () => resolve(out.replace(/ready \S+\n/, '').trim())));
       return { ready, ended };
     }
 
@@ -251,10 +256,19 @@ s = socket.create_connection(('${this.chain.host('echo')}', ${this.echoPort}), t
 
     it('the app sees ECONNRESET, and new tunnels work once the link is back', async function () {
       const client = idle.idleClient();
-      await client.ready;
+      const address = await client.ready;
       await redirectorLink.cutSessionOf(idle.chain.redirector);
       assert.equal(await client.ended, 'reset');
       await idle.chain.redirector.waitFor(/did not come back within 2 s: resetting 1 tunnel/);
+      // A connection that comes while there is no session is reset, and the redirector goes on.
+      const late = await run(PYTHON, ['-c', `import socket
+s = socket.create_connection(('${address}', ${idle.echoPort}), timeout=20)
+try:
+    s.sendall(b'late\\n'); print(s.recv(10).decode().strip() or 'closed')
+except ConnectionError: print('reset')`]);
+      assert.equal(late.stdout.trim(), 'reset', late.stderr);
+      await idle.chain.redirector.waitFor(/refused: no session to the tunnel server/);
+      assert.equal(idle.chain.redirector.child.exitCode, null, idle.chain.redirector.stderr);
       await redirectorLink.open();
       await idle.chain.redirector.waitFor(/reconnected to the tunnel server/);
       await idle.assertNewTunnelWorks();
