@@ -7,6 +7,7 @@
  * most one stream window per stream and one session window for all of them together.
  */
 import type http2 from 'node:http2';
+import type { Duplex } from 'node:stream';
 
 /** Per-stream receive window (bytes). */
 export const STREAM_WINDOW = 16 * 1024 * 1024;
@@ -50,8 +51,12 @@ export const KEEPALIVE_MS = 15_000;
 /**
  * Sends a PING every `intervalMs`; when one is still unanswered at the next tick the peer is taken for
  * dead: `onDead` runs and the session is destroyed. A dead peer is thus noticed within two intervals.
+ *
+ * `transport`, the stream the session runs over when the caller holds it, is destroyed first: a session
+ * destroyed over a live socket first tries to flush its GOAWAY, and over a link that went silent (a
+ * reset this end never read) that flush — and so the session's 'close' — can wait for a long time.
  */
-export function keepalive(session: http2.Http2Session, intervalMs: number, onDead: () => void): void {
+export function keepalive(session: http2.Http2Session, intervalMs: number, onDead: () => void, transport?: Duplex): void {
   let waiting = false;
   const tick = setInterval(() => {
     if (session.destroyed || session.closed) {
@@ -61,6 +66,7 @@ export function keepalive(session: http2.Http2Session, intervalMs: number, onDea
     if (waiting) {
       clearInterval(tick);
       onDead();
+      transport?.destroy();
       session.destroy();
       return;
     }

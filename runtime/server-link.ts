@@ -218,8 +218,11 @@ export class ServerLink extends EventEmitter {
     this.session = session;
     this.info = info;
     this.backoff.reset();
-    keepalive(session, this.options.keepaliveMs ?? KEEPALIVE_MS, () =>
-      this.options.logger.warn('the tunnel server stopped answering keepalives; reconnecting', { server: this.where }),
+    keepalive(
+      session,
+      this.options.keepaliveMs ?? KEEPALIVE_MS,
+      () => this.options.logger.warn('the tunnel server stopped answering keepalives; reconnecting', { server: this.where }),
+      stream,
     );
     session.once('close', () => this.onClosed(session));
     this.openControl(session);
