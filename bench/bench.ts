@@ -19,6 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { freePort, PYTHON, ROOT } from '../test/harness';
 import { BenchChain } from './chain';
+import { FloorChain } from './floor';
 import { writeChart } from './chart';
 import { openIdle } from './idle';
 import { measureIperf } from './iperf';
@@ -146,7 +147,7 @@ async function hookProblem(chain: BenchChain): Promise<string | null> {
 /** Sections 1 and 2: one connection, then 8 and 64 in parallel. */
 async function benchThroughput(options: Options, chain: BenchChain, iperfPort: number, hookOk: boolean, results: BenchResults): Promise<void> {
   const seconds = options.quick ? 2 : 5;
-  const section: NonNullable<BenchResults['throughput']> = { seconds, sshCipher: '', rows: [], cpuMsPerMB: null, errors: [] };
+  const section: NonNullable<BenchResults['throughput']> = { seconds, sshCipher: '', rows: [], cpuMsPerMB: null, floorCpuMsPerMB: null, errors: [] };
   results.throughput = section;
   let ssh: SshChain | null = null;
   try {
@@ -156,10 +157,17 @@ async function benchThroughput(options: Options, chain: BenchChain, iperfPort: n
     section.errors.push(`OpenSSH chain: ${errorLine(e)}`);
     ssh = null;
   }
+  let floor: FloorChain | null = null;
+  try {
+    floor = await new FloorChain({ targetPort: iperfPort, tls: chain.identity }).start();
+  } catch (e) {
+    section.errors.push(`floor chain: ${errorLine(e)}`);
+    floor = null;
+  }
   try {
     const pseudo = await chain.pseudoAddress('iperf');
     for (const parallel of [1, 8, 64]) {
-      const row: Throughput = { parallel, direct: null, ssh: null, tunnel: null, hooked: null };
+      const row: Throughput = { parallel, direct: null, ssh: null, tunnel: null, hooked: null, floor: null };
       section.rows.push(row);
       const variants: Array<[keyof Throughput, () => Promise<number>]> = [
         ['direct', async () => (await measureIperf(iperfPort, { host: '127.0.0.1', port: iperfPort }, seconds, parallel)).bytesPerSecond],
@@ -175,6 +183,20 @@ async function benchThroughput(options: Options, chain: BenchChain, iperfPort: n
       if (ssh) {
         const port = ssh.localPort;
         variants.push(['ssh', async () => (await measureIperf(iperfPort, { host: '127.0.0.1', port }, seconds, parallel)).bytesPerSecond]);
+      }
+      if (floor) {
+        const relays = floor.pids();
+        const port = floor.port;
+        variants.push([
+          'floor',
+          async () => {
+            const before = cpuSum(relays);
+            const result = await measureIperf(iperfPort, { host: '127.0.0.1', port }, seconds, parallel);
+            const after = cpuSum(relays);
+            if (parallel === 1 && before !== null && after !== null) section.floorCpuMsPerMB = (after - before) / ((result.bytesPerSecond * seconds) / 1e6);
+            return result.bytesPerSecond;
+          },
+        ]);
       }
       if (hookOk) {
         variants.push([
@@ -196,13 +218,25 @@ async function benchThroughput(options: Options, chain: BenchChain, iperfPort: n
     }
   } finally {
     await ssh?.stop();
+    await floor?.stop();
   }
+}
+
+/** CPU ms the processes `pids` have used so far, together; null when one cannot be read. */
+function cpuSum(pids: number[]): number | null {
+  let sum = 0;
+  for (const pid of pids) {
+    const ms = cpuMs(pid);
+    if (ms === null) return null;
+    sum += ms;
+  }
+  return sum;
 }
 
 /** Section 3: connect + 1-byte round trip, p50/p99, warm session. */
 async function benchLatency(options: Options, chain: BenchChain, echoPort: number, hookOk: boolean, results: BenchResults): Promise<void> {
   const iterations = options.quick ? 500 : 2000;
-  const section: NonNullable<BenchResults['latency']> = { iterations, direct: null, tunnel: null, hooked: null, cpuMsPerTunnel: null, errors: [] };
+  const section: NonNullable<BenchResults['latency']> = { iterations, direct: null, tunnel: null, hooked: null, floor: null, cpuMsPerTunnel: null, errors: [] };
   results.latency = section;
   const probe = async (label: string, run: () => Promise<{ code: number | null; stdout: string; stderr: string }>): Promise<LatencySummary | null> => {
     progress(`latency: ${label}, ${iterations} × connect + 1-byte round trip`);
@@ -221,6 +255,16 @@ async function benchLatency(options: Options, chain: BenchChain, echoPort: numbe
   };
   const timeoutMs = 120_000;
   section.direct = await probe('direct', () => exec(PYTHON, [PROBE, 'latency', '127.0.0.1', String(echoPort), String(iterations)], { timeoutMs }));
+  try {
+    const floor = await new FloorChain({ targetPort: echoPort, tls: null }).start();
+    try {
+      section.floor = await probe('floor (three plain Node relays)', () => exec(PYTHON, [PROBE, 'latency', '127.0.0.1', String(floor.port), String(iterations)], { timeoutMs }));
+    } finally {
+      await floor.stop();
+    }
+  } catch (e) {
+    section.errors.push(`floor chain: ${errorLine(e)}`);
+  }
   const pseudo = await chain.pseudoAddress('echo');
   const warmups = Math.max(10, Math.floor(iterations / 20));
   const measured = await withDaemonCpu(

@@ -67,6 +67,12 @@ export class BenchChain {
     return this;
   }
 
+  /** The server's certificate and key files (the floor chain borrows them). */
+  get identity(): { cert: string; key: string } {
+    const dir = path.join(this.dir, 'data', 'tls');
+    return { cert: path.join(dir, 'cert.pem'), key: path.join(dir, 'key.pem') };
+  }
+
   /** The pseudo DNS name the server gave publication `name`. */
   host(name: string): string {
     const h = this.hosts.get(name);

@@ -23,7 +23,7 @@ interface Panel {
   bar?: { value: number; label: string };
 }
 
-const COLORS = { reference: '#9e9e9e', ssh: '#e08a2c', tunnel: '#7fb3e6', hooked: '#1f5fa8', server: '#1f5fa8', proxy: '#4f8fd1', redirector: '#7fb3e6' };
+const COLORS = { reference: '#9e9e9e', floor: '#c7c7c7', ssh: '#e08a2c', tunnel: '#7fb3e6', hooked: '#1f5fa8', server: '#1f5fa8', proxy: '#4f8fd1', redirector: '#7fb3e6' };
 
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
@@ -89,7 +89,7 @@ export function panels(r: BenchResults): Panel[] {
   const list: Panel[] = [];
   const rows = r.throughput?.rows ?? [];
   if (rows.length > 0) {
-    const pick = (k: 'direct' | 'ssh' | 'tunnel' | 'hooked'): Array<number | null> => rows.map((row) => (row[k] === null ? null : gbps(row[k] as number)));
+    const pick = (k: 'direct' | 'ssh' | 'tunnel' | 'hooked' | 'floor'): Array<number | null> => rows.map((row) => (row[k] == null ? null : gbps(row[k] as number)));
     // Direct loopback is an order of magnitude above both tunnels: it goes in the group labels, not as a bar.
     const direct = pick('direct');
     list.push({
@@ -98,6 +98,7 @@ export function panels(r: BenchResults): Panel[] {
       groups: rows.map((row, i) => `${row.parallel} conn${row.parallel > 1 ? 's' : ''} (direct ${direct[i] === null ? 'n/a' : direct[i]!.toFixed(1)})`),
       series: [
         { name: 'OpenSSH -R/-L', color: COLORS.ssh, values: pick('ssh') },
+        ...(rows.some((row) => row.floor != null) ? [{ name: 'Node floor (3 TLS relays)', color: COLORS.floor, values: pick('floor') }] : []),
         { name: 'Underpass, no hook', color: COLORS.tunnel, values: pick('tunnel') },
         { name: 'Underpass, hook-run', color: COLORS.hooked, values: pick('hooked') },
       ],
@@ -112,6 +113,7 @@ export function panels(r: BenchResults): Panel[] {
       groups: ['p50', 'p99'],
       series: [
         { name: 'direct', color: COLORS.reference, values: [v(l.direct, 'p50'), v(l.direct, 'p99')] },
+        ...(l.floor ? [{ name: 'Node floor (3 plain relays)', color: COLORS.floor, values: [v(l.floor, 'p50'), v(l.floor, 'p99')] }] : []),
         { name: 'Underpass, no hook', color: COLORS.tunnel, values: [v(l.tunnel, 'p50'), v(l.tunnel, 'p99')] },
         { name: 'Underpass, hook-run', color: COLORS.hooked, values: [v(l.hooked, 'p50'), v(l.hooked, 'p99')] },
       ],

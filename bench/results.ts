@@ -12,6 +12,8 @@ export interface Throughput {
   tunnel: number | null;
   /** iperf3 under hook-run, connecting to NAME.default.underpass.internal: the whole chain. */
   hooked: number | null;
+  /** The floor chain with TLS (floor.ts): three Node relays and Node's TLS, nothing of Underpass's protocol. */
+  floor?: number | null;
 }
 
 /** CPU time each daemon spent on a measured figure, per unit (MB moved, or tunnel opened), in ms. */
@@ -49,6 +51,8 @@ export interface BenchResults {
     rows: Throughput[];
     /** CPU ms per MB carried, one connection without the hook. */
     cpuMsPerMB: DaemonCpu | null;
+    /** The same for the floor chain's three relays together. */
+    floorCpuMsPerMB?: number | null;
     errors: string[];
   };
   latency?: {
@@ -56,6 +60,8 @@ export interface BenchResults {
     direct: LatencySummary | null;
     tunnel: LatencySummary | null;
     hooked: LatencySummary | null;
+    /** The floor chain without TLS (floor.ts): three Node relays that only accept, dial on and carry. */
+    floor?: LatencySummary | null;
     /** CPU ms per tunnel opened (connect + 1 byte each way + close), without the hook. */
     cpuMsPerTunnel: DaemonCpu | null;
     errors: string[];

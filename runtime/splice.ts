@@ -8,6 +8,7 @@
 import http2 from 'node:http2';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
+import { TLSSocket } from 'node:tls';
 
 export interface SpliceResult {
   /** Bytes moved a → b and b → a. */
@@ -17,10 +18,12 @@ export interface SpliceResult {
   error?: Error;
 }
 
-/** Aborts a stream the way its transport spells it: TCP RST, or RST_STREAM(CANCEL). */
+/** Aborts a stream the way its transport spells it: TCP RST, or RST_STREAM(CANCEL); a TLS socket just closes. */
 export function abort(stream: Duplex): void {
   if (stream.destroyed) return;
-  if (stream instanceof net.Socket) stream.resetAndDestroy();
+  // A TLS socket's handle is TLS's own, which cannot send a TCP reset (Node throws): closing is the nearest.
+  if (stream instanceof TLSSocket) stream.destroy();
+  else if (stream instanceof net.Socket) stream.resetAndDestroy();
   else if (isHttp2Stream(stream)) stream.close(http2.constants.NGHTTP2_CANCEL);
   else stream.destroy();
 }
