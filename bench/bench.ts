@@ -22,7 +22,7 @@ import { BenchChain } from './chain';
 import { FloorChain } from './floor';
 import { writeChart } from './chart';
 import { openIdle } from './idle';
-import { measureIperf } from './iperf';
+import { measureIperf, type IperfResult } from './iperf';
 import { cpuMs, cpuTicks, exec, fileLimits, Proc, reexecWithFileLimit, rssKiB, sleep, stopAll, tail } from './proc';
 import { summariseProfiles } from './profile-summary';
 import { evaluateBars, printTable } from './report';
@@ -144,10 +144,17 @@ async function hookProblem(chain: BenchChain): Promise<string | null> {
   }
 }
 
-/** Sections 1 and 2: one connection, then 8 and 64 in parallel. */
+type ThroughputVariant = 'direct' | 'tunnel' | 'ssh' | 'floor' | 'hooked';
+
+/**
+ * Sections 1 and 2: one connection, then 8 and 64 in parallel. A full run measures each variant in three
+ * rounds, interleaved (direct, tunnel, ssh, floor, hooked, then again), and reports each one's median:
+ * on a shared VM a neighbour's burst then falls on one sample of each kind, not on one kind's only one.
+ */
 async function benchThroughput(options: Options, chain: BenchChain, iperfPort: number, hookOk: boolean, results: BenchResults): Promise<void> {
-  const seconds = options.quick ? 2 : 5;
-  const section: NonNullable<BenchResults['throughput']> = { seconds, sshCipher: '', rows: [], cpuMsPerMB: null, floorCpuMsPerMB: null, errors: [] };
+  const seconds = options.quick ? 2 : 3;
+  const rounds = options.quick ? 1 : 3;
+  const section: NonNullable<BenchResults['throughput']> = { seconds, rounds, sshCipher: '', rows: [], cpuMsPerMB: null, floorCpuMsPerMB: null, errors: [] };
   results.throughput = section;
   let ssh: SshChain | null = null;
   try {
@@ -164,25 +171,39 @@ async function benchThroughput(options: Options, chain: BenchChain, iperfPort: n
     section.errors.push(`floor chain: ${errorLine(e)}`);
     floor = null;
   }
+  // CPU of the one-connection runs, summed over rounds, then divided by the MB they carried.
+  const daemons = ['server', 'proxy', 'redirector'] as const;
+  const tunnelCpu = { server: 0, proxy: 0, redirector: 0, mb: 0, ok: true };
+  const floorCpu = { ms: 0, mb: 0, ok: true };
   try {
     const pseudo = await chain.pseudoAddress('iperf');
+    const pids = chain.pids();
     for (const parallel of [1, 8, 64]) {
-      const row: Throughput = { parallel, direct: null, ssh: null, tunnel: null, hooked: null, floor: null };
+      const row: Throughput = { parallel, direct: null, ssh: null, tunnel: null, hooked: null, floor: null, samples: {} };
       section.rows.push(row);
-      const variants: Array<[keyof Throughput, () => Promise<number>]> = [
-        ['direct', async () => (await measureIperf(iperfPort, { host: '127.0.0.1', port: iperfPort }, seconds, parallel)).bytesPerSecond],
+      const iperf = (port: number, host = '127.0.0.1'): Promise<IperfResult> => measureIperf(iperfPort, { host, port }, seconds, parallel);
+      const variants: Array<[ThroughputVariant, () => Promise<number>]> = [
+        ['direct', async () => (await iperf(iperfPort)).bytesPerSecond],
         [
           'tunnel',
           async () => {
-            const { result, cpu } = await withDaemonCpu(chain, () => measureIperf(iperfPort, { host: pseudo, port: iperfPort }, seconds, parallel), (r) => (r.bytesPerSecond * seconds) / 1e6);
-            if (parallel === 1) section.cpuMsPerMB = cpu;
+            const before = daemons.map((n) => cpuMs(pids[n]));
+            const result = await iperf(iperfPort, pseudo);
+            if (parallel === 1) {
+              daemons.forEach((n, i) => {
+                const after = cpuMs(pids[n]);
+                if (after === null || before[i] === null) tunnelCpu.ok = false;
+                else tunnelCpu[n] += after - before[i]!;
+              });
+              tunnelCpu.mb += (result.bytesPerSecond * seconds) / 1e6;
+            }
             return result.bytesPerSecond;
           },
         ],
       ];
       if (ssh) {
         const port = ssh.localPort;
-        variants.push(['ssh', async () => (await measureIperf(iperfPort, { host: '127.0.0.1', port }, seconds, parallel)).bytesPerSecond]);
+        variants.push(['ssh', async () => (await iperf(port)).bytesPerSecond]);
       }
       if (floor) {
         const relays = floor.pids();
@@ -191,9 +212,13 @@ async function benchThroughput(options: Options, chain: BenchChain, iperfPort: n
           'floor',
           async () => {
             const before = cpuSum(relays);
-            const result = await measureIperf(iperfPort, { host: '127.0.0.1', port }, seconds, parallel);
+            const result = await iperf(port);
             const after = cpuSum(relays);
-            if (parallel === 1 && before !== null && after !== null) section.floorCpuMsPerMB = (after - before) / ((result.bytesPerSecond * seconds) / 1e6);
+            if (parallel === 1) {
+              if (before === null || after === null) floorCpu.ok = false;
+              else floorCpu.ms += after - before;
+              floorCpu.mb += (result.bytesPerSecond * seconds) / 1e6;
+            }
             return result.bytesPerSecond;
           },
         ]);
@@ -205,17 +230,27 @@ async function benchThroughput(options: Options, chain: BenchChain, iperfPort: n
             (await measureIperf(iperfPort, { host: chain.host('iperf'), port: iperfPort }, seconds, parallel, (args, timeoutMs) => chain.hookRun(['iperf3', ...args], { timeoutMs }))).bytesPerSecond,
         ]);
       }
-      for (const [name, measure] of variants) {
-        progress(`throughput: ${parallel} connection${parallel > 1 ? 's' : ''}, ${name} (${seconds} s)`);
-        try {
-          (row as unknown as Record<string, number | null>)[name] = await measure();
-          progress(`  ${name}: ${(((row[name] as number) * 8) / 1e9).toFixed(2)} Gbit/s`);
-        } catch (e) {
-          section.errors.push(`${name} ×${parallel}: ${errorLine(e)}`);
-          progress(`  ${name} failed: ${errorLine(e)}`);
+      const samples = row.samples!;
+      for (let round = 1; round <= rounds; round++) {
+        for (const [name, measure] of variants) {
+          progress(`throughput: ${parallel} connection${parallel > 1 ? 's' : ''}, ${name} (${seconds} s${rounds > 1 ? `, round ${round} of ${rounds}` : ''})`);
+          try {
+            const bps = await measure();
+            (samples[name] ??= []).push(bps);
+            progress(`  ${name}: ${((bps * 8) / 1e9).toFixed(2)} Gbit/s`);
+          } catch (e) {
+            section.errors.push(`${name} ×${parallel}: ${errorLine(e)}`);
+            progress(`  ${name} failed: ${errorLine(e)}`);
+          }
         }
       }
+      for (const [name] of variants) {
+        const list = samples[name];
+        if (list !== undefined && list.length > 0) row[name] = median(list);
+      }
     }
+    if (tunnelCpu.ok && tunnelCpu.mb > 0) section.cpuMsPerMB = { server: tunnelCpu.server / tunnelCpu.mb, proxy: tunnelCpu.proxy / tunnelCpu.mb, redirector: tunnelCpu.redirector / tunnelCpu.mb };
+    if (floorCpu.ok && floorCpu.mb > 0) section.floorCpuMsPerMB = floorCpu.ms / floorCpu.mb;
   } finally {
     await ssh?.stop();
     await floor?.stop();

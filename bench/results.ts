@@ -14,6 +14,8 @@ export interface Throughput {
   hooked: number | null;
   /** The floor chain with TLS (floor.ts): three Node relays and Node's TLS, nothing of Underpass's protocol. */
   floor?: number | null;
+  /** Every round's figure; the fields above are their medians. */
+  samples?: Partial<Record<'direct' | 'ssh' | 'tunnel' | 'hooked' | 'floor', number[]>>;
 }
 
 /** CPU time each daemon spent on a measured figure, per unit (MB moved, or tunnel opened), in ms. */
@@ -46,7 +48,9 @@ export interface BenchResults {
   durationSeconds: number;
   machine: { cpus: number; cpuModel: string; memoryMiB: number; kernel: string; node: string; iperf3: string; openssh: string; fileLimit: number; loadAverageAtStart: number[]; git: string; stealPercent?: number };
   throughput?: {
+    /** Seconds per iperf3 run, and runs per figure (interleaved; the figure is their median). */
     seconds: number;
+    rounds?: number;
     sshCipher: string;
     rows: Throughput[];
     /** CPU ms per MB carried, one connection without the hook. */
