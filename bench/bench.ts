@@ -23,10 +23,10 @@ import { FloorChain } from './floor';
 import { writeChart } from './chart';
 import { openIdle } from './idle';
 import { measureIperf, type IperfResult } from './iperf';
-import { cpuMs, cpuTicks, exec, fileLimits, Proc, reexecWithFileLimit, rssKiB, sleep, stopAll, tail } from './proc';
+import { cpuMs, cpuTicks, exec, fileLimits, Proc, reexecWithFileLimit, rssKiB, sleep, stopAll, tail, type ExecResult } from './proc';
 import { summariseProfiles } from './profile-summary';
 import { evaluateBars, printTable } from './report';
-import type { BenchResults, DaemonCpu, LatencySummary, OrdinarySample, ProcessMemory, Throughput } from './results';
+import type { BenchResults, LatencySummary, OrdinarySample, ProcessMemory, Throughput } from './results';
 import { mean, quantile, median } from './stats';
 import { SshChain } from './ssh-chain';
 
@@ -107,20 +107,6 @@ async function startEcho(port: number): Promise<Proc> {
   const echo = new Proc('echo', process.execPath, [ECHO, String(port)]);
   await echo.waitFor(/echo listening/);
   return echo;
-}
-
-/** Runs `fn` and returns the CPU ms each daemon spent meanwhile, divided by `per(result)`. */
-async function withDaemonCpu<T>(chain: BenchChain, fn: () => Promise<T>, per: (result: T) => number): Promise<{ result: T; cpu: DaemonCpu }> {
-  const pids = chain.pids();
-  const before = { server: cpuMs(pids.server), proxy: cpuMs(pids.proxy), redirector: cpuMs(pids.redirector) };
-  const result = await fn();
-  const units = per(result);
-  const cpu: DaemonCpu = { server: null, proxy: null, redirector: null };
-  for (const n of ['server', 'proxy', 'redirector'] as const) {
-    const after = cpuMs(pids[n]);
-    if (after !== null && before[n] !== null && units > 0) cpu[n] = (after - before[n]!) / units;
-  }
-  return { result, cpu };
 }
 
 function summarise(samples: number[]): LatencySummary {
@@ -268,48 +254,79 @@ function cpuSum(pids: number[]): number | null {
   return sum;
 }
 
-/** Section 3: connect + 1-byte round trip, p50/p99, warm session. */
+/**
+ * Section 3: connect + 1-byte round trip, p50/p99, warm session. A full run splits each variant's
+ * iterations into four rounds in which the variants take turns, so that load that comes and goes on
+ * this shared machine falls on all of them alike; the quantiles are over all rounds' samples.
+ */
 async function benchLatency(options: Options, chain: BenchChain, echoPort: number, hookOk: boolean, results: BenchResults): Promise<void> {
   const iterations = options.quick ? 500 : 2000;
-  const section: NonNullable<BenchResults['latency']> = { iterations, direct: null, tunnel: null, hooked: null, floor: null, cpuMsPerTunnel: null, errors: [] };
+  const rounds = options.quick ? 1 : 4;
+  const perRound = Math.floor(iterations / rounds);
+  const section: NonNullable<BenchResults['latency']> = { iterations: perRound * rounds, rounds, direct: null, tunnel: null, hooked: null, floor: null, cpuMsPerTunnel: null, errors: [] };
   results.latency = section;
-  const probe = async (label: string, run: () => Promise<{ code: number | null; stdout: string; stderr: string }>): Promise<LatencySummary | null> => {
-    progress(`latency: ${label}, ${iterations} × connect + 1-byte round trip`);
-    try {
-      const r = await run();
-      if (r.code !== 0) throw new Error(`probe exited ${r.code}: ${tail(r.stderr, 3)}`);
-      const samples = (JSON.parse(r.stdout.trim().split('\n').pop()!) as { samples_us: number[] }).samples_us;
-      const s = summarise(samples);
-      progress(`  ${label}: p50 ${(s.p50 / 1000).toFixed(3)} ms, p99 ${(s.p99 / 1000).toFixed(3)} ms`);
-      return s;
-    } catch (e) {
-      section.errors.push(`${label}: ${errorLine(e)}`);
-      progress(`  ${label} failed: ${errorLine(e)}`);
-      return null;
-    }
-  };
   const timeoutMs = 120_000;
-  section.direct = await probe('direct', () => exec(PYTHON, [PROBE, 'latency', '127.0.0.1', String(echoPort), String(iterations)], { timeoutMs }));
+  let floor: FloorChain | null = null;
   try {
-    const floor = await new FloorChain({ targetPort: echoPort, tls: null }).start();
-    try {
-      section.floor = await probe('floor (three plain Node relays)', () => exec(PYTHON, [PROBE, 'latency', '127.0.0.1', String(floor.port), String(iterations)], { timeoutMs }));
-    } finally {
-      await floor.stop();
-    }
+    floor = await new FloorChain({ targetPort: echoPort, tls: null }).start();
   } catch (e) {
     section.errors.push(`floor chain: ${errorLine(e)}`);
   }
-  const pseudo = await chain.pseudoAddress('echo');
-  const warmups = Math.max(10, Math.floor(iterations / 20));
-  const measured = await withDaemonCpu(
-    chain,
-    () => probe('tunnel (pseudo address, no hook)', () => exec(PYTHON, [PROBE, 'latency', pseudo, String(echoPort), String(iterations), chain.ipcPath], { timeoutMs })),
-    (s) => (s === null ? 0 : iterations + warmups),
-  );
-  section.tunnel = measured.result;
-  if (section.tunnel !== null) section.cpuMsPerTunnel = measured.cpu;
-  if (hookOk) section.hooked = await probe('tunnel under hook-run', () => chain.hookRun([PYTHON, PROBE, 'latency', chain.host('echo'), String(echoPort), String(iterations)], { timeoutMs }));
+  try {
+    const pseudo = await chain.pseudoAddress('echo');
+    const n = String(perRound);
+    type Variant = 'direct' | 'floor' | 'tunnel' | 'hooked';
+    const variants: Array<[Variant, string, () => Promise<ExecResult>]> = [['direct', 'direct', () => exec(PYTHON, [PROBE, 'latency', '127.0.0.1', String(echoPort), n], { timeoutMs })]];
+    if (floor) {
+      const port = String(floor.port);
+      variants.push(['floor', 'floor (three plain Node relays)', () => exec(PYTHON, [PROBE, 'latency', '127.0.0.1', port, n], { timeoutMs })]);
+    }
+    variants.push(['tunnel', 'tunnel (pseudo address, no hook)', () => exec(PYTHON, [PROBE, 'latency', pseudo, String(echoPort), n, chain.ipcPath], { timeoutMs })]);
+    if (hookOk) variants.push(['hooked', 'tunnel under hook-run', () => chain.hookRun([PYTHON, PROBE, 'latency', chain.host('echo'), String(echoPort), n], { timeoutMs })]);
+
+    const samples = new Map<Variant, number[]>();
+    const failed = new Set<Variant>();
+    // CPU of the unhooked tunnel runs, per tunnel opened (the probe's warm-up connections included).
+    const pids = chain.pids();
+    const daemons = ['server', 'proxy', 'redirector'] as const;
+    const cpu = { server: 0, proxy: 0, redirector: 0, tunnels: 0, ok: true };
+    const warmups = Math.max(10, Math.floor(perRound / 20));
+    for (let round = 1; round <= rounds; round++) {
+      for (const [name, label, run] of variants) {
+        if (failed.has(name)) continue;
+        progress(`latency: ${label}, ${perRound} × connect + 1-byte round trip${rounds > 1 ? ` (round ${round} of ${rounds})` : ''}`);
+        const before = name === 'tunnel' ? daemons.map((d) => cpuMs(pids[d])) : [];
+        try {
+          const r = await run();
+          if (r.code !== 0) throw new Error(`probe exited ${r.code}: ${tail(r.stderr, 3)}`);
+          const got = (JSON.parse(r.stdout.trim().split('\n').pop()!) as { samples_us: number[] }).samples_us;
+          const all = samples.get(name) ?? [];
+          all.push(...got);
+          samples.set(name, all);
+          const s = summarise(got);
+          progress(`  ${label}: p50 ${(s.p50 / 1000).toFixed(3)} ms, p99 ${(s.p99 / 1000).toFixed(3)} ms`);
+          if (name === 'tunnel') {
+            daemons.forEach((d, i) => {
+              const after = cpuMs(pids[d]);
+              if (after === null || before[i] === null) cpu.ok = false;
+              else cpu[d] += after - before[i]!;
+            });
+            cpu.tunnels += perRound + warmups;
+          }
+        } catch (e) {
+          // One failure drops the variant: quantiles over some rounds only would not be comparable.
+          failed.add(name);
+          samples.delete(name);
+          section.errors.push(`${label}: ${errorLine(e)}`);
+          progress(`  ${label} failed: ${errorLine(e)}`);
+        }
+      }
+    }
+    for (const [name, list] of samples) section[name] = summarise(list);
+    if (section.tunnel !== null && cpu.ok && cpu.tunnels > 0) section.cpuMsPerTunnel = { server: cpu.server / cpu.tunnels, proxy: cpu.proxy / cpu.tunnels, redirector: cpu.redirector / cpu.tunnels };
+  } finally {
+    await floor?.stop();
+  }
 }
 
 /** Section 5: hook start-up and the hook's cost on ordinary names. */

@@ -60,7 +60,9 @@ export interface BenchResults {
     errors: string[];
   };
   latency?: {
+    /** Iterations per variant, over `rounds` interleaved runs. */
     iterations: number;
+    rounds?: number;
     direct: LatencySummary | null;
     tunnel: LatencySummary | null;
     hooked: LatencySummary | null;
