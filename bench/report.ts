@@ -146,7 +146,7 @@ export function printTable(results: BenchResults): void {
   const out = [
     '',
     `Underpass bench, ${results.date}, ${results.quick ? 'quick' : 'full'} run, ${results.durationSeconds} s — ${m.cpus} × ${m.cpuModel}, ${m.kernel}, Node ${m.node}`,
-    `git ${m.git}; load average at start ${m.loadAverageAtStart.join(' ')}${m.stealPercent !== undefined ? `; CPU stolen by the hypervisor ${m.stealPercent} %` : ''}; iperf3 ${results.throughput ? `${results.throughput.seconds} s × ${results.throughput.rounds ?? 1} interleaved run${(results.throughput.rounds ?? 1) > 1 ? 's (median)' : ''}` : '—'} per figure; OpenSSH cipher ${results.throughput?.sshCipher || '—'}; latency ${results.latency ? `${results.latency.iterations} iterations${(results.latency.rounds ?? 1) > 1 ? ` in ${results.latency.rounds} interleaved rounds` : ''}` : '—'}`,
+    `git ${m.git}; load average at start ${m.loadAverageAtStart.join(' ')}${m.stealPercent !== undefined ? `; CPU stolen by the hypervisor ${m.stealPercent} %` : ''}; iperf3 ${results.throughput ? `${results.throughput.seconds} s${(results.throughput.rounds ?? 1) > 1 ? ` × ${results.throughput.rounds} interleaved runs (median)` : ''}` : '—'} per figure; OpenSSH cipher ${results.throughput?.sshCipher || '—'}; latency ${results.latency ? `${results.latency.iterations} iterations${(results.latency.rounds ?? 1) > 1 ? ` in ${results.latency.rounds} interleaved rounds` : ''}` : '—'}`,
     '',
     figuresTable(results),
     '',
