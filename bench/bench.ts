@@ -23,7 +23,7 @@ import { FloorChain } from './floor';
 import { writeChart } from './chart';
 import { openIdle } from './idle';
 import { measureIperf, type IperfResult } from './iperf';
-import { cpuMs, cpuTicks, exec, fileLimits, Proc, reexecWithFileLimit, rssKiB, sleep, stopAll, tail, type ExecResult } from './proc';
+import { cpuTicks, CpuTally, exec, fileLimits, Proc, reexecWithFileLimit, rssKiB, sleep, stopAll, tail, type ExecResult } from './proc';
 import { summariseProfiles } from './profile-summary';
 import { evaluateBars, printTable } from './report';
 import type { BenchResults, LatencySummary, OrdinarySample, ProcessMemory, Throughput } from './results';
@@ -157,13 +157,12 @@ async function benchThroughput(options: Options, chain: BenchChain, iperfPort: n
     section.errors.push(`floor chain: ${errorLine(e)}`);
     floor = null;
   }
-  // CPU of the one-connection runs, summed over rounds, then divided by the MB they carried.
-  const daemons = ['server', 'proxy', 'redirector'] as const;
-  const tunnelCpu = { server: 0, proxy: 0, redirector: 0, mb: 0, ok: true };
-  const floorCpu = { ms: 0, mb: 0, ok: true };
+  // CPU of the one-connection runs over all rounds, per MB they carried.
+  const tunnelCpu = new CpuTally(chain.pids());
+  const floorCpu = floor ? new CpuTally(floor.pids()) : null;
+  const megabytes = (r: IperfResult): number => (r.bytesPerSecond * seconds) / 1e6;
   try {
     const pseudo = await chain.pseudoAddress('iperf');
-    const pids = chain.pids();
     for (const parallel of [1, 8, 64]) {
       const row: Throughput = { parallel, direct: null, ssh: null, tunnel: null, hooked: null, floor: null, samples: {} };
       section.rows.push(row);
@@ -172,42 +171,16 @@ async function benchThroughput(options: Options, chain: BenchChain, iperfPort: n
         ['direct', async () => (await iperf(iperfPort)).bytesPerSecond],
         [
           'tunnel',
-          async () => {
-            const before = daemons.map((n) => cpuMs(pids[n]));
-            const result = await iperf(iperfPort, pseudo);
-            if (parallel === 1) {
-              daemons.forEach((n, i) => {
-                const after = cpuMs(pids[n]);
-                if (after === null || before[i] === null) tunnelCpu.ok = false;
-                else tunnelCpu[n] += after - before[i]!;
-              });
-              tunnelCpu.mb += (result.bytesPerSecond * seconds) / 1e6;
-            }
-            return result.bytesPerSecond;
-          },
+          async () => (await (parallel === 1 ? tunnelCpu.around(() => iperf(iperfPort, pseudo), megabytes) : iperf(iperfPort, pseudo))).bytesPerSecond,
         ],
       ];
       if (ssh) {
         const port = ssh.localPort;
         variants.push(['ssh', async () => (await iperf(port)).bytesPerSecond]);
       }
-      if (floor) {
-        const relays = floor.pids();
+      if (floor && floorCpu) {
         const port = floor.port;
-        variants.push([
-          'floor',
-          async () => {
-            const before = cpuSum(relays);
-            const result = await iperf(port);
-            const after = cpuSum(relays);
-            if (parallel === 1) {
-              if (before === null || after === null) floorCpu.ok = false;
-              else floorCpu.ms += after - before;
-              floorCpu.mb += (result.bytesPerSecond * seconds) / 1e6;
-            }
-            return result.bytesPerSecond;
-          },
-        ]);
+        variants.push(['floor', async () => (await (parallel === 1 ? floorCpu.around(() => iperf(port), megabytes) : iperf(port))).bytesPerSecond]);
       }
       if (hookOk) {
         variants.push([
@@ -235,23 +208,13 @@ async function benchThroughput(options: Options, chain: BenchChain, iperfPort: n
         if (list !== undefined && list.length > 0) row[name] = median(list);
       }
     }
-    if (tunnelCpu.ok && tunnelCpu.mb > 0) section.cpuMsPerMB = { server: tunnelCpu.server / tunnelCpu.mb, proxy: tunnelCpu.proxy / tunnelCpu.mb, redirector: tunnelCpu.redirector / tunnelCpu.mb };
-    if (floorCpu.ok && floorCpu.mb > 0) section.floorCpuMsPerMB = floorCpu.ms / floorCpu.mb;
+    section.cpuMsPerMB = tunnelCpu.perUnit();
+    const relays = floorCpu?.perUnit();
+    if (relays) section.floorCpuMsPerMB = Object.values<number>(relays).reduce((a, b) => a + b, 0);
   } finally {
     await ssh?.stop();
     await floor?.stop();
   }
-}
-
-/** CPU ms the processes `pids` have used so far, together; null when one cannot be read. */
-function cpuSum(pids: number[]): number | null {
-  let sum = 0;
-  for (const pid of pids) {
-    const ms = cpuMs(pid);
-    if (ms === null) return null;
-    sum += ms;
-  }
-  return sum;
 }
 
 /**
@@ -281,21 +244,22 @@ async function benchLatency(options: Options, chain: BenchChain, echoPort: numbe
       const port = String(floor.port);
       variants.push(['floor', 'floor (three plain Node relays)', () => exec(PYTHON, [PROBE, 'latency', '127.0.0.1', port, n], { timeoutMs })]);
     }
-    variants.push(['tunnel', 'tunnel (pseudo address, no hook)', () => exec(PYTHON, [PROBE, 'latency', pseudo, String(echoPort), n, chain.ipcPath], { timeoutMs })]);
+    // CPU of the unhooked tunnel runs, per tunnel opened (the probe's warm-up connections included).
+    const tunnelCpu = new CpuTally(chain.pids());
+    const tunnelsOpened = (r: ExecResult): number => (r.code === 0 ? perRound + Math.max(10, Math.floor(perRound / 20)) : 0);
+    variants.push([
+      'tunnel',
+      'tunnel (pseudo address, no hook)',
+      () => tunnelCpu.around(() => exec(PYTHON, [PROBE, 'latency', pseudo, String(echoPort), n, chain.ipcPath], { timeoutMs }), tunnelsOpened),
+    ]);
     if (hookOk) variants.push(['hooked', 'tunnel under hook-run', () => chain.hookRun([PYTHON, PROBE, 'latency', chain.host('echo'), String(echoPort), n], { timeoutMs })]);
 
     const samples = new Map<Variant, number[]>();
     const failed = new Set<Variant>();
-    // CPU of the unhooked tunnel runs, per tunnel opened (the probe's warm-up connections included).
-    const pids = chain.pids();
-    const daemons = ['server', 'proxy', 'redirector'] as const;
-    const cpu = { server: 0, proxy: 0, redirector: 0, tunnels: 0, ok: true };
-    const warmups = Math.max(10, Math.floor(perRound / 20));
     for (let round = 1; round <= rounds; round++) {
       for (const [name, label, run] of variants) {
         if (failed.has(name)) continue;
         progress(`latency: ${label}, ${perRound} × connect + 1-byte round trip${rounds > 1 ? ` (round ${round} of ${rounds})` : ''}`);
-        const before = name === 'tunnel' ? daemons.map((d) => cpuMs(pids[d])) : [];
         try {
           const r = await run();
           if (r.code !== 0) throw new Error(`probe exited ${r.code}: ${tail(r.stderr, 3)}`);
@@ -305,14 +269,6 @@ async function benchLatency(options: Options, chain: BenchChain, echoPort: numbe
           samples.set(name, all);
           const s = summarise(got);
           progress(`  ${label}: p50 ${(s.p50 / 1000).toFixed(3)} ms, p99 ${(s.p99 / 1000).toFixed(3)} ms`);
-          if (name === 'tunnel') {
-            daemons.forEach((d, i) => {
-              const after = cpuMs(pids[d]);
-              if (after === null || before[i] === null) cpu.ok = false;
-              else cpu[d] += after - before[i]!;
-            });
-            cpu.tunnels += perRound + warmups;
-          }
         } catch (e) {
           // One failure drops the variant: quantiles over some rounds only would not be comparable.
           failed.add(name);
@@ -323,7 +279,7 @@ async function benchLatency(options: Options, chain: BenchChain, echoPort: numbe
       }
     }
     for (const [name, list] of samples) section[name] = summarise(list);
-    if (section.tunnel !== null && cpu.ok && cpu.tunnels > 0) section.cpuMsPerTunnel = { server: cpu.server / cpu.tunnels, proxy: cpu.proxy / cpu.tunnels, redirector: cpu.redirector / cpu.tunnels };
+    if (section.tunnel !== null) section.cpuMsPerTunnel = tunnelCpu.perUnit();
   } finally {
     await floor?.stop();
   }

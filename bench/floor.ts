@@ -48,8 +48,11 @@ export class FloorChain {
     return this;
   }
 
-  pids(): number[] {
-    return this.relays.map((r) => r.pid);
+  /** The relays' pids, named from where the app connects. */
+  pids(): Record<'relay1' | 'relay2' | 'relay3', number> {
+    // Started from the far end: relays[0] is relay 3.
+    const [r3, r2, r1] = this.relays;
+    return { relay1: r1?.pid ?? -1, relay2: r2?.pid ?? -1, relay3: r3?.pid ?? -1 };
   }
 
   async stop(): Promise<void> {

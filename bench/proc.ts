@@ -166,6 +166,40 @@ export function cpuMs(pid: number): number | null {
 }
 
 /**
+ * The CPU time named processes spend over some measured runs, summed, then divided by the units (MB
+ * carried, tunnels opened) those runs did. A process that could not be read voids the figure.
+ */
+export class CpuTally<K extends string> {
+  private readonly spent = new Map<K, number>();
+  private units = 0;
+  private readable = true;
+
+  constructor(private readonly pids: Record<K, number>) {}
+
+  /** Runs `run` and adds the CPU each process used meanwhile, and `units(result)`. */
+  async around<T>(run: () => Promise<T>, units: (result: T) => number): Promise<T> {
+    const names = Object.keys(this.pids) as K[];
+    const before = names.map((n) => cpuMs(this.pids[n]));
+    const result = await run();
+    names.forEach((n, i) => {
+      const after = cpuMs(this.pids[n]);
+      if (after === null || before[i] === null) this.readable = false;
+      else this.spent.set(n, (this.spent.get(n) ?? 0) + after - before[i]!);
+    });
+    this.units += units(result);
+    return result;
+  }
+
+  /** ms per unit for each process; null when nothing was measured or a reading failed. */
+  perUnit(): Record<K, number> | null {
+    if (!this.readable || this.units <= 0) return null;
+    const out = {} as Record<K, number>;
+    for (const n of Object.keys(this.pids) as K[]) out[n] = (this.spent.get(n) ?? 0) / this.units;
+    return out;
+  }
+}
+
+/**
  * CPU time the hypervisor gave to others while this machine's vCPUs wanted to run ("steal"), and all
  * CPU time, in clock ticks since boot, from /proc/stat. Null where the kernel does not say.
  */
