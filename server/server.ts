@@ -95,6 +95,26 @@ interface PendingTunnel {
 /** One shared no-op listener (a fresh closure per stream is 56 B of heap for the stream's life). */
 function ignore(): void {}
 
+/**
+ * A TLS session's socket, marked on it before http2 makes the session. `session.socket` is a proxy that
+ * refuses `destroy()` but routes every other property to the socket, so the mark is how the socket is
+ * found again. (A carried session wraps its WebSocket stream, so there the server remembers the stream.)
+ */
+const TRANSPORT = Symbol('underpass.transport');
+type MarkedSocket = Duplex & { [TRANSPORT]?: Duplex };
+
+function markSocket(socket: Duplex): void {
+  (socket as MarkedSocket)[TRANSPORT] = socket;
+}
+
+function markedSocketOf(session: http2.Http2Session): Duplex | undefined {
+  try {
+    return (session.socket as unknown as MarkedSocket)[TRANSPORT];
+  } catch {
+    return undefined; // the session has already let go of its socket
+  }
+}
+
 function pubId(account: string, name: string): string {
   return `${account}/${name}`;
 }
@@ -115,6 +135,8 @@ export class TunnelServer {
   /** Endpoint sessions by id, connected or waiting out their grace period. */
   private readonly endpoints = new Map<string, EndpointSession>();
   private readonly endpointOf = new WeakMap<http2.Http2Session, EndpointSession>();
+  /** The WebSocket stream of the carried session being made, while http2 makes it. */
+  private carrying: Duplex | undefined;
   private nextProxyId = 1;
   readonly zone: string;
   certPath = '';
@@ -153,6 +175,8 @@ export class TunnelServer {
       honorCipherOrder: true,
     });
     this.server = server;
+    // Ahead of http2's own listener, which makes the session from the socket.
+    server.prependListener('secureConnection', markSocket);
     const carried = http2.createServer(sessionOptions);
     for (const h2 of [server, carried] as http2.Http2Server[]) {
       h2.on('session', (session: http2.ServerHttp2Session) => this.handleSession(session));
@@ -164,7 +188,16 @@ export class TunnelServer {
         socket.destroy();
         return;
       }
-      wss.handleUpgrade(request, socket, head, (ws) => carried.emit('connection', createWebSocketStream(ws)));
+      wss.handleUpgrade(request, socket, head, (ws) => {
+        const stream = createWebSocketStream(ws);
+        // http2 makes the session, and emits 'session', within this call.
+        this.carrying = stream;
+        try {
+          carried.emit('connection', stream);
+        } finally {
+          this.carrying = undefined;
+        }
+      });
     });
     // A TLS client that did not pick HTTP/2 gets a short while to send its upgrade; ws clears the timeout.
     server.on('secureConnection', (socket: TLSSocket) => {
@@ -190,7 +223,9 @@ export class TunnelServer {
   private handleSession(session: http2.ServerHttp2Session): void {
     this.sessions.add(session);
     raiseSessionWindow(session);
-    keepalive(session, this.options.keepaliveMs ?? KEEPALIVE_MS, () => this.log.warn('dropped a session that stopped answering keepalives'));
+    // With the transport: a session destroyed over a link that went silent would wait to flush for ever,
+    // and its tunnels would never start their grace period.
+    keepalive(session, this.options.keepaliveMs ?? KEEPALIVE_MS, () => this.log.warn('dropped a session that stopped answering keepalives'), markedSocketOf(session) ?? this.carrying);
     session.on('error', () => undefined);
     session.once('close', () => this.sessions.delete(session));
   }

@@ -57,6 +57,23 @@ class Link {
     await this.cut();
   }
 
+  /**
+   * The link goes silent and stays so, as when a peer's machine froze or a middlebox started dropping
+   * packets: nothing is forwarded or closed any more, and new connections are refused.
+   */
+  async freeze(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    for (const s of this.sockets) {
+      s.unpipe();
+      s.pause();
+      s.removeAllListeners('close');
+    }
+    // close() waits for the connections it no longer accepts; these stay open until the test ends.
+    server?.close();
+    if (server) server.unref();
+  }
+
   /** Cuts a link that carries a session, and waits until `endpoint` noticed. */
   async cutSessionOf(endpoint: Program): Promise<void> {
     const before = (endpoint.stdout + endpoint.stderr).split('lost the session').length;
@@ -108,6 +125,20 @@ async function grown(file: string, bytes: number, timeoutMs = 30_000): Promise<v
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+interface HookedCurl {
+  done: Promise<{ code: number | null; out: string }>;
+  kill(): void;
+}
+
+/** Runs curl under hook-run against the redirector at `ipcPath`; resolves with its exit status and what it printed. */
+function hookedCurl(ipcPath: string, args: string[]): HookedCurl {
+  const child = spawn(process.execPath, [HOOK_RUN, '--ipc', ipcPath, '--', 'curl', '-sS', '--fail', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
+  return { done: new Promise((resolve) => child.once('exit', (code) => resolve({ code, out }))), kill: () => child.kill('SIGKILL') };
+}
+
 describe('resume: connections survive a dropped session link', function () {
   const dir = tmpDir('resume');
   const payload = path.join(dir, 'payload.bin');
@@ -150,14 +181,7 @@ describe('resume: connections survive a dropped session link', function () {
       await redirectorLink.close();
     });
 
-    /** Runs curl under hook-run; resolves with its exit status and what it printed. */
-    function curl(args: string[]): { done: Promise<{ code: number | null; out: string }> } {
-      const child = spawn(process.execPath, [HOOK_RUN, '--ipc', chain.ipcPath, '--', 'curl', '-sS', '--fail', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-      child.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
-      return { done: new Promise((resolve) => child.once('exit', (code) => resolve({ code, out }))) };
-    }
+    const curl = (args: string[]): HookedCurl => hookedCurl(chain.ipcPath, args);
 
     it('a 100 MB download stays byte-identical while the redirector\'s link is cut for 5 s', async function () {
       const output = path.join(dir, 'download.bin');
@@ -186,6 +210,43 @@ describe('resume: connections survive a dropped session link', function () {
       await chain.proxy.waitFor(/session resumed: re-opening 1 tunnel/);
     });
   });
+
+  for (const transport of ['tls', 'wss'] as const) {
+    describe(`when an endpoint's link goes silent under a transfer and stays so (${transport})`, function () {
+      let chain: Chain;
+      const redirectorLink = new Link(() => chain.serverPort);
+
+      before(async function () {
+        await redirectorLink.open();
+        // Only the server's keepalive is short: the endpoint must not come back to supersede its session.
+        chain = new Chain([`files=127.0.0.1:${httpPort}`], {
+          redirectorVia: redirectorLink.port,
+          redirectorArgs: ['--transport', transport],
+          serverArgs: ['--keepalive', '2', '--grace', '2'],
+        });
+        await chain.start();
+      });
+
+      after(async function () {
+        await chain?.stop();
+        await redirectorLink.close();
+      });
+
+      it('the server drops the session though it cannot flush to it, and resets its tunnels after the grace period', async function () {
+        const output = path.join(dir, `silent-${transport}.bin`);
+        // The server is sending to the redirector when the link freezes, so its socket's buffers are full.
+        const transfer = hookedCurl(chain.ipcPath, ['--limit-rate', '25M', '-o', output, `http://${chain.host('files')}:${httpPort}/payload.bin`]);
+        try {
+          await grown(output, 10 * 1024 * 1024);
+          await redirectorLink.freeze();
+          await chain.server.waitFor(/dropped a session that stopped answering keepalives/, 20_000);
+          await chain.server.waitFor(/the session did not come back within 2 s: resetting 1 tunnel/, 20_000);
+        } finally {
+          transfer.kill();
+        }
+      });
+    });
+  }
 
   /** A chain publishing a line-echo service, with idle connections through it that report how they end. */
   class IdleChain {
