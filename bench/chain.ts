@@ -46,10 +46,22 @@ export class BenchChain {
     const env = { UNDERPASS_LOG_LEVEL: 'warn', ...this.options.env };
     const dataDir = path.join(this.dir, 'data');
     const serverPort = await freePort();
-    this.server = new Proc('server', process.execPath, [...this.nodeArgs, UNDERPASS, 'server', '--listen', `127.0.0.1:${serverPort}`, '--data-dir', dataDir], { env: { ...env, UNDERPASS_LOG_LEVEL: 'info' }, keepOutput: false });
+    this.server = new Proc(
+      'server',
+      process.execPath,
+      [...this.nodeArgs, UNDERPASS, 'server', '--listen', `127.0.0.1:${serverPort}`, '--data-dir', dataDir],
+      { env: { ...env, UNDERPASS_LOG_LEVEL: 'info' }, keepOutput: false },
+    );
     await this.server.waitFor(/listening on/);
     const token = fs.readFileSync(path.join(dataDir, 'token'), 'utf8').trim();
-    const endpoint = ['--server', `127.0.0.1:${serverPort}`, '--ca', path.join(dataDir, 'tls', 'cert.pem'), '--token', token];
+    const endpoint = [
+      '--server',
+      `127.0.0.1:${serverPort}`,
+      '--ca',
+      path.join(dataDir, 'tls', 'cert.pem'),
+      '--token',
+      token,
+    ];
 
     const proxyArgs = [...this.nodeArgs, UNDERPASS, 'proxy', ...endpoint, '--json'];
     for (const p of this.options.publish) proxyArgs.push('--publish', p);
@@ -59,10 +71,15 @@ export class BenchChain {
       const m = await this.proxy.waitFor(new RegExp(`\\{"event":"published","name":"${name}","host":"([^"]+)"`));
       this.hosts.set(name, m[1]!);
     }
-    this.redirector = new Proc('redirector', process.execPath, [...this.nodeArgs, UNDERPASS, 'redirector', ...endpoint, '--ipc', this.ipcPath, '--pseudo-net', this.pseudoNet], {
-      env: { ...env, UNDERPASS_LOG_LEVEL: 'info' },
-      keepOutput: false,
-    });
+    this.redirector = new Proc(
+      'redirector',
+      process.execPath,
+      [...this.nodeArgs, UNDERPASS, 'redirector', ...endpoint, '--ipc', this.ipcPath, '--pseudo-net', this.pseudoNet],
+      {
+        env: { ...env, UNDERPASS_LOG_LEVEL: 'info' },
+        keepOutput: false,
+      },
+    );
     await this.redirector.waitFor(/serving hooks on/);
     return this;
   }
@@ -83,7 +100,8 @@ export class BenchChain {
   /** Resolves `name`'s pseudo name through the redirector's IPC (as the hook does); returns the address. */
   async pseudoAddress(name: string): Promise<string> {
     const reply = await ipcRequest(this.ipcPath, IpcEvent.resolve, { name: this.host(name) });
-    if (reply.ok !== true || typeof reply.address !== 'string') throw new Error(`the redirector did not resolve ${name}: ${JSON.stringify(reply)}`);
+    if (reply.ok !== true || typeof reply.address !== 'string')
+      throw new Error(`the redirector did not resolve ${name}: ${JSON.stringify(reply)}`);
     return reply.address;
   }
 
@@ -92,9 +110,16 @@ export class BenchChain {
    * settles once the claim is written (a claim has no reply).
    */
   claim(socket: net.Socket): Promise<void> {
-    const data = { address: socket.remoteAddress, port: socket.remotePort, localAddress: socket.localAddress, localPort: socket.localPort };
+    const data = {
+      address: socket.remoteAddress,
+      port: socket.remotePort,
+      localAddress: socket.localAddress,
+      localPort: socket.localPort,
+    };
     return new Promise((resolve, reject) => {
-      const ipc = net.connect(this.ipcPath, () => ipc.end(JSON.stringify({ type: IpcEvent.claim, data }) + IPC_DELIMITER, () => resolve()));
+      const ipc = net.connect(this.ipcPath, () =>
+        ipc.end(JSON.stringify({ type: IpcEvent.claim, data }) + IPC_DELIMITER, () => resolve()),
+      );
       ipc.on('error', reject);
     });
   }
@@ -117,7 +142,12 @@ export class BenchChain {
 }
 
 /** One node-ipc request on its own connection (PROTOCOL.md §2), as the hook sends it. */
-export function ipcRequest(socketPath: string, type: string, data: unknown, timeoutMs = 10_000): Promise<Record<string, unknown>> {
+export function ipcRequest(
+  socketPath: string,
+  type: string,
+  data: unknown,
+  timeoutMs = 10_000,
+): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(socketPath);
     let buffer = '';

@@ -23,7 +23,16 @@ interface Panel {
   bar?: { value: number; label: string };
 }
 
-const COLORS = { reference: '#9e9e9e', floor: '#c7c7c7', ssh: '#e08a2c', tunnel: '#7fb3e6', hooked: '#1f5fa8', server: '#1f5fa8', proxy: '#4f8fd1', redirector: '#7fb3e6' };
+const COLORS = {
+  reference: '#9e9e9e',
+  floor: '#c7c7c7',
+  ssh: '#e08a2c',
+  tunnel: '#7fb3e6',
+  hooked: '#1f5fa8',
+  server: '#1f5fa8',
+  proxy: '#4f8fd1',
+  redirector: '#7fb3e6',
+};
 
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
@@ -47,13 +56,17 @@ function drawPanel(p: Panel, x0: number, y0: number, w: number, h: number): stri
   const values = p.series.flatMap((s) => s.values.filter((v): v is number => v !== null));
   const max = niceMax(Math.max(...values, p.bar?.value ?? 0) * 1.08);
   const y = (v: number): number => top + plotH - (v / max) * plotH;
-  out.push(`<text x="${x0 + w / 2}" y="${y0 + 22}" font-size="16" font-weight="bold" text-anchor="middle">${esc(p.title)}</text>`);
+  out.push(
+    `<text x="${x0 + w / 2}" y="${y0 + 22}" font-size="16" font-weight="bold" text-anchor="middle">${esc(p.title)}</text>`,
+  );
   for (let i = 0; i <= 4; i++) {
     const v = (max / 4) * i;
     out.push(`<line x1="${left}" x2="${left + plotW}" y1="${y(v)}" y2="${y(v)}" stroke="#e4e4e4"/>`);
     out.push(`<text x="${left - 6}" y="${y(v) + 4}" font-size="11" text-anchor="end">${label(v)}</text>`);
   }
-  out.push(`<text x="${x0 + 14}" y="${top + plotH / 2}" font-size="12" text-anchor="middle" transform="rotate(-90 ${x0 + 14} ${top + plotH / 2})">${esc(p.unit)}</text>`);
+  out.push(
+    `<text x="${x0 + 14}" y="${top + plotH / 2}" font-size="12" text-anchor="middle" transform="rotate(-90 ${x0 + 14} ${top + plotH / 2})">${esc(p.unit)}</text>`,
+  );
   const groupW = plotW / p.groups.length;
   const barW = Math.min(48, (groupW * 0.8) / p.series.length);
   p.groups.forEach((g, gi) => {
@@ -62,18 +75,28 @@ function drawPanel(p: Panel, x0: number, y0: number, w: number, h: number): stri
       const v = s.values[gi];
       const bx = gx + si * barW;
       if (v === null || v === undefined) {
-        out.push(`<text x="${bx + barW / 2}" y="${top + plotH - 4}" font-size="10" text-anchor="middle" fill="#999">n/a</text>`);
+        out.push(
+          `<text x="${bx + barW / 2}" y="${top + plotH - 4}" font-size="10" text-anchor="middle" fill="#999">n/a</text>`,
+        );
         return;
       }
-      out.push(`<rect x="${bx + 1}" y="${y(v)}" width="${barW - 2}" height="${top + plotH - y(v)}" fill="${s.color}"/>`);
+      out.push(
+        `<rect x="${bx + 1}" y="${y(v)}" width="${barW - 2}" height="${top + plotH - y(v)}" fill="${s.color}"/>`,
+      );
       out.push(`<text x="${bx + barW / 2}" y="${y(v) - 3}" font-size="10" text-anchor="middle">${label(v)}</text>`);
     });
-    out.push(`<text x="${left + gi * groupW + groupW / 2}" y="${top + plotH + 16}" font-size="12" text-anchor="middle">${esc(g)}</text>`);
+    out.push(
+      `<text x="${left + gi * groupW + groupW / 2}" y="${top + plotH + 16}" font-size="12" text-anchor="middle">${esc(g)}</text>`,
+    );
   });
   out.push(`<line x1="${left}" x2="${left + plotW}" y1="${top + plotH}" y2="${top + plotH}" stroke="#333"/>`);
   if (p.bar) {
-    out.push(`<line x1="${left}" x2="${left + plotW}" y1="${y(p.bar.value)}" y2="${y(p.bar.value)}" stroke="#c62828" stroke-dasharray="6 4" stroke-width="1.5"/>`);
-    out.push(`<text x="${left + plotW}" y="${y(p.bar.value) - 4}" font-size="11" text-anchor="end" fill="#c62828">${esc(p.bar.label)}</text>`);
+    out.push(
+      `<line x1="${left}" x2="${left + plotW}" y1="${y(p.bar.value)}" y2="${y(p.bar.value)}" stroke="#c62828" stroke-dasharray="6 4" stroke-width="1.5"/>`,
+    );
+    out.push(
+      `<text x="${left + plotW}" y="${y(p.bar.value) - 4}" font-size="11" text-anchor="end" fill="#c62828">${esc(p.bar.label)}</text>`,
+    );
   }
   let lx = left;
   const ly = top + plotH + 36;
@@ -89,16 +112,22 @@ export function panels(r: BenchResults): Panel[] {
   const list: Panel[] = [];
   const rows = r.throughput?.rows ?? [];
   if (rows.length > 0) {
-    const pick = (k: 'direct' | 'ssh' | 'tunnel' | 'hooked' | 'floor'): Array<number | null> => rows.map((row) => (row[k] == null ? null : gbps(row[k] as number)));
+    const pick = (k: 'direct' | 'ssh' | 'tunnel' | 'hooked' | 'floor'): Array<number | null> =>
+      rows.map((row) => (row[k] == null ? null : gbps(row[k] as number)));
     // Direct loopback is an order of magnitude above both tunnels: it goes in the group labels, not as a bar.
     const direct = pick('direct');
     list.push({
       title: 'Throughput (iperf3)',
       unit: 'Gbit/s',
-      groups: rows.map((row, i) => `${row.parallel} conn${row.parallel > 1 ? 's' : ''} (direct ${direct[i] === null ? 'n/a' : direct[i]!.toFixed(1)})`),
+      groups: rows.map(
+        (row, i) =>
+          `${row.parallel} conn${row.parallel > 1 ? 's' : ''} (direct ${direct[i] === null ? 'n/a' : direct[i]!.toFixed(1)})`,
+      ),
       series: [
         { name: 'OpenSSH -R/-L', color: COLORS.ssh, values: pick('ssh') },
-        ...(rows.some((row) => row.floor != null) ? [{ name: 'Node floor (3 TLS relays)', color: COLORS.floor, values: pick('floor') }] : []),
+        ...(rows.some((row) => row.floor != null)
+          ? [{ name: 'Node floor (3 TLS relays)', color: COLORS.floor, values: pick('floor') }]
+          : []),
         { name: 'Underpass, no hook', color: COLORS.tunnel, values: pick('tunnel') },
         { name: 'Underpass, hook-run', color: COLORS.hooked, values: pick('hooked') },
       ],
@@ -113,7 +142,15 @@ export function panels(r: BenchResults): Panel[] {
       groups: ['p50', 'p99'],
       series: [
         { name: 'direct', color: COLORS.reference, values: [v(l.direct, 'p50'), v(l.direct, 'p99')] },
-        ...(l.floor ? [{ name: 'Node floor (3 plain relays)', color: COLORS.floor, values: [v(l.floor, 'p50'), v(l.floor, 'p99')] }] : []),
+        ...(l.floor
+          ? [
+              {
+                name: 'Node floor (3 plain relays)',
+                color: COLORS.floor,
+                values: [v(l.floor, 'p50'), v(l.floor, 'p99')],
+              },
+            ]
+          : []),
         { name: 'Underpass, no hook', color: COLORS.tunnel, values: [v(l.tunnel, 'p50'), v(l.tunnel, 'p99')] },
         { name: 'Underpass, hook-run', color: COLORS.hooked, values: [v(l.hooked, 'p50'), v(l.hooked, 'p99')] },
       ],
@@ -126,7 +163,13 @@ export function panels(r: BenchResults): Panel[] {
       title: `Memory per idle connection (${m.opened} open)`,
       unit: 'KiB RSS per connection',
       groups: ['server', 'proxy', 'redirector'],
-      series: [{ name: 'Underpass', color: COLORS.server, values: [m.server.perConnectionKiB, m.proxy.perConnectionKiB, m.redirector.perConnectionKiB] }],
+      series: [
+        {
+          name: 'Underpass',
+          color: COLORS.server,
+          values: [m.server.perConnectionKiB, m.proxy.perConnectionKiB, m.redirector.perConnectionKiB],
+        },
+      ],
       bar: { value: 10, label: 'bar: server < 10 KiB' },
     });
   }
@@ -163,12 +206,17 @@ ${body}
 }
 
 /** Writes `pngPath` (via rsvg-convert), or the SVG beside it when rsvg-convert is missing. */
-export async function writeChart(r: BenchResults, pngPath: string): Promise<{ ok: boolean; path: string; reason?: string }> {
+export async function writeChart(
+  r: BenchResults,
+  pngPath: string,
+): Promise<{ ok: boolean; path: string; reason?: string }> {
   const svg = renderSvg(r);
   const converted = spawnSync('rsvg-convert', ['--format', 'png', '--output', pngPath], { input: svg });
   if (converted.error === undefined && converted.status === 0) return { ok: true, path: pngPath };
   const svgPath = pngPath.replace(/\.png$/, '.svg');
   fs.writeFileSync(svgPath, svg);
-  const reason = converted.error ? 'rsvg-convert not found (Debian: librsvg2-bin); wrote the SVG' : `rsvg-convert failed: ${converted.stderr.toString().trim()}`;
+  const reason = converted.error
+    ? 'rsvg-convert not found (Debian: librsvg2-bin); wrote the SVG'
+    : `rsvg-convert failed: ${converted.stderr.toString().trim()}`;
   return { ok: false, path: svgPath, reason };
 }

@@ -31,7 +31,11 @@ function onward(): net.Socket {
   if (ca === null) return net.connect({ host: '127.0.0.1', port: to, noDelay: true, allowHalfOpen: true });
   // As runtime/transport.ts dials: TCP with Nagle off, then TLS checked against the certificate, which
   // names the bench server's listen address, 127.0.0.1.
-  return tls.connect({ socket: net.connect({ host: '127.0.0.1', port: to, noDelay: true, allowHalfOpen: true }), host: '127.0.0.1', ca });
+  return tls.connect({
+    socket: net.connect({ host: '127.0.0.1', port: to, noDelay: true, allowHalfOpen: true }),
+    host: '127.0.0.1',
+    ca,
+  });
 }
 
 function accept(socket: net.Socket): void {
@@ -40,12 +44,23 @@ function accept(socket: net.Socket): void {
 }
 
 const server = tlsIn
-  ? tls.createServer({ cert: fs.readFileSync(tlsIn[0]!), key: fs.readFileSync(tlsIn[1]!), ciphers: `${SERVER_CIPHERS}:${tls.DEFAULT_CIPHERS}`, honorCipherOrder: true, allowHalfOpen: true }, accept)
+  ? tls.createServer(
+      {
+        cert: fs.readFileSync(tlsIn[0]!),
+        key: fs.readFileSync(tlsIn[1]!),
+        ciphers: `${SERVER_CIPHERS}:${tls.DEFAULT_CIPHERS}`,
+        honorCipherOrder: true,
+        allowHalfOpen: true,
+      },
+      accept,
+    )
   : net.createServer({ allowHalfOpen: true }, accept);
 server.maxConnections = 1_000_000;
 server.on('error', (e) => {
   process.stderr.write(`floor relay: ${e.message}\n`);
   process.exit(1);
 });
-server.listen({ host: '127.0.0.1', port: listen, backlog: 4096 }, () => process.stdout.write(`relay listening on ${listen}\n`));
+server.listen({ host: '127.0.0.1', port: listen, backlog: 4096 }, () =>
+  process.stdout.write(`relay listening on ${listen}\n`),
+);
 process.on('SIGTERM', () => process.exit(0));

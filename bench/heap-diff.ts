@@ -147,12 +147,16 @@ function main(): void {
   rows.sort((x, y) => y.bytes - x.bytes);
   const total = rows.reduce((sum, r) => sum + r.bytes, 0);
   process.stdout.write(`self size, after − before, per unit: ${total.toFixed(0)} B\n`);
-  for (const r of rows.filter((r) => Math.abs(r.bytes) >= 8)) process.stdout.write(`${r.bytes.toFixed(0).padStart(7)} B ${r.count.toFixed(2).padStart(7)} ×  ${r.key}\n`);
+  for (const r of rows.filter((r) => Math.abs(r.bytes) >= 8))
+    process.stdout.write(`${r.bytes.toFixed(0).padStart(7)} B ${r.count.toFixed(2).padStart(7)} ×  ${r.key}\n`);
   for (const ctor of owned) {
     const { instances, parts } = afterHeap.owned(ctor);
     const sum = [...parts.values()].reduce((a, b) => a + b, 0);
-    process.stdout.write(`\n${ctor}: ${instances} instances, ${instances > 0 ? (sum / instances).toFixed(0) : 0} B each on its own\n`);
-    for (const [key, bytes] of [...parts].sort((x, y) => y[1] - x[1])) process.stdout.write(`${(bytes / instances).toFixed(0).padStart(7)} B  ${key}\n`);
+    process.stdout.write(
+      `\n${ctor}: ${instances} instances, ${instances > 0 ? (sum / instances).toFixed(0) : 0} B each on its own\n`,
+    );
+    for (const [key, bytes] of [...parts].sort((x, y) => y[1] - x[1]))
+      process.stdout.write(`${(bytes / instances).toFixed(0).padStart(7)} B  ${key}\n`);
   }
 }
 

@@ -18,7 +18,15 @@ export interface IdleSet {
  * `claim`, when given, runs once each connection is up and before its byte is written: the bench claims
  * it over IPC as the hook would, so the redirector admits it without its /proc owner check.
  */
-export async function openIdle(host: string, port: number, count: number, concurrency: number, deadlineMs: number, onProgress?: (opened: number) => void, claim?: (socket: net.Socket) => Promise<void>): Promise<IdleSet> {
+export async function openIdle(
+  host: string,
+  port: number,
+  count: number,
+  concurrency: number,
+  deadlineMs: number,
+  onProgress?: (opened: number) => void,
+  claim?: (socket: net.Socket) => Promise<void>,
+): Promise<IdleSet> {
   const sockets: net.Socket[] = [];
   let opened = 0;
   let failed = 0;

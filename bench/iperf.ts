@@ -45,7 +45,8 @@ export async function measureIperf(
   target: { host: string; port: number },
   seconds: number,
   parallel: number,
-  client: (args: string[], timeoutMs: number) => Promise<ExecResult> = (args, timeoutMs) => exec('iperf3', args, { timeoutMs }),
+  client: (args: string[], timeoutMs: number) => Promise<ExecResult> = (args, timeoutMs) =>
+    exec('iperf3', args, { timeoutMs }),
 ): Promise<IperfResult> {
   const server = await startIperfServer(serverPort);
   try {

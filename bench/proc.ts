@@ -26,14 +26,26 @@ export class Proc {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private done = false;
 
-  constructor(readonly label: string, command: string, args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string; keepOutput?: boolean } = {}) {
-    this.child = spawn(command, args, { cwd: options.cwd, env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  constructor(
+    readonly label: string,
+    command: string,
+    args: string[],
+    options: { env?: NodeJS.ProcessEnv; cwd?: string; keepOutput?: boolean } = {},
+  ) {
+    this.child = spawn(command, args, {
+      cwd: options.cwd,
+      env: { ...process.env, ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
     const keep = options.keepOutput ?? true;
     // Programs that log per event would otherwise grow these strings without bound: keep the tail.
-    const append = (which: 'stdout' | 'stderr') => (d: string): void => {
-      this[which] += d;
-      if (!keep && this[which].length > 64 * 1024) this[which] = this[which].slice(-32 * 1024);
-    };
+    const append =
+      (which: 'stdout' | 'stderr') =>
+      (d: string): void => {
+        this[which] += d;
+        if (!keep && this[which].length > 64 * 1024) this[which] = this[which].slice(-32 * 1024);
+      };
     this.child.stdout!.setEncoding('utf8').on('data', append('stdout'));
     this.child.stderr!.setEncoding('utf8').on('data', append('stderr'));
     this.child.once('error', (e) => (this.stderr += `\nspawn failed: ${e.message}`));
@@ -61,8 +73,12 @@ export class Proc {
     for (;;) {
       const m = (this.stdout + this.stderr).match(pattern);
       if (m) return m;
-      if (this.done) throw new Error(`${this.label} exited before printing ${pattern}:\n${tail(this.stderr + this.stdout)}`);
-      if (Date.now() > deadline) throw new Error(`${this.label} did not print ${pattern} within ${timeoutMs} ms:\n${tail(this.stderr + this.stdout)}`);
+      if (this.done)
+        throw new Error(`${this.label} exited before printing ${pattern}:\n${tail(this.stderr + this.stdout)}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `${this.label} did not print ${pattern} within ${timeoutMs} ms:\n${tail(this.stderr + this.stdout)}`,
+        );
       await sleep(20);
     }
   }
@@ -98,7 +114,11 @@ export interface ExecResult {
 }
 
 /** Runs a command to completion in its own group; kills the group after `timeoutMs`. */
-export async function exec(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {}): Promise<ExecResult> {
+export async function exec(
+  command: string,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {},
+): Promise<ExecResult> {
   const started = process.hrtime.bigint();
   const p = new Proc(command, command, args, options);
   let timedOut = false;
@@ -110,7 +130,10 @@ export async function exec(command: string, args: string[], options: { env?: Nod
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
   clearTimeout(timer);
   killGroup(p.pid, 'SIGKILL');
-  if (timedOut) throw new Error(`${command} ${args.join(' ')} timed out after ${options.timeoutMs ?? 60_000} ms:\n${tail(p.stderr + p.stdout)}`);
+  if (timedOut)
+    throw new Error(
+      `${command} ${args.join(' ')} timed out after ${options.timeoutMs ?? 60_000} ms:\n${tail(p.stderr + p.stdout)}`,
+    );
   return { code, signal, stdout: p.stdout, stderr: p.stderr, ms };
 }
 
@@ -216,7 +239,8 @@ export function cpuTicks(): { steal: number; total: number } | null {
 /** The soft and hard open-file limits of this process. */
 export function fileLimits(): { soft: number; hard: number } {
   const m = fs.readFileSync('/proc/self/limits', 'utf8').match(/^Max open files\s+(\S+)\s+(\S+)/m);
-  const parse = (s: string | undefined): number => (s === undefined || s === 'unlimited' ? Number.MAX_SAFE_INTEGER : Number(s));
+  const parse = (s: string | undefined): number =>
+    s === undefined || s === 'unlimited' ? Number.MAX_SAFE_INTEGER : Number(s);
   return { soft: parse(m?.[1]), hard: parse(m?.[2]) };
 }
 
@@ -229,10 +253,22 @@ export function fileLimits(): { soft: number; hard: number } {
 export function reexecWithFileLimit(wanted: number): Promise<number> | null {
   if (fileLimits().soft >= wanted || process.env.UNDERPASS_BENCH_REEXEC === '1') return null;
   const script = `ulimit -Hn ${wanted} 2>/dev/null; ulimit -n ${wanted} 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"`;
-  const child = spawn('sh', ['-c', script, 'sh', process.execPath, ...process.execArgv, path.resolve(process.argv[1]!), ...process.argv.slice(2)], {
-    stdio: 'inherit',
-    env: { ...process.env, UNDERPASS_BENCH_REEXEC: '1' },
-  });
+  const child = spawn(
+    'sh',
+    [
+      '-c',
+      script,
+      'sh',
+      process.execPath,
+      ...process.execArgv,
+      path.resolve(process.argv[1]!),
+      ...process.argv.slice(2),
+    ],
+    {
+      stdio: 'inherit',
+      env: { ...process.env, UNDERPASS_BENCH_REEXEC: '1' },
+    },
+  );
   const forward = (signal: NodeJS.Signals) => (): void => void child.kill(signal);
   process.on('SIGINT', forward('SIGINT'));
   process.on('SIGTERM', forward('SIGTERM'));

@@ -32,7 +32,10 @@ export interface ProfileSummary {
 
 function where(url: string, line: number): string {
   if (url === '') return '';
-  const short = url.replace(/^file:\/\//, '').replace(/^.*\/(node_modules\/)/, '$1').replace(/^.*\/dist\//, 'dist/');
+  const short = url
+    .replace(/^file:\/\//, '')
+    .replace(/^.*\/(node_modules\/)/, '$1')
+    .replace(/^.*\/dist\//, 'dist/');
   return `${short}:${line + 1}`;
 }
 
@@ -64,25 +67,38 @@ export function summariseProfile(file: string, top: number, processName = path.b
     file,
     wallMs,
     busyMs: busyHits * msPerHit,
-    top: sorted.map((e) => ({ fn: e.fn, where: e.where, selfMs: e.hits * msPerHit, busyShare: busyHits > 0 ? e.hits / busyHits : 0 })),
+    top: sorted.map((e) => ({
+      fn: e.fn,
+      where: e.where,
+      selfMs: e.hits * msPerHit,
+      busyShare: busyHits > 0 ? e.hits / busyHits : 0,
+    })),
   };
 }
 
 /** Finds the profiles under `dir` (one folder per chain, with pids.json naming the processes). */
 export function summariseProfiles(dir: string, top = 15): string {
   const out: string[] = [];
-  const folders = fs.existsSync(dir) ? fs.readdirSync(dir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => path.join(dir, d.name)) : [];
+  const folders = fs.existsSync(dir)
+    ? fs
+        .readdirSync(dir, { withFileTypes: true })
+        .filter((d) => d.isDirectory())
+        .map((d) => path.join(dir, d.name))
+    : [];
   for (const folder of [dir, ...folders]) {
     const pidsFile = path.join(folder, 'pids.json');
     const names = new Map<number, string>();
-    if (fs.existsSync(pidsFile)) for (const [n, pid] of Object.entries(JSON.parse(fs.readFileSync(pidsFile, 'utf8')) as Record<string, number>)) names.set(pid, n);
+    if (fs.existsSync(pidsFile))
+      for (const [n, pid] of Object.entries(JSON.parse(fs.readFileSync(pidsFile, 'utf8')) as Record<string, number>))
+        names.set(pid, n);
     for (const f of fs.readdirSync(folder).filter((f) => f.endsWith('.cpuprofile'))) {
       const pid = Number(f.split('.')[3]);
       const name = `${path.basename(folder)}/${names.get(pid) ?? `pid ${pid}`}`;
       const s = summariseProfile(path.join(folder, f), top, name);
       out.push(`## ${s.process}: busy ${(s.busyMs / 1000).toFixed(1)} s of ${(s.wallMs / 1000).toFixed(1)} s (${f})`);
       out.push('| self ms | % of busy | function | where |', '|---:|---:|---|---|');
-      for (const t of s.top) out.push(`| ${t.selfMs.toFixed(0)} | ${(t.busyShare * 100).toFixed(1)} | ${t.fn} | ${t.where} |`);
+      for (const t of s.top)
+        out.push(`| ${t.selfMs.toFixed(0)} | ${(t.busyShare * 100).toFixed(1)} | ${t.fn} | ${t.where} |`);
       out.push('');
     }
   }

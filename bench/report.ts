@@ -8,27 +8,42 @@
 import type { Bar, BenchResults, LatencySummary } from './results';
 import { fmt, gbps, median } from './stats';
 
-const ms = (us: number | null | undefined): string => (us === null || us === undefined ? '—' : `${(us / 1000).toFixed(3)} ms`);
-const g = (bps: number | null | undefined): string => (bps === null || bps === undefined ? '—' : `${gbps(bps).toFixed(2)} Gbit/s`);
-const ratio = (a: number | null | undefined, b: number | null | undefined): number | null => (a == null || b == null || b === 0 ? null : a / b);
+const ms = (us: number | null | undefined): string =>
+  us === null || us === undefined ? '—' : `${(us / 1000).toFixed(3)} ms`;
+const g = (bps: number | null | undefined): string =>
+  bps === null || bps === undefined ? '—' : `${gbps(bps).toFixed(2)} Gbit/s`;
+const ratio = (a: number | null | undefined, b: number | null | undefined): number | null =>
+  a == null || b == null || b === 0 ? null : a / b;
 const x = (r: number | null): string => (r === null ? '—' : `${r.toFixed(2)}×`);
 
 /** The one-connection figure the bar is judged on: the hooked chain when hook-run works, else the tunnel. */
-function headline(results: BenchResults): { value: number | null; label: string; ssh: number | null; floor: number | null } {
+function headline(results: BenchResults): {
+  value: number | null;
+  label: string;
+  ssh: number | null;
+  floor: number | null;
+} {
   const row = results.throughput?.rows.find((r) => r.parallel === 1);
   if (!row) return { value: null, label: '', ssh: null, floor: null };
   const floor = row.floor ?? null;
-  return row.hooked !== null ? { value: row.hooked, label: 'hooked iperf3', ssh: row.ssh, floor } : { value: row.tunnel, label: 'pseudo address, no hook', ssh: row.ssh, floor };
+  return row.hooked !== null
+    ? { value: row.hooked, label: 'hooked iperf3', ssh: row.ssh, floor }
+    : { value: row.tunnel, label: 'pseudo address, no hook', ssh: row.ssh, floor };
 }
 
 function latencyHeadline(results: BenchResults): { s: LatencySummary | null; label: string } {
   const l = results.latency;
   if (!l) return { s: null, label: '' };
-  return l.hooked !== null ? { s: l.hooked, label: 'under hook-run' } : { s: l.tunnel, label: 'pseudo address, no hook' };
+  return l.hooked !== null
+    ? { s: l.hooked, label: 'under hook-run' }
+    : { s: l.tunnel, label: 'pseudo address, no hook' };
 }
 
 /** Added cost of the hook on ordinary names: per-op µs, hooked median over plain median, and the noise floor. */
-export function ordinaryCost(results: BenchResults, op: 'getaddrinfo_us' | 'connect_us'): { plain: number; hooked: number; added: number; noise: number } | null {
+export function ordinaryCost(
+  results: BenchResults,
+  op: 'getaddrinfo_us' | 'connect_us',
+): { plain: number; hooked: number; added: number; noise: number } | null {
   const o = results.hook?.ordinary;
   if (!o || o.hooked.length === 0 || o.plain.length < 2) return null;
   const plain = median(o.plain.map((p) => p[op]));
@@ -44,14 +59,24 @@ export function evaluateBars(results: BenchResults): Bar[] {
     const r = ratio(h.value, h.ssh);
     // The floor is context, not the bar: what three Node relays with TLS and no protocol reach here.
     const floor = h.floor !== null ? `; Node floor ${g(h.floor)} = ${x(ratio(h.floor, h.ssh))}` : '';
-    bars.push({ figure: `single-connection throughput (${h.label})`, measured: `${g(h.value)} = ${x(r)} OpenSSH (${g(h.ssh)})${floor}`, bar: '≥ 1.5× OpenSSH chain', met: r === null ? null : r >= 1.5 });
+    bars.push({
+      figure: `single-connection throughput (${h.label})`,
+      measured: `${g(h.value)} = ${x(r)} OpenSSH (${g(h.ssh)})${floor}`,
+      bar: '≥ 1.5× OpenSSH chain',
+      met: r === null ? null : r >= 1.5,
+    });
   }
   if (results.latency) {
     const { s, label } = latencyHeadline(results);
     const direct = results.latency.direct;
     const added = s && direct ? s.p50 - direct.p50 : null;
     const floor = results.latency.floor && direct ? `; Node floor +${ms(results.latency.floor.p50 - direct.p50)}` : '';
-    bars.push({ figure: `added connect latency, p50 (${label})`, measured: added === null ? '—' : `+${ms(added)}${floor}`, bar: '≤ 0.5 ms', met: added === null ? null : added <= 500 });
+    bars.push({
+      figure: `added connect latency, p50 (${label})`,
+      measured: added === null ? '—' : `+${ms(added)}${floor}`,
+      bar: '≤ 0.5 ms',
+      met: added === null ? null : added <= 500,
+    });
   }
   if (results.memory) {
     const m = results.memory;
@@ -65,12 +90,21 @@ export function evaluateBars(results: BenchResults): Bar[] {
   }
   if (results.hook) {
     const st = results.hook.startup;
-    bars.push({ figure: '`hook-run -- true`, median', measured: st.hookRunMs === null ? '—' : `${st.hookRunMs.toFixed(0)} ms`, bar: '< 400 ms', met: st.hookRunMs === null ? null : st.hookRunMs < 400 });
+    bars.push({
+      figure: '`hook-run -- true`, median',
+      measured: st.hookRunMs === null ? '—' : `${st.hookRunMs.toFixed(0)} ms`,
+      bar: '< 400 ms',
+      met: st.hookRunMs === null ? null : st.hookRunMs < 400,
+    });
     const costs = (['getaddrinfo_us', 'connect_us'] as const).map((op) => ordinaryCost(results, op));
     const known = costs.every((c) => c !== null);
     bars.push({
       figure: 'hook cost on ordinary names (getaddrinfo / connect)',
-      measured: known ? costs.map((c) => `${c!.added >= 0 ? '+' : ''}${c!.added.toFixed(1)} µs (noise ${c!.noise.toFixed(1)})`).join(' / ') : '—',
+      measured: known
+        ? costs
+            .map((c) => `${c!.added >= 0 ? '+' : ''}${c!.added.toFixed(1)} µs (noise ${c!.noise.toFixed(1)})`)
+            .join(' / ')
+        : '—',
       bar: 'zero measurable',
       met: known ? costs.every((c) => c!.added <= c!.noise) : null,
     });
@@ -92,16 +126,32 @@ export function figuresTable(results: BenchResults): string {
     const what = r.parallel === 1 ? 'throughput, 1 connection' : `aggregate throughput, ${r.parallel} connections`;
     const floor = r.floor != null ? `; Node floor ${g(r.floor)}` : '';
     const ofFloor = r.floor != null ? `, ${x(ratio(best, r.floor))} floor` : '';
-    rows.push([what, `hooked ${g(r.hooked)}; no hook ${g(r.tunnel)}`, `direct ${g(r.direct)}; OpenSSH ${g(r.ssh)}${floor}`, `${x(ratio(best, r.ssh))} ssh, ${x(ratio(best, r.direct))} direct${ofFloor}`]);
+    rows.push([
+      what,
+      `hooked ${g(r.hooked)}; no hook ${g(r.tunnel)}`,
+      `direct ${g(r.direct)}; OpenSSH ${g(r.ssh)}${floor}`,
+      `${x(ratio(best, r.ssh))} ssh, ${x(ratio(best, r.direct))} direct${ofFloor}`,
+    ]);
   }
-  const cpu = (c: { server: number | null; proxy: number | null; redirector: number | null } | null | undefined, unit: string): string =>
+  const cpu = (
+    c: { server: number | null; proxy: number | null; redirector: number | null } | null | undefined,
+    unit: string,
+  ): string =>
     c ? `server ${fmt(c.server, 2)}, proxy ${fmt(c.proxy, 2)}, redirector ${fmt(c.redirector, 2)} ${unit}` : '—';
   const t = results.throughput;
   if (t?.cpuMsPerMB) {
     const c = t.cpuMsPerMB;
-    const total = c.server !== null && c.proxy !== null && c.redirector !== null ? c.server + c.proxy + c.redirector : null;
+    const total =
+      c.server !== null && c.proxy !== null && c.redirector !== null ? c.server + c.proxy + c.redirector : null;
     const floorCpu = t.floorCpuMsPerMB ?? null;
-    rows.push(['daemon CPU per MB, 1 connection (no hook)', cpu(c, 'ms'), floorCpu === null ? '—' : `Node floor, three relays: ${fmt(floorCpu, 2)} ms`, total === null ? '—' : `${fmt(total, 2)} ms in all${floorCpu !== null ? ` = ${x(ratio(total, floorCpu))} floor` : ''}`]);
+    rows.push([
+      'daemon CPU per MB, 1 connection (no hook)',
+      cpu(c, 'ms'),
+      floorCpu === null ? '—' : `Node floor, three relays: ${fmt(floorCpu, 2)} ms`,
+      total === null
+        ? '—'
+        : `${fmt(total, 2)} ms in all${floorCpu !== null ? ` = ${x(ratio(total, floorCpu))} floor` : ''}`,
+    ]);
   }
   const l = results.latency;
   if (l) {
@@ -110,25 +160,53 @@ export function figuresTable(results: BenchResults): string {
       const added = head && l.direct ? head[q] - l.direct[q] : null;
       const floor = l.floor ? `; Node floor ${ms(l.floor[q])}` : '';
       const floorAdded = l.floor && l.direct ? ` (floor +${ms(l.floor[q] - l.direct[q])})` : '';
-      rows.push([`connect + 1-byte round trip, ${q}`, `hooked ${ms(l.hooked?.[q])}; no hook ${ms(l.tunnel?.[q])}`, `direct ${ms(l.direct?.[q])}${floor}`, added === null ? '—' : `+${ms(added)}${floorAdded}`]);
+      rows.push([
+        `connect + 1-byte round trip, ${q}`,
+        `hooked ${ms(l.hooked?.[q])}; no hook ${ms(l.tunnel?.[q])}`,
+        `direct ${ms(l.direct?.[q])}${floor}`,
+        added === null ? '—' : `+${ms(added)}${floorAdded}`,
+      ]);
     }
   }
   if (l?.cpuMsPerTunnel) rows.push(['daemon CPU per tunnel opened (no hook)', cpu(l.cpuMsPerTunnel, 'ms'), '—', '—']);
   const m = results.memory;
   if (m) {
-    rows.push([`idle tunneled connections held open`, `${m.opened} of ${m.target} (${m.failed} failed), opened in ${m.openSeconds.toFixed(1)} s`, '—', `${(m.opened / Math.max(m.openSeconds, 0.001)).toFixed(0)} tunnels/s`]);
+    rows.push([
+      `idle tunneled connections held open`,
+      `${m.opened} of ${m.target} (${m.failed} failed), opened in ${m.openSeconds.toFixed(1)} s`,
+      '—',
+      `${(m.opened / Math.max(m.openSeconds, 0.001)).toFixed(0)} tunnels/s`,
+    ]);
     for (const n of ['server', 'proxy', 'redirector'] as const) {
       const p = m[n];
-      rows.push([`RSS of ${n}, before → after`, `${fmt(p.beforeKiB === null ? null : p.beforeKiB / 1024, 1)} → ${fmt(p.afterKiB === null ? null : p.afterKiB / 1024, 1)} MiB`, '—', `${fmt(p.perConnectionKiB, 2)} KiB per connection (second half: ${fmt(p.marginalKiB ?? null, 2)})`]);
+      rows.push([
+        `RSS of ${n}, before → after`,
+        `${fmt(p.beforeKiB === null ? null : p.beforeKiB / 1024, 1)} → ${fmt(p.afterKiB === null ? null : p.afterKiB / 1024, 1)} MiB`,
+        '—',
+        `${fmt(p.perConnectionKiB, 2)} KiB per connection (second half: ${fmt(p.marginalKiB ?? null, 2)})`,
+      ]);
     }
   }
   const h = results.hook;
   if (h) {
     const st = h.startup;
-    rows.push(['start-up, median', `hook-run -- true ${st.hookRunMs === null ? '—' : `${st.hookRunMs.toFixed(0)} ms`}`, `true ${fmt(st.trueMs, 1, ' ms')}`, st.hookRunMs !== null && st.trueMs !== null ? `+${(st.hookRunMs - st.trueMs).toFixed(0)} ms` : '—']);
-    for (const [op, label] of [['getaddrinfo_us', "getaddrinfo('localhost')"], ['connect_us', 'connect 127.0.0.1 + close']] as const) {
+    rows.push([
+      'start-up, median',
+      `hook-run -- true ${st.hookRunMs === null ? '—' : `${st.hookRunMs.toFixed(0)} ms`}`,
+      `true ${fmt(st.trueMs, 1, ' ms')}`,
+      st.hookRunMs !== null && st.trueMs !== null ? `+${(st.hookRunMs - st.trueMs).toFixed(0)} ms` : '—',
+    ]);
+    for (const [op, label] of [
+      ['getaddrinfo_us', "getaddrinfo('localhost')"],
+      ['connect_us', 'connect 127.0.0.1 + close'],
+    ] as const) {
       const c = ordinaryCost(results, op);
-      rows.push([`${label}, per call (median of ${h.ordinary.hooked.length} / ${h.ordinary.plain.length} runs)`, `hooked ${c ? `${c.hooked.toFixed(1)} µs` : '—'}`, `plain ${c ? `${c.plain.toFixed(1)} µs` : '—'}`, c ? `${c.added >= 0 ? '+' : ''}${c.added.toFixed(1)} µs (noise ${c.noise.toFixed(1)})` : '—']);
+      rows.push([
+        `${label}, per call (median of ${h.ordinary.hooked.length} / ${h.ordinary.plain.length} runs)`,
+        `hooked ${c ? `${c.hooked.toFixed(1)} µs` : '—'}`,
+        `plain ${c ? `${c.plain.toFixed(1)} µs` : '—'}`,
+        c ? `${c.added >= 0 ? '+' : ''}${c.added.toFixed(1)} µs (noise ${c.noise.toFixed(1)})` : '—',
+      ]);
     }
   }
   return markdown(['figure', 'Underpass', 'reference (same run)', 'ratio / added'], rows);
@@ -157,7 +235,9 @@ export function printTable(results: BenchResults): void {
     ...(results.latency?.errors ?? []).map((e) => `latency: ${e}`),
     ...(results.memory?.errors ?? []).map((e) => `memory: ${e}`),
     ...(results.hook?.errors ?? []).map((e) => `hook: ${e}`),
-    ...(results.hook && !results.hook.available ? [`hook: hook-run unavailable: ${results.hook.unavailableReason ?? ''}`] : []),
+    ...(results.hook && !results.hook.available
+      ? [`hook: hook-run unavailable: ${results.hook.unavailableReason ?? ''}`]
+      : []),
   ];
   if (errors.length > 0) out.push('', 'Not measured:', ...errors.map((e) => `- ${e}`));
   process.stdout.write(out.join('\n') + '\n');

@@ -46,7 +46,19 @@ export interface BenchResults {
   date: string;
   quick: boolean;
   durationSeconds: number;
-  machine: { cpus: number; cpuModel: string; memoryMiB: number; kernel: string; node: string; iperf3: string; openssh: string; fileLimit: number; loadAverageAtStart: number[]; git: string; stealPercent?: number };
+  machine: {
+    cpus: number;
+    cpuModel: string;
+    memoryMiB: number;
+    kernel: string;
+    node: string;
+    iperf3: string;
+    openssh: string;
+    fileLimit: number;
+    loadAverageAtStart: number[];
+    git: string;
+    stealPercent?: number;
+  };
   throughput?: {
     /** Seconds per iperf3 run, and runs per figure (interleaved; the figure is their median). */
     seconds: number;

@@ -69,14 +69,45 @@ export class SshChain {
     await waitListening(this.sshd, port);
 
     const user = os.userInfo().username;
-    const common = ['-F', '/dev/null', '-v', '-N', '-p', String(port), '-i', userKey, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'ExitOnForwardFailure=yes', '-o', 'ServerAliveInterval=0'];
+    const common = [
+      '-F',
+      '/dev/null',
+      '-v',
+      '-N',
+      '-p',
+      String(port),
+      '-i',
+      userKey,
+      '-o',
+      'IdentitiesOnly=yes',
+      '-o',
+      'BatchMode=yes',
+      '-o',
+      'StrictHostKeyChecking=no',
+      '-o',
+      'UserKnownHostsFile=/dev/null',
+      '-o',
+      'ExitOnForwardFailure=yes',
+      '-o',
+      'ServerAliveInterval=0',
+    ];
     const remotePort = await freePort();
-    this.service = new Proc('ssh -R', 'ssh', [...common, '-R', `127.0.0.1:${remotePort}:${this.target.host}:${this.target.port}`, `${user}@127.0.0.1`], { keepOutput: false });
+    this.service = new Proc(
+      'ssh -R',
+      'ssh',
+      [...common, '-R', `127.0.0.1:${remotePort}:${this.target.host}:${this.target.port}`, `${user}@127.0.0.1`],
+      { keepOutput: false },
+    );
     await this.service.waitFor(/remote forward success/, 15_000);
     const m = this.service.stderr.match(/server->client cipher: (\S+)/);
     this.cipher = m ? m[1]! : 'unknown';
     this.localPort = await freePort();
-    this.client = new Proc('ssh -L', 'ssh', [...common, '-L', `127.0.0.1:${this.localPort}:127.0.0.1:${remotePort}`, `${user}@127.0.0.1`], { keepOutput: false });
+    this.client = new Proc(
+      'ssh -L',
+      'ssh',
+      [...common, '-L', `127.0.0.1:${this.localPort}:127.0.0.1:${remotePort}`, `${user}@127.0.0.1`],
+      { keepOutput: false },
+    );
     await this.client.waitFor(new RegExp(`forwarding listening on 127\\.0\\.0\\.1 port ${this.localPort}`), 15_000);
     return this;
   }

@@ -15,14 +15,26 @@ async function main(): Promise<number> {
   const webDir = tmpDir('demo-web');
   fs.writeFileSync(path.join(webDir, 'index.html'), 'Hello from behind the firewall, through Underpass.\n');
   const webPort = await freePort();
-  step(`a real web server on 127.0.0.1:${webPort} (python3 -m http.server), standing in for the service behind a firewall`);
-  const web = new Program('web', 'python3', ['-m', 'http.server', String(webPort), '--bind', '127.0.0.1', '--directory', webDir]);
+  step(
+    `a real web server on 127.0.0.1:${webPort} (python3 -m http.server), standing in for the service behind a firewall`,
+  );
+  const web = new Program('web', 'python3', [
+    '-m',
+    'http.server',
+    String(webPort),
+    '--bind',
+    '127.0.0.1',
+    '--directory',
+    webDir,
+  ]);
   const chain = new Chain([`web=127.0.0.1:${webPort}`]);
   try {
     await web.waitFor(/Serving HTTP/);
     step('underpass server --listen 127.0.0.1:PORT --data-dir DIR   (the public tunnel server)');
     await chain.startServer();
-    console.log(`  listening on 127.0.0.1:${chain.serverPort}; certificate ${chain.ca}; token in ${chain.dataDir}/token`);
+    console.log(
+      `  listening on 127.0.0.1:${chain.serverPort}; certificate ${chain.ca}; token in ${chain.dataDir}/token`,
+    );
     step(`underpass proxy --publish web=127.0.0.1:${webPort} --json   (next to the real server; dials out)`);
     await chain.startProxy();
     console.log(`  ${JSON.stringify(chain.published.get('web'))}`);
@@ -39,7 +51,9 @@ async function main(): Promise<number> {
       console.error(`\ndemo failed: curl exited with ${String(r.code)}`);
       return 1;
     }
-    console.log(`\n✔ curl reached the published service through hook → redirector → tunnel server → proxy in ${Date.now() - started} ms (hook-run start-up included).`);
+    console.log(
+      `\n✔ curl reached the published service through hook → redirector → tunnel server → proxy in ${Date.now() - started} ms (hook-run start-up included).`,
+    );
     return 0;
   } finally {
     await chain.stop().catch(() => undefined);

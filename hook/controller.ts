@@ -61,7 +61,9 @@ export async function pickController(ipcPath: string, paths: HookPaths = default
   const binding = await tryLoadFridaBinding();
   if (binding !== null) return new FridaBindingController(binding, paths, ipcPath);
   if (existsSync(paths.venvPython) && existsSync(paths.sidecar)) return new SidecarController(paths, ipcPath);
-  throw new HookRunError("no hook controller: the Node 'frida' binding does not load and .venv is missing: run 'npm run setup'");
+  throw new HookRunError(
+    "no hook controller: the Node 'frida' binding does not load and .venv is missing: run 'npm run setup'",
+  );
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -99,7 +101,11 @@ class SidecarController implements HookController {
       };
       child.once('error', (error) => {
         cleanUp();
-        reject(new HookRunError(`cannot start the hook sidecar ${this.paths.venvPython}: ${error.message}: run 'npm run setup'`));
+        reject(
+          new HookRunError(
+            `cannot start the hook sidecar ${this.paths.venvPython}: ${error.message}: run 'npm run setup'`,
+          ),
+        );
       });
       child.once('exit', (code, signal) => {
         cleanUp();
@@ -291,7 +297,8 @@ class FridaBindingController implements HookController {
       await session.detach().catch(() => undefined);
       throw new HookRunError(`hook failed in process ${pid}: the agent's init answered ${JSON.stringify(result)}`);
     }
-    if (!result.hooked) process.stderr.write(`hook-run: process ${pid}: ${result.notice ?? 'cannot be hooked'}; it runs unhooked\n`);
+    if (!result.hooked)
+      process.stderr.write(`hook-run: process ${pid}: ${result.notice ?? 'cannot be hooked'}; it runs unhooked\n`);
     else if (DEBUG) process.stderr.write(`hook-run: hooked process ${pid} (${result.hooks.join(', ')})\n`);
     return script;
   }
@@ -325,7 +332,13 @@ async function callExport(script: Frida.Script, name: 'init' | 'dispose', ...arg
 function exitCodeOfZombie(pid: number, startTime: string | null): number {
   const fields = tryStatFields(pid);
   const status = Number(fields?.[52 - 3]);
-  if (fields === null || fields[0] !== 'Z' || startTime === null || fields[22 - 3] !== startTime || !Number.isInteger(status)) {
+  if (
+    fields === null ||
+    fields[0] !== 'Z' ||
+    startTime === null ||
+    fields[22 - 3] !== startTime ||
+    !Number.isInteger(status)
+  ) {
     process.stderr.write(`hook-run: the exit status of process ${pid} was lost (reaped by frida); reporting 1\n`);
     return 1;
   }
@@ -343,7 +356,10 @@ function tryStatFields(pid: number): string[] | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // After the parenthesised command name, which may itself contain spaces or parentheses.
-    return stat.slice(stat.lastIndexOf(')') + 2).trim().split(' ');
+    return stat
+      .slice(stat.lastIndexOf(')') + 2)
+      .trim()
+      .split(' ');
   } catch {
     return null;
   }
@@ -361,7 +377,9 @@ function attachError(pid: number, error: unknown): HookRunError {
 }
 
 function noRedirector(ipcPath: string): HookRunError {
-  return new HookRunError(`no redirector at ${ipcPath}: start one with 'underpass redirector ... --ipc ${ipcPath}' or pass --ipc PATH of a running one`);
+  return new HookRunError(
+    `no redirector at ${ipcPath}: start one with 'underpass redirector ... --ipc ${ipcPath}' or pass --ipc PATH of a running one`,
+  );
 }
 
 function safeKill(pid: number, signal: NodeJS.Signals): void {

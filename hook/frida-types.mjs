@@ -30,10 +30,14 @@ function fail(message) {
 }
 
 const locked = JSON.parse(readFileSync(path.join(root, 'package-lock.json'), 'utf8')).packages?.['node_modules/frida'];
-if (!locked?.version || !locked.integrity) fail("package-lock.json has no entry for the optional dependency 'frida': run 'npm install'");
+if (!locked?.version || !locked.integrity)
+  fail("package-lock.json has no entry for the optional dependency 'frida': run 'npm install'");
 
 if (existsSync(path.join(installed, 'build', 'src', 'frida.d.ts'))) process.exit(0); // the binding itself is there
-if (FILES.every((file) => existsSync(path.join(target, file))) && JSON.parse(readFileSync(path.join(target, 'package.json'), 'utf8')).version === locked.version) {
+if (
+  FILES.every((file) => existsSync(path.join(target, file))) &&
+  JSON.parse(readFileSync(path.join(target, 'package.json'), 'utf8')).version === locked.version
+) {
   process.exit(0);
 }
 
@@ -41,19 +45,32 @@ const work = mkdtempSync(path.join(tmpdir(), 'underpass-frida-types-'));
 try {
   // Inside `npm run`, npm_execpath is the npm that runs us; otherwise the one on PATH.
   const npm = process.env.npm_execpath ? [process.execPath, process.env.npm_execpath] : ['npm'];
-  const packed = spawnSync(npm[0], [...npm.slice(1), 'pack', `frida@${locked.version}`, '--pack-destination', work, '--json', '--silent'], { encoding: 'utf8' });
+  const packed = spawnSync(
+    npm[0],
+    [...npm.slice(1), 'pack', `frida@${locked.version}`, '--pack-destination', work, '--json', '--silent'],
+    { encoding: 'utf8' },
+  );
   if (packed.status !== 0) {
-    const reason = `${packed.stderr ?? ''}${packed.error?.message ?? ''}`.trim().split('\n').pop() || `exit status ${packed.status}`;
-    fail(`cannot fetch frida@${locked.version} from the npm registry for its types (${reason}): check access to the registry`);
+    const reason =
+      `${packed.stderr ?? ''}${packed.error?.message ?? ''}`.trim().split('\n').pop() || `exit status ${packed.status}`;
+    fail(
+      `cannot fetch frida@${locked.version} from the npm registry for its types (${reason}): check access to the registry`,
+    );
   }
   const tarball = path.join(work, JSON.parse(packed.stdout)[0].filename);
   const integrity = `sha512-${createHash('sha512').update(readFileSync(tarball)).digest('base64')}`;
-  if (integrity !== locked.integrity) fail(`frida@${locked.version} from the registry does not match package-lock.json's integrity: not using it`);
-  const untar = spawnSync('tar', ['-xzf', tarball, '-C', work, ...FILES.map((file) => `package/${file}`)], { encoding: 'utf8' });
-  if (untar.status !== 0) fail(`cannot unpack ${path.basename(tarball)}: ${(untar.stderr || untar.error?.message || '').trim()}`);
+  if (integrity !== locked.integrity)
+    fail(`frida@${locked.version} from the registry does not match package-lock.json's integrity: not using it`);
+  const untar = spawnSync('tar', ['-xzf', tarball, '-C', work, ...FILES.map((file) => `package/${file}`)], {
+    encoding: 'utf8',
+  });
+  if (untar.status !== 0)
+    fail(`cannot unpack ${path.basename(tarball)}: ${(untar.stderr || untar.error?.message || '').trim()}`);
   rmSync(target, { recursive: true, force: true });
   for (const file of FILES) cpSync(path.join(work, 'package', file), path.join(target, file));
-  console.log(`frida-types: declarations of frida@${locked.version} in node_modules/.frida-types (the binding is not installed)`);
+  console.log(
+    `frida-types: declarations of frida@${locked.version} in node_modules/.frida-types (the binding is not installed)`,
+  );
 } finally {
   rmSync(work, { recursive: true, force: true });
 }

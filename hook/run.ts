@@ -39,7 +39,8 @@ export async function runHookCli(argv: string[]): Promise<number> {
   }
   const options = program.opts<{ ipc: string; pid?: string }>();
 
-  if (options.pid !== undefined && command.length > 0) return fail(`give either --pid PID or -- COMMAND, not both (usage: ${USAGE})`, 2);
+  if (options.pid !== undefined && command.length > 0)
+    return fail(`give either --pid PID or -- COMMAND, not both (usage: ${USAGE})`, 2);
   if (options.pid === undefined && command.length === 0) return fail(`nothing to run (usage: ${USAGE})`, 2);
   if (options.ipc === '') return fail('--ipc needs a path', 2);
 
@@ -47,7 +48,8 @@ export async function runHookCli(argv: string[]): Promise<number> {
     const controller = await pickController(options.ipc);
     if (options.pid !== undefined) {
       const pid = Number(options.pid);
-      if (!/^\d+$/.test(options.pid) || !Number.isSafeInteger(pid) || pid <= 0) return fail(`--pid needs a process id, not '${options.pid}'`, 2);
+      if (!/^\d+$/.test(options.pid) || !Number.isSafeInteger(pid) || pid <= 0)
+        return fail(`--pid needs a process id, not '${options.pid}'`, 2);
       return await controller.attach(pid);
     }
     return await controller.run(command);

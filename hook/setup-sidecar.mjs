@@ -17,7 +17,10 @@ function fail(message) {
 }
 
 function run(command, args, quiet) {
-  const result = spawnSync(command, args, { stdio: quiet ? 'pipe' : ['ignore', 'inherit', 'inherit'], encoding: 'utf8' });
+  const result = spawnSync(command, args, {
+    stdio: quiet ? 'pipe' : ['ignore', 'inherit', 'inherit'],
+    encoding: 'utf8',
+  });
   if (result.error) return { ok: false, output: result.error.message };
   return { ok: result.status === 0, output: `${result.stdout ?? ''}${result.stderr ?? ''}`.trim() };
 }
@@ -45,12 +48,18 @@ if (!existsSync(python)) {
 
 if (!run(python, ['-m', 'pip', '--version'], true).ok) {
   console.log('.venv has no pip: running ensurepip');
-  if (!run(python, ['-m', 'ensurepip', '--upgrade'], true).ok) fail(`.venv has no pip and ensurepip failed: remove ${venv} and run 'npm run setup' again`);
+  if (!run(python, ['-m', 'ensurepip', '--upgrade'], true).ok)
+    fail(`.venv has no pip and ensurepip failed: remove ${venv} and run 'npm run setup' again`);
 }
 
 console.log(`installing frida ${FRIDA_VERSION} into .venv (pip)`);
-const installed = run(python, ['-m', 'pip', 'install', '--disable-pip-version-check', '--quiet', `frida==${FRIDA_VERSION}`], false);
-if (!installed.ok) fail(`pip install frida==${FRIDA_VERSION} failed (see pip's output above): check network access to PyPI`);
+const installed = run(
+  python,
+  ['-m', 'pip', 'install', '--disable-pip-version-check', '--quiet', `frida==${FRIDA_VERSION}`],
+  false,
+);
+if (!installed.ok)
+  fail(`pip install frida==${FRIDA_VERSION} failed (see pip's output above): check network access to PyPI`);
 
 const after = installedFridaVersion();
 if (after !== FRIDA_VERSION) fail(`.venv imports frida ${after ?? '(none)'} after install, expected ${FRIDA_VERSION}`);

@@ -17,7 +17,10 @@ export const MAX_CONTROL_LINE = 64 * 1024;
 const name = z.string().min(1).max(63);
 const port = z.number().int().min(1).max(65535);
 const id = z.string().min(1).max(64);
-const code = z.string().regex(/^UP_ERR_[A-Z_]+$/).max(64);
+const code = z
+  .string()
+  .regex(/^UP_ERR_[A-Z_]+$/)
+  .max(64);
 const text = z.string().max(1024);
 /** A byte count of one direction of a tunnel: JSON numbers stay exact up to 2^53 (8 PiB). */
 const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
@@ -41,7 +44,9 @@ export type EndpointMessage = z.infer<typeof EndpointMessage>;
 
 /** Server → endpoint (`ack` goes to either; the rest to service proxies). */
 export const ServerMessage = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('published'), name, host: z.string().max(253), key: z.string().min(16).max(128), port }).strict(),
+  z
+    .object({ type: z.literal('published'), name, host: z.string().max(253), key: z.string().min(16).max(128), port })
+    .strict(),
   z.object({ type: z.literal('refused'), name, code, message: text }).strict(),
   z.object({ type: z.literal('tunnel'), id, key: z.string().min(16).max(128) }).strict(),
   ack,
@@ -60,7 +65,10 @@ export class ControlDecoder<T> {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
 
-  constructor(private readonly schema: z.ZodType<T>, private readonly maxLine = MAX_CONTROL_LINE) {}
+  constructor(
+    private readonly schema: z.ZodType<T>,
+    private readonly maxLine = MAX_CONTROL_LINE,
+  ) {}
 
   push(chunk: Buffer): T[] {
     const out: T[] = [];

@@ -80,7 +80,17 @@ export class UnreachableError extends UnderpassError {
  * kind into ECONNREFUSED for the app, the logs keep the reason.
  */
 export class TunnelError extends UnderpassError {
-  constructor(code: 'UP_ERR_NOT_FOUND' | 'UP_ERR_OFFLINE' | 'UP_ERR_TARGET_REFUSED' | 'UP_ERR_FORBIDDEN' | 'UP_ERR_LIMIT' | 'UP_ERR_UNREACHABLE' | 'UP_ERR_BUSY', message: string) {
+  constructor(
+    code:
+      | 'UP_ERR_NOT_FOUND'
+      | 'UP_ERR_OFFLINE'
+      | 'UP_ERR_TARGET_REFUSED'
+      | 'UP_ERR_FORBIDDEN'
+      | 'UP_ERR_LIMIT'
+      | 'UP_ERR_UNREACHABLE'
+      | 'UP_ERR_BUSY',
+    message: string,
+  ) {
     super(code, message);
   }
 }

@@ -170,7 +170,7 @@ export function formatIPv4(value: number): string {
 /** True when `address` (host-order u32) lies in `base/prefix`. */
 export function inPseudoNet(address: number, base: number, prefix: number): boolean {
   const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-  return ((address & mask) >>> 0) === ((base & mask) >>> 0);
+  return (address & mask) >>> 0 === (base & mask) >>> 0;
 }
 
 /** An IPv4 endpoint, as the IPC carries it. */

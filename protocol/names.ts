@@ -53,7 +53,10 @@ export function pseudoName(publication: string, account: string, zoneName: strin
 }
 
 /** If `host` is a pseudo name under `zoneName`, its publication and account; else null. */
-export function tryParsePseudoName(host: string, zoneName: string): { publication: string; account: string; host: string } | null {
+export function tryParsePseudoName(
+  host: string,
+  zoneName: string,
+): { publication: string; account: string; host: string } | null {
   const normalized = tryNormalizeHostname(host);
   if (normalized === null || !normalized.endsWith(`.${zoneName}`)) return null;
   const labels = normalized.slice(0, -(zoneName.length + 1)).split('.');

@@ -60,7 +60,8 @@ export class ServiceProxy extends EventEmitter {
     super();
     const names = new Set<string>();
     for (const t of options.targets) {
-      if (names.has(t.name)) throw new ConfigError(`--publish names '${t.name}' twice: give each publication its own NAME`);
+      if (names.has(t.name))
+        throw new ConfigError(`--publish names '${t.name}' twice: give each publication its own NAME`);
       names.add(t.name);
     }
     this.link = new ServerLink(options.link);
@@ -90,7 +91,8 @@ export class ServiceProxy extends EventEmitter {
     if (this.wasUp) this.emitEvent({ event: 'reconnected' });
     this.wasUp = true;
     if (info.resume?.resumed === true) this.log.debug('session resumed');
-    for (const target of this.options.targets) this.link.send({ type: 'publish', name: target.name, port: target.port });
+    for (const target of this.options.targets)
+      this.link.send({ type: 'publish', name: target.name, port: target.port });
   }
 
   private handleServerMessage(message: ServerMessage): void {
@@ -102,8 +104,19 @@ export class ServiceProxy extends EventEmitter {
         this.byKey.set(message.key, target);
         // Announced on every acceptance, after a reconnect too: a restarted server that kept its store
         // shows the same name and key here.
-        this.log.info('published', { name: message.name, host: message.host, port: message.port, target: `${target.host}:${target.port}` });
-        this.emitEvent({ event: 'published', name: message.name, host: message.host, key: message.key, target: `${target.host}:${target.port}` });
+        this.log.info('published', {
+          name: message.name,
+          host: message.host,
+          port: message.port,
+          target: `${target.host}:${target.port}`,
+        });
+        this.emitEvent({
+          event: 'published',
+          name: message.name,
+          host: message.host,
+          key: message.key,
+          target: `${target.host}:${target.port}`,
+        });
         return;
       }
       case 'refused':
@@ -131,8 +144,13 @@ export class ServiceProxy extends EventEmitter {
     socket.once('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timeout);
       if (socket.connecting || socket.bytesRead + socket.bytesWritten === 0) {
-        this.log.warn(`cannot connect to ${target.host}:${target.port} (${e.code ?? e.message})`, { publication: target.name });
-        fail('UP_ERR_TARGET_REFUSED', `${target.name}'s target ${target.host}:${target.port} refused the connection (${e.code ?? e.message})`);
+        this.log.warn(`cannot connect to ${target.host}:${target.port} (${e.code ?? e.message})`, {
+          publication: target.name,
+        });
+        fail(
+          'UP_ERR_TARGET_REFUSED',
+          `${target.name}'s target ${target.host}:${target.port} refused the connection (${e.code ?? e.message})`,
+        );
       }
     });
     socket.once('connect', () => {
@@ -143,7 +161,12 @@ export class ServiceProxy extends EventEmitter {
         return;
       }
       const authority = `${target.name}:${target.port}`;
-      const stream = live.session.request({ ':method': 'CONNECT', ':authority': authority, [Headers.tunnelId]: id, ...this.link.authHeaders() });
+      const stream = live.session.request({
+        ':method': 'CONNECT',
+        ':authority': authority,
+        [Headers.tunnelId]: id,
+        ...this.link.authHeaders(),
+      });
       stream.on('error', () => undefined);
       const leg = new ResumableStream(authority);
       leg.attach(stream, 0);

@@ -22,7 +22,14 @@ const Schemas = {
   resolve: z.object({ name: z.string().min(1).max(1024) }).passthrough(),
   connect: z.object({ address: z.string().min(7).max(15), port: z.number().int().min(1).max(65535) }).passthrough(),
   reverse: z.object({ address: z.string().min(7).max(15) }).passthrough(),
-  claim: z.object({ address: z.ipv4(), port: z.number().int().min(1).max(65535), localAddress: z.ipv4(), localPort: z.number().int().min(1).max(65535) }).passthrough(),
+  claim: z
+    .object({
+      address: z.ipv4(),
+      port: z.number().int().min(1).max(65535),
+      localAddress: z.ipv4(),
+      localPort: z.number().int().min(1).max(65535),
+    })
+    .passthrough(),
 } as const;
 
 type Requests = { [K in keyof typeof Schemas]: z.infer<(typeof Schemas)[K]> };
@@ -35,7 +42,9 @@ type Notification = 'claim';
 const NOTIFICATIONS: ReadonlySet<keyof typeof Schemas> = new Set<Notification>(['claim']);
 
 /** What the redirector answers; each handler returns the reply's data (nothing, for a notification). */
-export type IpcHandlers = { [K in keyof Requests]: (request: Requests[K]) => K extends Notification ? void : Promise<object> | object };
+export type IpcHandlers = {
+  [K in keyof Requests]: (request: Requests[K]) => K extends Notification ? void : Promise<object> | object;
+};
 
 interface IpcSocket extends net.Socket {
   ipcBuffer?: string;
@@ -52,14 +61,22 @@ async function claimPath(socketPath: string): Promise<void> {
     });
     probe.once('error', () => resolve(false));
   });
-  if (live) throw new UnderpassError('UP_ERR_CONFIG', `another redirector already serves ${socketPath}: stop it, or pass a different --ipc`);
+  if (live)
+    throw new UnderpassError(
+      'UP_ERR_CONFIG',
+      `another redirector already serves ${socketPath}: stop it, or pass a different --ipc`,
+    );
   fs.unlinkSync(socketPath);
 }
 
 export class IpcServer {
   private readonly ipc = new RootIPC.IPC();
 
-  constructor(private readonly socketPath: string, private readonly handlers: IpcHandlers, private readonly logger: Logger) {}
+  constructor(
+    private readonly socketPath: string,
+    private readonly handlers: IpcHandlers,
+    private readonly logger: Logger,
+  ) {}
 
   async start(): Promise<void> {
     const dir = path.dirname(this.socketPath);
@@ -124,11 +141,15 @@ export class IpcServer {
         reply = (await handler(parsed.data)) ?? {};
       } catch (e) {
         this.logger.warn(`IPC ${event} failed: ${e instanceof Error ? e.message : String(e)}`);
-        reply = { ok: false, code: 'UNAVAILABLE', message: e instanceof Error ? e.message : 'internal error' } satisfies ErrorReply;
+        reply = {
+          ok: false,
+          code: 'UNAVAILABLE',
+          message: e instanceof Error ? e.message : 'internal error',
+        } satisfies ErrorReply;
       }
     }
     // A notification's sender closed its socket right after writing: nothing goes back.
-    if (!NOTIFICATIONS.has(event) && socket !== undefined && !socket.destroyed) this.ipc.server.emit(socket, IpcEvent.reply, reply);
+    if (!NOTIFICATIONS.has(event) && socket !== undefined && !socket.destroyed)
+      this.ipc.server.emit(socket, IpcEvent.reply, reply);
   }
 }
-

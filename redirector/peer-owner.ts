@@ -77,7 +77,10 @@ function tryParseEndpoint(field: string, endianness: Endianness): ProcEndpoint |
   const groups: string[] = [];
   for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i).toString(16));
   // inet_ntop's canonical text (`::ffff:127.0.0.1`, `::1`), the same Node reports for sockets.
-  return { address: new net.SocketAddress({ address: groups.join(':'), family: 'ipv6' }).address, port: parseInt(portHex, 16) };
+  return {
+    address: new net.SocketAddress({ address: groups.join(':'), family: 'ipv6' }).address,
+    port: parseInt(portHex, 16),
+  };
 }
 
 /** Parses one row of /proc/net/tcp or /proc/net/tcp6; null for the header or anything malformed. */
@@ -87,7 +90,14 @@ export function tryParseProcTcpRow(line: string, endianness: Endianness = os.end
   if (fields.length < 10 || !/^\d+:$/.test(fields[0]!)) return null;
   const local = tryParseEndpoint(fields[1]!, endianness);
   const remote = tryParseEndpoint(fields[2]!, endianness);
-  if (local === null || remote === null || !/^[0-9A-Fa-f]{2}$/.test(fields[3]!) || !/^\d+$/.test(fields[7]!) || !/^\d+$/.test(fields[9]!)) return null;
+  if (
+    local === null ||
+    remote === null ||
+    !/^[0-9A-Fa-f]{2}$/.test(fields[3]!) ||
+    !/^\d+$/.test(fields[7]!) ||
+    !/^\d+$/.test(fields[9]!)
+  )
+    return null;
   return { local, remote, state: parseInt(fields[3]!, 16), uid: Number(fields[7]), inode: Number(fields[9]) };
 }
 
@@ -102,7 +112,12 @@ function tryIpv4Bytes(address: string): Buffer | null {
  * client connected to an IPv4 listener shows) prints an IPv4 endpoint: `0100007F:1F90`. Null when the
  * address is not IPv4: the pseudo addresses are IPv4 loopback, so nothing else is looked up.
  */
-export function tryProcEndpointText(address: string, port: number, family: 4 | 6, endianness: Endianness = os.endianness()): string | null {
+export function tryProcEndpointText(
+  address: string,
+  port: number,
+  family: 4 | 6,
+  endianness: Endianness = os.endianness(),
+): string | null {
   const v4 = tryIpv4Bytes(address);
   if (v4 === null || !Number.isInteger(port) || port < 0 || port > 0xffff) return null;
   const bytes = family === 4 ? v4 : Buffer.concat([Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]), v4]);
@@ -123,7 +138,11 @@ export interface ConnectionEnds {
  * The text a client's row starts with after `sl:` in the given file: its local address (the peer) and
  * remote address (our listener). Null when the ends are not IPv4.
  */
-export function tryClientRowKey(ends: ConnectionEnds, family: 4 | 6, endianness: Endianness = os.endianness()): string | null {
+export function tryClientRowKey(
+  ends: ConnectionEnds,
+  family: 4 | 6,
+  endianness: Endianness = os.endianness(),
+): string | null {
   const peer = tryProcEndpointText(ends.peerAddress, ends.peerPort, family, endianness);
   const ours = tryProcEndpointText(ends.localAddress, ends.localPort, family, endianness);
   return peer === null || ours === null ? null : `${peer} ${ours}`;
@@ -134,7 +153,12 @@ export function tryClientRowKey(ends: ConnectionEnds, family: 4 | 6, endianness:
  * adds them to `found`, and returns how many were new. Each line costs an indexOf and a set lookup; only
  * matches are parsed.
  */
-export function findRows(text: string, wanted: ReadonlySet<string>, found: Map<string, ProcTcpRow>, endianness: Endianness = os.endianness()): number {
+export function findRows(
+  text: string,
+  wanted: ReadonlySet<string>,
+  found: Map<string, ProcTcpRow>,
+  endianness: Endianness = os.endianness(),
+): number {
   // The keys of one file all have one length: 27 characters in tcp, 75 in tcp6.
   const keyLength = wanted.values().next().value?.length ?? 0;
   let added = 0;
@@ -220,20 +244,29 @@ export class PeerOwners {
    * the time the owner is known, something else (a claim) decided meanwhile, and this check does nothing.
    */
   admit(socket: net.Socket, log: RefusalLog, onAdmitted: () => void, undecided: () => boolean = () => true): void {
-    const ends = { peerAddress: socket.remoteAddress ?? '', peerPort: socket.remotePort ?? -1, localAddress: socket.localAddress ?? '', localPort: socket.localPort ?? -1 };
+    const ends = {
+      peerAddress: socket.remoteAddress ?? '',
+      peerPort: socket.remotePort ?? -1,
+      localAddress: socket.localAddress ?? '',
+      localPort: socket.localPort ?? -1,
+    };
     const refuse = (level: 'warn' | 'info' | 'error', why: string): void => {
-      log[level](`refused a connection to ${ends.localAddress}:${ends.localPort} from ${ends.peerAddress}:${ends.peerPort}: ${why}`);
+      log[level](
+        `refused a connection to ${ends.localAddress}:${ends.localPort} from ${ends.peerAddress}:${ends.peerPort}: ${why}`,
+      );
       socket.resetAndDestroy();
     };
     this.ownerOf(ends).then(
       (uid) => {
         if (socket.destroyed || !undecided()) return; // the redirector stopped, or a claim came, meanwhile
         if (uid === null) refuse('info', 'its client closed before its owner could be checked');
-        else if (uid !== this.uid && uid !== 0) refuse('warn', `its socket belongs to uid ${uid}, not to this redirector's user (uid ${this.uid}) or root`);
+        else if (uid !== this.uid && uid !== 0)
+          refuse('warn', `its socket belongs to uid ${uid}, not to this redirector's user (uid ${this.uid}) or root`);
         else onAdmitted();
       },
       (e: unknown) => {
-        if (!socket.destroyed && undecided()) refuse('error', `cannot tell who connects: ${e instanceof Error ? e.message : String(e)}`);
+        if (!socket.destroyed && undecided())
+          refuse('error', `cannot tell who connects: ${e instanceof Error ? e.message : String(e)}`);
       },
     );
   }
@@ -255,7 +288,8 @@ export class PeerOwners {
           }
         } catch (e) {
           const error = e as NodeJS.ErrnoException;
-          for (const p of batch) p.reject(new Error(`cannot read ${error.path ?? '/proc/net/tcp'} (${error.code ?? error.message})`));
+          for (const p of batch)
+            p.reject(new Error(`cannot read ${error.path ?? '/proc/net/tcp'} (${error.code ?? error.message})`));
         }
       }
     } finally {

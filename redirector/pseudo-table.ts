@@ -22,7 +22,10 @@ export class PseudoAddressTable {
   private next = 1;
 
   /** `file`: where the table is kept across restarts (entries outside the range are dropped). */
-  constructor(cidr: string = DEFAULT_PSEUDO_NET, private readonly file?: string) {
+  constructor(
+    cidr: string = DEFAULT_PSEUDO_NET,
+    private readonly file?: string,
+  ) {
     const [addr, bits] = cidr.split('/');
     const base = tryParseIPv4(addr ?? '');
     const prefix = Number(bits);
@@ -69,7 +72,8 @@ export class PseudoAddressTable {
     const known = this.byName.get(name);
     if (known !== undefined) return known;
     const size = 2 ** (32 - this.prefix);
-    if (this.next >= size - 1) throw new ConfigError(`the pseudo address range ${this.baseAddress}/${this.prefix} is full`);
+    if (this.next >= size - 1)
+      throw new ConfigError(`the pseudo address range ${this.baseAddress}/${this.prefix} is full`);
     const address = formatIPv4((this.base + this.next) >>> 0);
     this.next += 1;
     this.byName.set(name, address);

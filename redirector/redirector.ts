@@ -14,7 +14,15 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import path from 'node:path';
 import { ConfigError, isUnderpassError, TunnelError, UnderpassError } from '../protocol/errors';
-import { IPC_VERSION, type ClaimRequest, type ConnectReply, type ErrorReply, type HelloReply, type ResolveReply, type ReverseReply } from '../protocol/ipc';
+import {
+  IPC_VERSION,
+  type ClaimRequest,
+  type ConnectReply,
+  type ErrorReply,
+  type HelloReply,
+  type ResolveReply,
+  type ReverseReply,
+} from '../protocol/ipc';
 import { tryNormalizeHostname, tryParsePseudoName } from '../protocol/names';
 import { Headers, Paths, type NameInfo, type SessionInfo } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
@@ -62,7 +70,8 @@ function ignoreError(): void {}
 export function parseServiceKey(spec: string): [host: string, key: string] {
   const eq = spec.indexOf('=');
   const host = eq > 0 ? tryNormalizeHostname(spec.slice(0, eq)) : null;
-  if (host === null || eq === spec.length - 1) throw new ConfigError(`--service-key '${spec}' is not PSEUDO_NAME=KEY (the key the publishing proxy printed)`);
+  if (host === null || eq === spec.length - 1)
+    throw new ConfigError(`--service-key '${spec}' is not PSEUDO_NAME=KEY (the key the publishing proxy printed)`);
   return [host, spec.slice(eq + 1)];
 }
 
@@ -78,7 +87,10 @@ export class Redirector {
   private readonly claims = new ClaimTable();
 
   constructor(private readonly options: RedirectorOptions) {
-    this.table = new PseudoAddressTable(options.pseudoNet, path.join(path.dirname(options.ipcPath), `${path.basename(options.ipcPath)}.addresses.json`));
+    this.table = new PseudoAddressTable(
+      options.pseudoNet,
+      path.join(path.dirname(options.ipcPath), `${path.basename(options.ipcPath)}.addresses.json`),
+    );
     this.link = new ServerLink(options.link);
     this.link.on('up', (_session: http2.ClientHttp2Session, info: SessionInfo) => {
       this.info = info;
@@ -136,7 +148,13 @@ export class Redirector {
   }
 
   private handleHello(): HelloReply {
-    return { ok: true, v: IPC_VERSION, zones: [this.zone()], pseudoNet: { base: this.table.baseAddress, prefix: this.table.prefix }, features: ['claim'] };
+    return {
+      ok: true,
+      v: IPC_VERSION,
+      zones: [this.zone()],
+      pseudoNet: { base: this.table.baseAddress, prefix: this.table.prefix },
+      features: ['claim'],
+    };
   }
 
   /** Asks the server what a pseudo name stands for; answers from a short cache while the link is down. */
@@ -145,11 +163,16 @@ export class Redirector {
     const live = this.link.current();
     if (cached && (Date.now() - cached.at < NAME_TTL_MS || !live)) return cached.info;
     if (!live) throw new UnderpassError('UP_ERR_UNREACHABLE', 'no session to the tunnel server (reconnecting)');
-    const stream = live.session.request({ ':method': 'GET', ':path': Paths.names + encodeURIComponent(host), ...this.headersFor(host) }, { endStream: true });
+    const stream = live.session.request(
+      { ':method': 'GET', ':path': Paths.names + encodeURIComponent(host), ...this.headersFor(host) },
+      { endStream: true },
+    );
     const headers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
       stream.once('response', resolve);
       stream.once('error', reject);
-      stream.once('close', () => reject(new UnderpassError('UP_ERR_UNREACHABLE', 'the session closed during a name lookup')));
+      stream.once('close', () =>
+        reject(new UnderpassError('UP_ERR_UNREACHABLE', 'the session closed during a name lookup')),
+      );
     });
     const body = await readBody(stream);
     if (Number(headers[':status']) !== 200) throw refusalFrom(headers, `lookup of ${host} failed`);
@@ -183,17 +206,25 @@ export class Redirector {
 
   private handleReverse(address: string): ReverseReply | ErrorReply {
     const name = this.table.tryNameOf(address);
-    return name === null ? { ok: false, code: 'NOT_FOUND', message: `${address} is not a pseudo address` } : { ok: true, name };
+    return name === null
+      ? { ok: false, code: 'NOT_FOUND', message: `${address} is not a pseudo address` }
+      : { ok: true, name };
   }
 
   /** A hook names a connection it opened to one of our listeners: admit it without the /proc check. */
   private handleClaim(claim: ClaimRequest): void {
     // Claims for listeners we do not have would only take room in the table.
     if (!this.listeners.has(`${claim.address}:${claim.port}`)) {
-      if (this.log.isDebugEnabled()) this.log.debug(`ignored a claim for ${claim.address}:${claim.port}: no listener there`);
+      if (this.log.isDebugEnabled())
+        this.log.debug(`ignored a claim for ${claim.address}:${claim.port}: no listener there`);
       return;
     }
-    this.claims.add({ peerAddress: claim.localAddress, peerPort: claim.localPort, localAddress: claim.address, localPort: claim.port });
+    this.claims.add({
+      peerAddress: claim.localAddress,
+      peerPort: claim.localPort,
+      localAddress: claim.address,
+      localPort: claim.port,
+    });
   }
 
   /** A blocking connect: answer only once the chain reached the real server (seed steps 625–640). */
@@ -201,7 +232,11 @@ export class Redirector {
     const listener = this.listeners.get(`${address}:${port}`);
     if (!listener) {
       const name = this.table.tryNameOf(address);
-      return { ok: false, code: 'REFUSED', message: name ? `${name} is not published on port ${port}` : `${address} is not a pseudo address` };
+      return {
+        ok: false,
+        code: 'REFUSED',
+        message: name ? `${name} is not published on port ${port}` : `${address} is not a pseudo address`,
+      };
     }
     try {
       this.park(listener, await this.openTunnel(listener));
@@ -256,14 +291,19 @@ export class Redirector {
       onRefused?.(error);
       return { stream: null, answered: Promise.reject(error) };
     }
-    const stream = live.session.request({ ':method': 'CONNECT', ':authority': `${listener.host}:${listener.port}`, ...this.headersFor(listener.host) });
+    const stream = live.session.request({
+      ':method': 'CONNECT',
+      ':authority': `${listener.host}:${listener.port}`,
+      ...this.headersFor(listener.host),
+    });
     const answered = new Promise<Answered>((resolve, reject) => {
       // A refusal is handled synchronously, before the stream's end can reach an optimistic splice.
       const refuse = (error: UnderpassError): void => {
         onRefused?.(error);
         reject(error);
       };
-      const onEarlyClose = (): void => refuse(new TunnelError('UP_ERR_UNREACHABLE', 'the session closed while opening the tunnel'));
+      const onEarlyClose = (): void =>
+        refuse(new TunnelError('UP_ERR_UNREACHABLE', 'the session closed while opening the tunnel'));
       // Not a closure: one made here would keep this scope alive as long as the tunnel.
       stream.on('error', ignoreError);
       stream.once('close', onEarlyClose);
@@ -294,7 +334,12 @@ export class Redirector {
     server.on('connection', (socket) => this.handleAccept(listener, socket));
     return new Promise((resolve, reject) => {
       server.once('error', (e: NodeJS.ErrnoException) => {
-        reject(new UnderpassError('UP_ERR_CONFIG', `cannot listen on ${key} for ${host} (${e.code ?? e.message}): another program holds port ${port} on every address`));
+        reject(
+          new UnderpassError(
+            'UP_ERR_CONFIG',
+            `cannot listen on ${key} for ${host} (${e.code ?? e.message}): another program holds port ${port} on every address`,
+          ),
+        );
       });
       server.listen({ host: address, port, exclusive: true }, () => {
         this.listeners.set(key, listener);
@@ -320,7 +365,12 @@ export class Redirector {
    * arriving meanwhile still cuts short.
    */
   private admit(socket: net.Socket, onAdmitted: () => void): void {
-    const ends: ConnectionEnds = { peerAddress: socket.remoteAddress ?? '', peerPort: socket.remotePort ?? -1, localAddress: socket.localAddress ?? '', localPort: socket.localPort ?? -1 };
+    const ends: ConnectionEnds = {
+      peerAddress: socket.remoteAddress ?? '',
+      peerPort: socket.remotePort ?? -1,
+      localAddress: socket.localAddress ?? '',
+      localPort: socket.localPort ?? -1,
+    };
     if (this.claims.take(ends)) {
       this.logAdmitted(ends, 'claim, made before the accept');
       onAdmitted();
@@ -339,7 +389,16 @@ export class Redirector {
       onAdmitted();
     };
     const stopWaiting = this.claims.wait(ends, () => decide('claim'));
-    const timer = setTimeout(() => this.peerOwners.admit(socket, this.log, () => decide('owner check'), () => undecided), this.options.claimWaitMs ?? CLAIM_WAIT_MS);
+    const timer = setTimeout(
+      () =>
+        this.peerOwners.admit(
+          socket,
+          this.log,
+          () => decide('owner check'),
+          () => undecided,
+        ),
+      this.options.claimWaitMs ?? CLAIM_WAIT_MS,
+    );
     timer.unref();
     // After the owner check, the wait for a claim lasts as long as the connection: a claim that comes
     // later is then spent here (decide ignores it) instead of being kept for CLAIM_TTL_MS, where it
@@ -353,7 +412,10 @@ export class Redirector {
   }
 
   private logAdmitted(ends: ConnectionEnds, how: string): void {
-    if (this.log.isDebugEnabled()) this.log.debug(`admitted ${ends.peerAddress}:${ends.peerPort} to ${ends.localAddress}:${ends.localPort} by ${how}`);
+    if (this.log.isDebugEnabled())
+      this.log.debug(
+        `admitted ${ends.peerAddress}:${ends.peerPort} to ${ends.localAddress}:${ends.localPort} by ${how}`,
+      );
   }
 
   /** An admitted connection: join it to a parked tunnel, or open one now. */
@@ -386,4 +448,3 @@ export class Redirector {
     splice(socket, leg);
   }
 }
-

@@ -56,7 +56,12 @@ export const KEEPALIVE_MS = 15_000;
  * destroyed over a live socket first tries to flush its GOAWAY, and over a link that went silent (a
  * reset this end never read) that flush — and so the session's 'close' — can wait for a long time.
  */
-export function keepalive(session: http2.Http2Session, intervalMs: number, onDead: () => void, transport?: Duplex): void {
+export function keepalive(
+  session: http2.Http2Session,
+  intervalMs: number,
+  onDead: () => void,
+  transport?: Duplex,
+): void {
   let waiting = false;
   const tick = setInterval(() => {
     if (session.destroyed || session.closed) {

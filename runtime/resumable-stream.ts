@@ -169,7 +169,9 @@ export class ResumableStream extends Duplex {
     this.detach(true);
     if (!(peerReceived >= this.acked && peerReceived <= this.sent)) {
       stream.close(http2.constants.NGHTTP2_CANCEL);
-      this.destroy(new ProtocolError(`the peer claims ${peerReceived} bytes of a tunnel that sent ${this.acked}–${this.sent}`));
+      this.destroy(
+        new ProtocolError(`the peer claims ${peerReceived} bytes of a tunnel that sent ${this.acked}–${this.sent}`),
+      );
       return false;
     }
     this.trim(peerReceived);

@@ -11,7 +11,14 @@
 import { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
 import { ControlDecoder, encodeControl, ServerMessage, type EndpointMessage } from '../protocol/control';
-import { AuthError, ConfigError, isUnderpassError, ProtocolError, UnderpassError, UnreachableError } from '../protocol/errors';
+import {
+  AuthError,
+  ConfigError,
+  isUnderpassError,
+  ProtocolError,
+  UnderpassError,
+  UnreachableError,
+} from '../protocol/errors';
 import { formatHostPort, tryParseHostPort, type HostPort } from '../protocol/names';
 import { Headers, Paths, WIRE_VERSION, type SessionInfo } from '../protocol/wire';
 import { keepalive, KEEPALIVE_MS, raiseSessionWindow, sessionOptions } from './h2';
@@ -51,7 +58,10 @@ const RESUME_RETRY_MS = 1_000;
 /** Backoff between reconnect attempts: 250 ms doubling to 30 s, each with ±50 % jitter. */
 export class Backoff {
   private attempt = 0;
-  constructor(private readonly minMs = 250, private readonly maxMs = 30_000) {}
+  constructor(
+    private readonly minMs = 250,
+    private readonly maxMs = 30_000,
+  ) {}
   next(): number {
     const base = Math.min(this.maxMs, this.minMs * 2 ** this.attempt);
     this.attempt += 1;
@@ -65,9 +75,15 @@ export class Backoff {
 function describeDialError(error: NodeJS.ErrnoException, where: string): UnderpassError {
   const code = error.code ?? '';
   if (code.startsWith('ERR_TLS') || /certificate|self.signed|UNABLE_TO|CERT_/i.test(`${code} ${error.message}`)) {
-    return new UnderpassError('UP_ERR_TLS', `TLS to ${where} failed (${code || error.message}): pass the server's certificate with --ca (the server writes it to DATA_DIR/tls/cert.pem)`);
+    return new UnderpassError(
+      'UP_ERR_TLS',
+      `TLS to ${where} failed (${code || error.message}): pass the server's certificate with --ca (the server writes it to DATA_DIR/tls/cert.pem)`,
+    );
   }
-  return new UnreachableError(`cannot reach the tunnel server at ${where} (${code || error.message}): check --server and that 'underpass server' runs there`, error);
+  return new UnreachableError(
+    `cannot reach the tunnel server at ${where} (${code || error.message}): check --server and that 'underpass server' runs there`,
+    error,
+  );
 }
 
 /** Reads a whole (small) response body; refuses more than `limit` bytes. */
@@ -121,7 +137,11 @@ export class ServerLink extends EventEmitter {
     super();
     this.where = `${options.server.host}:${options.server.port}`;
     this.routes = candidateRoutes(options.transport ?? 'auto', proxyFor(options.server, options.proxy));
-    this.tunnels = new TunnelTable({ graceMs: options.graceMs ?? GRACE_MS, send: (bytes) => this.control?.write(bytes), logger: options.logger });
+    this.tunnels = new TunnelTable({
+      graceMs: options.graceMs ?? GRACE_MS,
+      send: (bytes) => this.control?.write(bytes),
+      logger: options.logger,
+    });
   }
 
   /** How the live session reaches the server, for logs and tests. */
@@ -131,7 +151,9 @@ export class ServerLink extends EventEmitter {
 
   /** The live session and what the server said of it, or null while reconnecting. */
   current(): { session: http2.ClientHttp2Session; info: SessionInfo } | null {
-    return this.session && this.info && !this.session.closed && !this.session.destroyed ? { session: this.session, info: this.info } : null;
+    return this.session && this.info && !this.session.closed && !this.session.destroyed
+      ? { session: this.session, info: this.info }
+      : null;
   }
 
   /** Headers every request carries. */
@@ -169,7 +191,8 @@ export class ServerLink extends EventEmitter {
     for (const route of order) {
       try {
         const info = await this.dialRoute(route);
-        if (this.preferred !== route) this.options.logger.info(`session to the tunnel server ${this.where} runs over ${describeRoute(route)}`);
+        if (this.preferred !== route)
+          this.options.logger.info(`session to the tunnel server ${this.where} runs over ${describeRoute(route)}`);
         this.preferred = route;
         return info;
       } catch (e) {
@@ -181,7 +204,9 @@ export class ServerLink extends EventEmitter {
     }
     const first = failures[0]!.error;
     if (failures.every((f) => f.error.code === first.code)) throw first;
-    throw new UnreachableError(`cannot reach the tunnel server at ${this.where} by any route: ${failures.map((f) => `${describeRoute(f.route)}: ${f.error.message}`).join('; ')}`);
+    throw new UnreachableError(
+      `cannot reach the tunnel server at ${this.where} by any route: ${failures.map((f) => `${describeRoute(f.route)}: ${f.error.message}`).join('; ')}`,
+    );
   }
 
   private async dialRoute(route: Route): Promise<SessionInfo> {
@@ -221,7 +246,10 @@ export class ServerLink extends EventEmitter {
     keepalive(
       session,
       this.options.keepaliveMs ?? KEEPALIVE_MS,
-      () => this.options.logger.warn('the tunnel server stopped answering keepalives; reconnecting', { server: this.where }),
+      () =>
+        this.options.logger.warn('the tunnel server stopped answering keepalives; reconnecting', {
+          server: this.where,
+        }),
       stream,
     );
     session.once('close', () => this.onClosed(session));
@@ -241,7 +269,9 @@ export class ServerLink extends EventEmitter {
     });
     control.on('response', (headers) => {
       if (Number(headers[':status']) !== 200) {
-        this.options.logger.error(`the server refused the control stream (HTTP ${String(headers[':status'])}): ${String(headers[Headers.errorMessage] ?? '')}`);
+        this.options.logger.error(
+          `the server refused the control stream (HTTP ${String(headers[':status'])}): ${String(headers[Headers.errorMessage] ?? '')}`,
+        );
         session.close();
       }
     });
@@ -251,7 +281,9 @@ export class ServerLink extends EventEmitter {
       try {
         messages = decoder.push(chunk);
       } catch (e) {
-        this.options.logger.error(`the server sent a malformed control message (${isUnderpassError(e) ? e.message : String(e)}); reconnecting`);
+        this.options.logger.error(
+          `the server sent a malformed control message (${isUnderpassError(e) ? e.message : String(e)}); reconnecting`,
+        );
         session.destroy();
         return;
       }
@@ -269,7 +301,9 @@ export class ServerLink extends EventEmitter {
   private resumeTunnels(session: http2.ClientHttp2Session, info: SessionInfo): void {
     if (info.resume?.resumed !== true) {
       if (this.tunnels.size > 0) {
-        this.options.logger.warn(`the tunnel server no longer knows this session: resetting ${this.tunnels.size} tunnel(s)`);
+        this.options.logger.warn(
+          `the tunnel server no longer knows this session: resetting ${this.tunnels.size} tunnel(s)`,
+        );
         this.tunnels.abortAll('the tunnel server no longer knows the session');
       }
       this.tunnels.resume();
@@ -297,7 +331,11 @@ export class ServerLink extends EventEmitter {
         return;
       }
       stream.close();
-      leg.destroy(Number(headers[':status']) === 200 ? new ProtocolError('the server resumed a tunnel without its byte count') : refusalFrom(headers, 'the server did not resume the tunnel'));
+      leg.destroy(
+        Number(headers[':status']) === 200
+          ? new ProtocolError('the server resumed a tunnel without its byte count')
+          : refusalFrom(headers, 'the server did not resume the tunnel'),
+      );
     });
     // A stream that fails before its answer leaves the leg detached: a reconnect tries again; with the
     // session up, the table resets it a grace period after the session's return (TunnelTable.resume).
@@ -305,16 +343,22 @@ export class ServerLink extends EventEmitter {
 
   private async hello(session: http2.ClientHttp2Session): Promise<SessionInfo> {
     const resume = this.resumeToken === null ? {} : { [Headers.resume]: this.resumeToken };
-    const stream = session.request({ ':method': 'GET', ':path': Paths.session, ...this.authHeaders(), ...resume }, { endStream: true });
+    const stream = session.request(
+      { ':method': 'GET', ':path': Paths.session, ...this.authHeaders(), ...resume },
+      { endStream: true },
+    );
     const headers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
       stream.once('response', resolve);
-      stream.once('error', (e: Error) => reject(new UnreachableError(`the tunnel server at ${this.where} closed the session (${e.message})`, e)));
+      stream.once('error', (e: Error) =>
+        reject(new UnreachableError(`the tunnel server at ${this.where} closed the session (${e.message})`, e)),
+      );
       stream.once('close', () => reject(new UnreachableError(`the tunnel server at ${this.where} closed the session`)));
     });
     const body = await readBody(stream);
     if (Number(headers[':status']) !== 200) throw refusalFrom(headers, 'the server refused the session');
     const parsed = JSON.parse(body.toString('utf8')) as SessionInfo;
-    if (typeof parsed.zone !== 'string' || typeof parsed.account !== 'string') throw new UnderpassError('UP_ERR_PROTOCOL', 'the server sent a malformed session answer');
+    if (typeof parsed.zone !== 'string' || typeof parsed.account !== 'string')
+      throw new UnderpassError('UP_ERR_PROTOCOL', 'the server sent a malformed session answer');
     this.resumeToken = typeof parsed.resume?.token === 'string' ? parsed.resume.token : null;
     return parsed;
   }

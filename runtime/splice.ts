@@ -29,7 +29,10 @@ export function abort(stream: Duplex): void {
 }
 
 function isHttp2Stream(stream: Duplex): stream is http2.Http2Stream {
-  return typeof (stream as Partial<http2.Http2Stream>).rstCode !== 'undefined' || typeof (stream as Partial<http2.Http2Stream>).aborted === 'boolean';
+  return (
+    typeof (stream as Partial<http2.Http2Stream>).rstCode !== 'undefined' ||
+    typeof (stream as Partial<http2.Http2Stream>).aborted === 'boolean'
+  );
 }
 // (A ResumableStream is a plain Duplex here: it settles ends and resets of its streams itself.)
 
@@ -65,7 +68,12 @@ class Splice {
   private closed = 0;
   private finished = false;
 
-  constructor(readonly a: Duplex, readonly b: Duplex, readonly limit: number, private readonly onDone: ((result: SpliceResult) => void) | undefined) {}
+  constructor(
+    readonly a: Duplex,
+    readonly b: Duplex,
+    readonly limit: number,
+    private readonly onDone: ((result: SpliceResult) => void) | undefined,
+  ) {}
 
   other(stream: Duplex): Duplex {
     return stream === this.a ? this.b : this.a;

@@ -40,7 +40,9 @@ export interface Target {
 }
 
 export function describeRoute(route: Route): string {
-  const via = route.proxy ? ` via ${route.proxy.protocol.startsWith('socks') ? 'SOCKS5' : 'HTTP'} proxy ${route.proxy.host}` : ' direct';
+  const via = route.proxy
+    ? ` via ${route.proxy.protocol.startsWith('socks') ? 'SOCKS5' : 'HTTP'} proxy ${route.proxy.host}`
+    : ' direct';
   return `${route.carrier === 'tls' ? 'TLS' : 'WebSocket (wss)'}${via}`;
 }
 
@@ -52,7 +54,9 @@ export function proxyFor(target: { host: string; port: number }, flag: string | 
   try {
     url = new URL(text.includes('://') ? text : `http://${text}`);
   } catch {
-    throw new ConfigError(`proxy '${text}' is not a URL: use http://HOST:PORT, socks5://HOST:PORT or socks5h://HOST:PORT`);
+    throw new ConfigError(
+      `proxy '${text}' is not a URL: use http://HOST:PORT, socks5://HOST:PORT or socks5h://HOST:PORT`,
+    );
   }
   if (!['http:', 'socks5:', 'socks5h:', 'socks:'].includes(url.protocol)) {
     throw new ConfigError(`proxy '${text}': only http://, socks5:// and socks5h:// proxies are supported`);
@@ -110,21 +114,37 @@ async function openTcp(route: Route, target: Target, timeoutMs: number): Promise
       port: proxyPort,
       method: 'CONNECT',
       path: authority,
-      headers: { host: authority, ...(user !== '' ? { 'proxy-authorization': `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` } : {}) },
+      headers: {
+        host: authority,
+        ...(user !== ''
+          ? { 'proxy-authorization': `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` }
+          : {}),
+      },
     });
     return withTimeout(
       new Promise<net.Socket>((resolve, reject) => {
         request.once('connect', (response, socket, head) => {
           if (response.statusCode !== 200) {
             socket.destroy();
-            reject(new UnreachableError(`HTTP proxy ${proxy.host} refused CONNECT to ${authority} (${response.statusCode} ${response.statusMessage ?? ''})`));
+            reject(
+              new UnreachableError(
+                `HTTP proxy ${proxy.host} refused CONNECT to ${authority} (${response.statusCode} ${response.statusMessage ?? ''})`,
+              ),
+            );
             return;
           }
           if (head.length > 0) socket.unshift(head);
           socket.setNoDelay(true);
           resolve(socket);
         });
-        request.once('error', (e) => reject(new UnreachableError(`HTTP proxy ${proxy.host} unreachable (${(e as NodeJS.ErrnoException).code ?? e.message})`, e)));
+        request.once('error', (e) =>
+          reject(
+            new UnreachableError(
+              `HTTP proxy ${proxy.host} unreachable (${(e as NodeJS.ErrnoException).code ?? e.message})`,
+              e,
+            ),
+          ),
+        );
         request.end();
       }),
       timeoutMs,
@@ -133,7 +153,8 @@ async function openTcp(route: Route, target: Target, timeoutMs: number): Promise
     );
   }
   // SOCKS5: socks5h lets the proxy resolve the name; socks5 resolves it here first (as curl does).
-  const host = proxy.protocol === 'socks5h:' || isIpLiteral(target.host) ? target.host : (await dns.lookup(target.host)).address;
+  const host =
+    proxy.protocol === 'socks5h:' || isIpLiteral(target.host) ? target.host : (await dns.lookup(target.host)).address;
   const { socket } = await SocksClient.createConnection({
     proxy: { host: proxy.hostname, port: proxyPort, type: 5, ...(user !== '' ? { userId: user, password } : {}) },
     command: 'connect',
@@ -182,7 +203,9 @@ export async function openRoute(route: Route, target: Target, timeoutMs = 5_000)
   });
   return new Promise<Duplex>((resolve, reject) => {
     ws.once('open', () => resolve(createWebSocketStream(ws)));
-    ws.once('error', (e: Error) => reject(new UnderpassError('UP_ERR_UNREACHABLE', `WebSocket to ${url} failed (${e.message})`)));
+    ws.once('error', (e: Error) =>
+      reject(new UnderpassError('UP_ERR_UNREACHABLE', `WebSocket to ${url} failed (${e.message})`)),
+    );
     ws.once('unexpected-response', (_req, res) => {
       reject(new UnreachableError(`WebSocket to ${url} refused (HTTP ${res.statusCode ?? '?'})`));
       ws.terminate();

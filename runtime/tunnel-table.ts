@@ -142,16 +142,24 @@ export class TunnelTable implements AckSink {
   private expire(): void {
     this.grace = null;
     const waiting = this.detached();
-    if (waiting.length > 0) this.options.logger.warn(`the session did not come back within ${this.options.graceMs / 1000} s: resetting ${waiting.length} tunnel(s)`);
-    for (const leg of waiting) leg.destroy(new TunnelResetError('the session did not come back within the grace period'));
+    if (waiting.length > 0)
+      this.options.logger.warn(
+        `the session did not come back within ${this.options.graceMs / 1000} s: resetting ${waiting.length} tunnel(s)`,
+      );
+    for (const leg of waiting)
+      leg.destroy(new TunnelResetError('the session did not come back within the grace period'));
     this.options.onExpired?.();
   }
 
   private resetStale(): void {
     this.stale = null;
     const stale = this.detached();
-    if (stale.length > 0) this.options.logger.warn(`${stale.length} tunnel(s) were not re-opened within ${this.options.graceMs / 1000} s of the session's return: resetting them`);
-    for (const leg of stale) leg.destroy(new TunnelResetError('the tunnel was not re-opened after its session came back'));
+    if (stale.length > 0)
+      this.options.logger.warn(
+        `${stale.length} tunnel(s) were not re-opened within ${this.options.graceMs / 1000} s of the session's return: resetting them`,
+      );
+    for (const leg of stale)
+      leg.destroy(new TunnelResetError('the tunnel was not re-opened after its session came back'));
   }
 
   private flush(): void {
@@ -162,7 +170,9 @@ export class TunnelTable implements AckSink {
     const acks: Buffer[] = [];
     for (const leg of this.due) {
       if (leg.id === null) continue;
-      const ack: AckMessage = leg.peerEnded ? { type: 'ack', id: leg.id, n: leg.received, fin: true } : { type: 'ack', id: leg.id, n: leg.received };
+      const ack: AckMessage = leg.peerEnded
+        ? { type: 'ack', id: leg.id, n: leg.received, fin: true }
+        : { type: 'ack', id: leg.id, n: leg.received };
       leg.acknowledged = leg.received;
       acks.push(encodeControl(ack));
     }

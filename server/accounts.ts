@@ -63,19 +63,27 @@ export async function loadAccountsFile(file: string, into: Accounts): Promise<vo
   try {
     parsed = AccountsFile.parse(JSON.parse(await fs.readFile(file, 'utf8')));
   } catch (e) {
-    const why = e instanceof z.ZodError ? (e.issues[0]?.message ?? 'invalid') : e instanceof Error ? e.message : String(e);
-    throw new ConfigError(`--accounts ${file}: ${why} (expected {"tokens": {"ACCOUNT": "TOKEN"}, "grants": {"OWNER/PUBLICATION": ["ACCOUNT"]}}, tokens of 16 characters or more)`);
+    const why =
+      e instanceof z.ZodError ? (e.issues[0]?.message ?? 'invalid') : e instanceof Error ? e.message : String(e);
+    throw new ConfigError(
+      `--accounts ${file}: ${why} (expected {"tokens": {"ACCOUNT": "TOKEN"}, "grants": {"OWNER/PUBLICATION": ["ACCOUNT"]}}, tokens of 16 characters or more)`,
+    );
   }
   for (const [account, token] of Object.entries(parsed.tokens)) into.add(token, label(account, 'account name'));
   for (const [id, accounts] of Object.entries(parsed.grants)) {
     const [owner, publication, extra] = id.split('/');
-    if (owner === undefined || publication === undefined || extra !== undefined) throw new ConfigError(`--accounts ${file}: grant '${id}' is not OWNER/PUBLICATION`);
-    for (const to of accounts) into.grant(label(owner, 'account name'), label(publication, 'publication name'), label(to, 'account name'));
+    if (owner === undefined || publication === undefined || extra !== undefined)
+      throw new ConfigError(`--accounts ${file}: grant '${id}' is not OWNER/PUBLICATION`);
+    for (const to of accounts)
+      into.grant(label(owner, 'account name'), label(publication, 'publication name'), label(to, 'account name'));
   }
 }
 
 /** The token from `--token`, else from DATA_DIR/token, else a new one written there. */
-export async function loadOrCreateToken(dataDir: string, given: string | undefined): Promise<{ token: string; file: string | null }> {
+export async function loadOrCreateToken(
+  dataDir: string,
+  given: string | undefined,
+): Promise<{ token: string; file: string | null }> {
   if (given !== undefined) return { token: given, file: null };
   const file = path.join(dataDir, 'token');
   try {
@@ -102,7 +110,10 @@ export function secretsEqual(a: string, b: string): boolean {
 export class AuthThrottle {
   private readonly failures = new Map<string, { count: number; since: number }>();
 
-  constructor(private readonly limit = 20, private readonly windowMs = 10_000) {}
+  constructor(
+    private readonly limit = 20,
+    private readonly windowMs = 10_000,
+  ) {}
 
   isBlocked(address: string, now = Date.now()): boolean {
     const entry = this.failures.get(address);

@@ -27,7 +27,10 @@ function altNamesFor(listenHost: string): Array<{ type: 2; value: string } | { t
   } else {
     names.add(listenHost);
   }
-  return [...[...names].map((value) => ({ type: 2 as const, value })), ...[...ips].map((ip) => ({ type: 7 as const, ip }))];
+  return [
+    ...[...names].map((value) => ({ type: 2 as const, value })),
+    ...[...ips].map((ip) => ({ type: 7 as const, ip })),
+  ];
 }
 
 async function exists(file: string): Promise<boolean> {
@@ -38,7 +41,11 @@ async function exists(file: string): Promise<boolean> {
 }
 
 /** Loads the given certificate, or the one in the data dir, generating it on first start. */
-export async function ensureIdentity(dataDir: string, listenHost: string, given?: { cert: string; key: string }): Promise<Identity> {
+export async function ensureIdentity(
+  dataDir: string,
+  listenHost: string,
+  given?: { cert: string; key: string },
+): Promise<Identity> {
   if (given) {
     return { cert: await fs.readFile(given.cert), key: await fs.readFile(given.key), certPath: given.cert };
   }
@@ -55,19 +62,22 @@ export async function ensureIdentity(dataDir: string, listenHost: string, given?
   // Loaded only on first start: the X.509 stack behind it costs a quarter second to load.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const selfsigned = require('selfsigned') as typeof import('selfsigned');
-  const pems = await selfsigned.generate([{ name: 'commonName', value: listenHost === '' ? 'underpass' : listenHost }], {
-    keyType: 'ec',
-    curve: 'P-256',
-    algorithm: 'sha256',
-    notBeforeDate: notBefore,
-    notAfterDate: notAfter,
-    extensions: [
-      { name: 'basicConstraints', cA: false },
-      { name: 'keyUsage', digitalSignature: true, keyEncipherment: true },
-      { name: 'extKeyUsage', serverAuth: true },
-      { name: 'subjectAltName', altNames: altNamesFor(listenHost) },
-    ],
-  });
+  const pems = await selfsigned.generate(
+    [{ name: 'commonName', value: listenHost === '' ? 'underpass' : listenHost }],
+    {
+      keyType: 'ec',
+      curve: 'P-256',
+      algorithm: 'sha256',
+      notBeforeDate: notBefore,
+      notAfterDate: notAfter,
+      extensions: [
+        { name: 'basicConstraints', cA: false },
+        { name: 'keyUsage', digitalSignature: true, keyEncipherment: true },
+        { name: 'extKeyUsage', serverAuth: true },
+        { name: 'subjectAltName', altNames: altNamesFor(listenHost) },
+      ],
+    },
+  );
   await fs.writeFile(keyPath, pems.private, { mode: 0o600 });
   await fs.writeFile(certPath, pems.cert, { mode: 0o644 });
   return { cert: Buffer.from(pems.cert), key: Buffer.from(pems.private), certPath };

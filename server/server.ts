@@ -22,7 +22,15 @@ import { createWebSocketStream, WebSocketServer } from 'ws';
 import { ControlDecoder, encodeControl, EndpointMessage, type ServerMessage } from '../protocol/control';
 import { isUnderpassError, UnderpassError, type ErrorCode } from '../protocol/errors';
 import { DEFAULT_ZONE, label, pseudoName, tryParseHostPort, tryParsePseudoName } from '../protocol/names';
-import { Headers, Paths, SERVER_CIPHERS, StatusOf, WIRE_VERSION, type NameInfo, type SessionInfo } from '../protocol/wire';
+import {
+  Headers,
+  Paths,
+  SERVER_CIPHERS,
+  StatusOf,
+  WIRE_VERSION,
+  type NameInfo,
+  type SessionInfo,
+} from '../protocol/wire';
 import { keepalive, KEEPALIVE_MS, raiseSessionWindow, sessionOptions } from '../runtime/h2';
 import type { Logger } from '../runtime/log';
 import { ResumableStream } from '../runtime/resumable-stream';
@@ -180,7 +188,9 @@ export class TunnelServer {
     const carried = http2.createServer(sessionOptions);
     for (const h2 of [server, carried] as http2.Http2Server[]) {
       h2.on('session', (session: http2.ServerHttp2Session) => this.handleSession(session));
-      h2.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => this.handleStream(stream, headers));
+      h2.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) =>
+        this.handleStream(stream, headers),
+      );
     }
     const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 8 * 1024 * 1024 });
     server.on('upgrade', (request: http.IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -225,7 +235,12 @@ export class TunnelServer {
     raiseSessionWindow(session);
     // With the transport: a session destroyed over a link that went silent would wait to flush for ever,
     // and its tunnels would never start their grace period.
-    keepalive(session, this.options.keepaliveMs ?? KEEPALIVE_MS, () => this.log.warn('dropped a session that stopped answering keepalives'), markedSocketOf(session) ?? this.carrying);
+    keepalive(
+      session,
+      this.options.keepaliveMs ?? KEEPALIVE_MS,
+      () => this.log.warn('dropped a session that stopped answering keepalives'),
+      markedSocketOf(session) ?? this.carrying,
+    );
     session.on('error', () => undefined);
     session.once('close', () => this.sessions.delete(session));
   }
@@ -236,7 +251,10 @@ export class TunnelServer {
       stream.close(http2.constants.NGHTTP2_CANCEL);
       return;
     }
-    stream.respond({ ':status': StatusOf[code] ?? 400, [Headers.errorCode]: code, [Headers.errorMessage]: message }, { endStream: true });
+    stream.respond(
+      { ':status': StatusOf[code] ?? 400, [Headers.errorCode]: code, [Headers.errorMessage]: message },
+      { endStream: true },
+    );
   }
 
   private respondJson(stream: http2.ServerHttp2Stream, body: unknown): void {
@@ -253,7 +271,11 @@ export class TunnelServer {
     // sharing an address with working endpoints (a NAT, loopback) never costs those endpoints anything.
     const trusted = stream.session !== undefined && this.authenticated.has(stream.session);
     if (!trusted && this.throttle.isBlocked(remote)) {
-      this.refuse(stream, 'UP_ERR_LIMIT', 'too many failed authentications from this address: wait and check the token');
+      this.refuse(
+        stream,
+        'UP_ERR_LIMIT',
+        'too many failed authentications from this address: wait and check the token',
+      );
       stream.session?.close();
       return;
     }
@@ -269,7 +291,11 @@ export class TunnelServer {
     if (stream.session !== undefined) this.authenticated.add(stream.session);
     const version = Number(headers[Headers.version] ?? WIRE_VERSION);
     if (version !== WIRE_VERSION) {
-      this.refuse(stream, 'UP_ERR_PROTOCOL', `wire version ${String(headers[Headers.version])} is not supported (server speaks ${WIRE_VERSION}): upgrade the older side`);
+      this.refuse(
+        stream,
+        'UP_ERR_PROTOCOL',
+        `wire version ${String(headers[Headers.version])} is not supported (server speaks ${WIRE_VERSION}): upgrade the older side`,
+      );
       return;
     }
     const method = headers[':method'];
@@ -283,20 +309,38 @@ export class TunnelServer {
         else this.handleTunnelRequest(stream, account, headers);
       } else if (method === 'GET' && path === Paths.session) {
         const token = headers[Headers.resume];
-        const { endpoint, resumed } = this.openEndpoint(stream.session as http2.Http2Session, account, typeof token === 'string' ? token : undefined);
+        const { endpoint, resumed } = this.openEndpoint(
+          stream.session as http2.Http2Session,
+          account,
+          typeof token === 'string' ? token : undefined,
+        );
         const graceMs = this.options.graceMs ?? GRACE_MS;
-        const info: SessionInfo = { v: WIRE_VERSION, account, zone: this.zone, resume: { token: `${endpoint.id}.${endpoint.secret}`, resumed, graceMs } };
+        const info: SessionInfo = {
+          v: WIRE_VERSION,
+          account,
+          zone: this.zone,
+          resume: { token: `${endpoint.id}.${endpoint.secret}`, resumed, graceMs },
+        };
         this.respondJson(stream, info);
       } else if (method === 'GET' && path.startsWith(Paths.names)) {
         const key = headers[Headers.serviceKey];
-        this.handleNameLookup(stream, account, decodeURIComponent(path.slice(Paths.names.length)), typeof key === 'string' ? key : undefined);
+        this.handleNameLookup(
+          stream,
+          account,
+          decodeURIComponent(path.slice(Paths.names.length)),
+          typeof key === 'string' ? key : undefined,
+        );
       } else if (method === 'POST' && path === Paths.control) {
         this.handleControl(stream, account);
       } else {
         this.refuse(stream, 'UP_ERR_NOT_FOUND', `no such endpoint: ${String(method)} ${path}`);
       }
     } catch (e) {
-      this.refuse(stream, isUnderpassError(e) ? e.code : 'UP_ERR_PROTOCOL', isUnderpassError(e) ? e.message : 'bad request');
+      this.refuse(
+        stream,
+        isUnderpassError(e) ? e.code : 'UP_ERR_PROTOCOL',
+        isUnderpassError(e) ? e.message : 'bad request',
+      );
     }
   }
 
@@ -304,7 +348,11 @@ export class TunnelServer {
    * The endpoint session an HTTP/2 session carries: the one a valid resumption token names (its tunnels
    * then wait for re-opening on this connection), or a new one.
    */
-  private openEndpoint(h2: http2.Http2Session, account: string, token?: string): { endpoint: EndpointSession; resumed: boolean } {
+  private openEndpoint(
+    h2: http2.Http2Session,
+    account: string,
+    token?: string,
+  ): { endpoint: EndpointSession; resumed: boolean } {
     const current = this.endpointOf.get(h2);
     if (current) return { endpoint: current, resumed: false };
     if (token !== undefined) {
@@ -362,9 +410,14 @@ export class TunnelServer {
   }
 
   /** An endpoint that came back re-opens one of its tunnels from the byte count it has. */
-  private handleTunnelResume(stream: http2.ServerHttp2Stream, id: string, receivedHeader: string | string[] | undefined): void {
+  private handleTunnelResume(
+    stream: http2.ServerHttp2Stream,
+    id: string,
+    receivedHeader: string | string[] | undefined,
+  ): void {
     const leg = stream.session ? this.endpointOf.get(stream.session)?.tunnels.get(id) : undefined;
-    if (!leg) throw new UnderpassError('UP_ERR_NOT_FOUND', 'no such tunnel to resume: it ended, or its grace period passed');
+    if (!leg)
+      throw new UnderpassError('UP_ERR_NOT_FOUND', 'no such tunnel to resume: it ended, or its grace period passed');
     const received = Number(receivedHeader);
     if (typeof receivedHeader !== 'string' || !Number.isSafeInteger(received) || received < 0) {
       throw new UnderpassError('UP_ERR_BAD_MESSAGE', `${Headers.received} must be a byte count`);
@@ -377,17 +430,29 @@ export class TunnelServer {
   private lookup(account: string, host: string, serviceKey?: string): Publication {
     const parsed = tryParsePseudoName(host, this.zone);
     const publication = parsed ? this.store.get(parsed.account, parsed.publication) : undefined;
-    if (!parsed || !publication) throw new UnderpassError('UP_ERR_NOT_FOUND', `${host} is not a publication on this server`);
+    if (!parsed || !publication)
+      throw new UnderpassError('UP_ERR_NOT_FOUND', `${host} is not a publication on this server`);
     if (serviceKey !== undefined && !secretsEqual(serviceKey, publication.key)) {
-      throw new UnderpassError('UP_ERR_FORBIDDEN', `wrong service key for ${host}: ask its owner for the key the proxy printed`);
+      throw new UnderpassError(
+        'UP_ERR_FORBIDDEN',
+        `wrong service key for ${host}: ask its owner for the key the proxy printed`,
+      );
     }
     if (serviceKey === undefined && !this.accounts.mayUse(account, publication.account, publication.name)) {
-      throw new UnderpassError('UP_ERR_FORBIDDEN', `${host} belongs to another account: present its service key (--service-key ${host}=KEY) or ask its owner for a grant`);
+      throw new UnderpassError(
+        'UP_ERR_FORBIDDEN',
+        `${host} belongs to another account: present its service key (--service-key ${host}=KEY) or ask its owner for a grant`,
+      );
     }
     return publication;
   }
 
-  private handleNameLookup(stream: http2.ServerHttp2Stream, account: string, host: string, key: string | undefined): void {
+  private handleNameLookup(
+    stream: http2.ServerHttp2Stream,
+    account: string,
+    host: string,
+    key: string | undefined,
+  ): void {
     const publication = this.lookup(account, host, key);
     const info: NameInfo = {
       name: publication.name,
@@ -399,7 +464,11 @@ export class TunnelServer {
   }
 
   /** Seed figure 7: a redirector asks for a tunnel to PSEUDO_NAME:PORT. */
-  private handleTunnelRequest(stream: http2.ServerHttp2Stream, account: string, headers: http2.IncomingHttpHeaders): void {
+  private handleTunnelRequest(
+    stream: http2.ServerHttp2Stream,
+    account: string,
+    headers: http2.IncomingHttpHeaders,
+  ): void {
     const { host, port } = tryParseHostPort(headers[':authority'] ?? '') ?? { host: '', port: 0 };
     const key = headers[Headers.serviceKey];
     const publication = this.lookup(account, host, typeof key === 'string' ? key : undefined);
@@ -409,10 +478,12 @@ export class TunnelServer {
     const proxy = this.holders.get(pubId(publication.account, publication.name));
     if (!proxy) throw new UnderpassError('UP_ERR_OFFLINE', `${host} is offline: its service proxy is not connected`);
     const limit = this.options.maxPendingPerProxy ?? 10_000;
-    if (proxy.pending.size >= limit) throw new UnderpassError('UP_ERR_LIMIT', `too many tunnels waiting for ${host}'s proxy`);
+    if (proxy.pending.size >= limit)
+      throw new UnderpassError('UP_ERR_LIMIT', `too many tunnels waiting for ${host}'s proxy`);
     const requester = stream.session as http2.Http2Session;
     const waiting = this.pendingBySession.get(requester) ?? 0;
-    if (waiting >= (this.options.maxPendingPerSession ?? 2_000)) throw new UnderpassError('UP_ERR_LIMIT', 'too many tunnel requests waiting on this session');
+    if (waiting >= (this.options.maxPendingPerSession ?? 2_000))
+      throw new UnderpassError('UP_ERR_LIMIT', 'too many tunnel requests waiting on this session');
     this.pendingBySession.set(requester, waiting + 1);
 
     const id = crypto.randomBytes(12).toString('base64url');
@@ -425,7 +496,16 @@ export class TunnelServer {
     const onClientClose = (): void => {
       if (this.tunnels.get(id) === pending) this.forget(pending);
     };
-    const pending: PendingTunnel = { id, proxy, client: stream, requester, requesterEndpoint: this.endpointFor(stream, account), publication, timer, onClientClose };
+    const pending: PendingTunnel = {
+      id,
+      proxy,
+      client: stream,
+      requester,
+      requesterEndpoint: this.endpointFor(stream, account),
+      publication,
+      timer,
+      onClientClose,
+    };
     this.tunnels.set(id, pending);
     proxy.pending.set(id, pending);
     stream.once('close', onClientClose);
@@ -465,7 +545,11 @@ export class TunnelServer {
     proxyLeg.attach(stream, 0);
     pending.requesterEndpoint.tunnels.add(id, clientLeg);
     pending.proxy.endpoint.tunnels.add(id, proxyLeg);
-    splice(clientLeg, proxyLeg, this.log.isDebugEnabled() ? this.tunnelClosedLogger(pending.publication.name) : undefined);
+    splice(
+      clientLeg,
+      proxyLeg,
+      this.log.isDebugEnabled() ? this.tunnelClosedLogger(pending.publication.name) : undefined,
+    );
   }
 
   /**
@@ -475,7 +559,13 @@ export class TunnelServer {
   private tunnelClosedLogger(publication: string): (result: SpliceResult) => void {
     const started = Date.now();
     return (result) => {
-      this.log.debug('tunnel closed', { publication, up: result.aToB, down: result.bToA, ms: Date.now() - started, ...(result.error ? { aborted: true } : {}) });
+      this.log.debug('tunnel closed', {
+        publication,
+        up: result.aToB,
+        down: result.bToA,
+        ms: Date.now() - started,
+        ...(result.error ? { aborted: true } : {}),
+      });
     };
   }
 
@@ -503,7 +593,9 @@ export class TunnelServer {
       try {
         messages = decoder.push(chunk);
       } catch (e) {
-        this.log.warn(`closing a proxy's control stream: ${isUnderpassError(e) ? e.message : String(e)}`, { proxy: proxy.id });
+        this.log.warn(`closing a proxy's control stream: ${isUnderpassError(e) ? e.message : String(e)}`, {
+          proxy: proxy.id,
+        });
         stream.close(http2.constants.NGHTTP2_PROTOCOL_ERROR);
         return;
       }
@@ -541,7 +633,12 @@ export class TunnelServer {
     try {
       name = label(rawName, 'publication name');
     } catch (e) {
-      this.sendControl(proxy, { type: 'refused', name: rawName, code: 'UP_ERR_BAD_MESSAGE', message: isUnderpassError(e) ? e.message : 'bad name' });
+      this.sendControl(proxy, {
+        type: 'refused',
+        name: rawName,
+        code: 'UP_ERR_BAD_MESSAGE',
+        message: isUnderpassError(e) ? e.message : 'bad name',
+      });
       return;
     }
     const publication = await this.store.publish(proxy.account, name, port);
@@ -550,10 +647,19 @@ export class TunnelServer {
     const previous = this.holders.get(id);
     if (previous && previous !== proxy) {
       previous.publications.delete(id);
-      this.log.info('publication taken over by a newer proxy session', { publication: name, from: previous.id, to: proxy.id });
+      this.log.info('publication taken over by a newer proxy session', {
+        publication: name,
+        from: previous.id,
+        to: proxy.id,
+      });
     }
     this.holders.set(id, proxy);
-    if (proxy.publications.size === 0) this.log.info('service proxy connected', { proxy: proxy.id, account: proxy.account, remote: proxy.session.socket?.remoteAddress });
+    if (proxy.publications.size === 0)
+      this.log.info('service proxy connected', {
+        proxy: proxy.id,
+        account: proxy.account,
+        remote: proxy.session.socket?.remoteAddress,
+      });
     proxy.publications.add(id);
     const host = pseudoName(name, proxy.account, this.zone);
     this.log.info('published', { publication: name, host, port, proxy: proxy.id });

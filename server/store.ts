@@ -27,7 +27,9 @@ export interface Publication {
 
 const StoreFile = z.object({
   version: z.literal(1),
-  publications: z.array(z.object({ account: z.string(), name: z.string(), port: z.number().int(), createdAt: z.string() }).strict()),
+  publications: z.array(
+    z.object({ account: z.string(), name: z.string(), port: z.number().int(), createdAt: z.string() }).strict(),
+  ),
 });
 
 type Stored = Omit<Publication, 'key'>;
@@ -38,7 +40,10 @@ async function loadOrCreateSecret(dataDir: string): Promise<Buffer> {
   try {
     const text = (await fs.readFile(file, 'utf8')).trim();
     if (/^[0-9a-f]{64}$/.test(text)) return Buffer.from(text, 'hex');
-    throw new UnderpassError('UP_ERR_CONFIG', `${file} is damaged: restore it from a backup (every service key derives from it)`);
+    throw new UnderpassError(
+      'UP_ERR_CONFIG',
+      `${file} is damaged: restore it from a backup (every service key derives from it)`,
+    );
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
@@ -55,7 +60,10 @@ export class PublicationStore {
   private readonly byId = new Map<string, Publication>();
   private writing: Promise<void> = Promise.resolve();
 
-  private constructor(private readonly file: string, private readonly secret: Buffer) {}
+  private constructor(
+    private readonly file: string,
+    private readonly secret: Buffer,
+  ) {}
 
   static async open(dataDir: string): Promise<PublicationStore> {
     const store = new PublicationStore(path.join(dataDir, 'publications.json'), await loadOrCreateSecret(dataDir));
@@ -70,7 +78,10 @@ export class PublicationStore {
       try {
         parsed = StoreFile.parse(JSON.parse(text));
       } catch {
-        throw new UnderpassError('UP_ERR_CONFIG', `${store.file} is not a valid publication store: restore it from a backup or move it away`);
+        throw new UnderpassError(
+          'UP_ERR_CONFIG',
+          `${store.file} is not a valid publication store: restore it from a backup or move it away`,
+        );
       }
       for (const p of parsed.publications) store.byId.set(id(p.account, p.name), store.withKey(p));
     }
@@ -78,7 +89,12 @@ export class PublicationStore {
   }
 
   private withKey(stored: Stored): Publication {
-    const key = crypto.createHmac('sha256', this.secret).update(`service-key/v1/${stored.account}/${stored.name}`).digest().subarray(0, 24).toString('base64url');
+    const key = crypto
+      .createHmac('sha256', this.secret)
+      .update(`service-key/v1/${stored.account}/${stored.name}`)
+      .digest()
+      .subarray(0, 24)
+      .toString('base64url');
     return { ...stored, key };
   }
 
@@ -97,7 +113,9 @@ export class PublicationStore {
   async publish(account: string, name: string, port: number): Promise<Publication> {
     const existing = this.byId.get(id(account, name));
     if (existing && existing.port === port) return existing;
-    const publication: Publication = existing ? { ...existing, port } : this.withKey({ account, name, port, createdAt: new Date().toISOString() });
+    const publication: Publication = existing
+      ? { ...existing, port }
+      : this.withKey({ account, name, port, createdAt: new Date().toISOString() });
     this.byId.set(id(account, name), publication);
     await this.save();
     return publication;

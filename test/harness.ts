@@ -20,7 +20,8 @@ export const HOOK_RUN_LAUNCHER = path.join(ROOT, 'bin', 'hook-run');
  * The real python3 binary. Under pyenv, `python3` is a shell shim that forks and execs a dozen helpers,
  * each of which hook-run would hook in turn; tests that are about something else run the interpreter.
  */
-export const PYTHON = spawnSync('python3', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' }).stdout.trim() || 'python3';
+export const PYTHON =
+  spawnSync('python3', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' }).stdout.trim() || 'python3';
 
 export function tmpDir(prefix: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), `underpass-${prefix}-`));
@@ -49,15 +50,26 @@ export class Program {
   stderr = '';
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
-  constructor(readonly label: string, command: string, args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}) {
-    this.child = spawn(command, args, { cwd: options.cwd ?? ROOT, env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  constructor(
+    readonly label: string,
+    command: string,
+    args: string[],
+    options: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
+  ) {
+    this.child = spawn(command, args, {
+      cwd: options.cwd ?? ROOT,
+      env: { ...process.env, ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     this.child.stdout!.setEncoding('utf8').on('data', (d: string) => (this.stdout += d));
     this.child.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr += d));
     this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
     // A daemon that dies in the middle of a test otherwise shows only as a later, puzzling failure.
     this.child.once('exit', (code, signal) => {
       if (!this.stopping && (signal !== null || code !== 0)) {
-        process.stderr.write(`[harness] ${label} exited unexpectedly (${signal ?? `code ${String(code)}`}):\n${this.stderr.slice(-4000)}\n`);
+        process.stderr.write(
+          `[harness] ${label} exited unexpectedly (${signal ?? `code ${String(code)}`}):\n${this.stderr.slice(-4000)}\n`,
+        );
       }
     });
   }
@@ -65,7 +77,11 @@ export class Program {
   private stopping = false;
 
   /** Resolves with the first match of `pattern` in stdout+stderr; rejects if the program exits first. */
-  async waitFor(pattern: RegExp, timeoutMs = 20_000, stream: 'stdout' | 'stderr' | 'both' = 'both'): Promise<RegExpMatchArray> {
+  async waitFor(
+    pattern: RegExp,
+    timeoutMs = 20_000,
+    stream: 'stdout' | 'stderr' | 'both' = 'both',
+  ): Promise<RegExpMatchArray> {
     const deadline = Date.now() + timeoutMs;
     let exited = false;
     void this.exited.then(() => (exited = true));
@@ -74,7 +90,8 @@ export class Program {
       const m = text.match(pattern);
       if (m) return m;
       if (exited) throw new Error(`${this.label} exited before printing ${pattern}:\n${this.stderr}${this.stdout}`);
-      if (Date.now() > deadline) throw new Error(`${this.label} did not print ${pattern} within ${timeoutMs} ms:\n${this.stderr}${this.stdout}`);
+      if (Date.now() > deadline)
+        throw new Error(`${this.label} did not print ${pattern} within ${timeoutMs} ms:\n${this.stderr}${this.stdout}`);
       await new Promise((r) => setTimeout(r, 25));
     }
   }
@@ -122,9 +139,20 @@ export function run(
   command: string,
   args: string[],
   options: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number; cwd?: string; processGroup?: boolean } = {},
-): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; stdoutBuffer: Buffer }> {
+): Promise<{
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  stdoutBuffer: Buffer;
+}> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: options.cwd ?? ROOT, env: { ...process.env, ...options.env }, stdio: ['pipe', 'pipe', 'pipe'], detached: options.processGroup === true });
+    const child = spawn(command, args, {
+      cwd: options.cwd ?? ROOT,
+      env: { ...process.env, ...options.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+      detached: options.processGroup === true,
+    });
     const out: Buffer[] = [];
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => out.push(d));
@@ -193,7 +221,10 @@ export class Chain {
   published = new Map<string, Published>();
   private readonly extra: Program[] = [];
 
-  constructor(private readonly publish: string[], readonly options: ChainOptions = {}) {}
+  constructor(
+    private readonly publish: string[],
+    readonly options: ChainOptions = {},
+  ) {}
 
   get serverHost(): string {
     return this.options.serverHost ?? '127.0.0.1';
@@ -205,7 +236,15 @@ export class Chain {
 
   async startServer(): Promise<void> {
     if (this.serverPort === 0) this.serverPort = await freePort();
-    this.server = new Program('server', process.execPath, [UNDERPASS, 'server', '--listen', `${this.serverHost}:${this.serverPort}`, '--data-dir', this.dataDir, ...(this.options.serverArgs ?? [])]);
+    this.server = new Program('server', process.execPath, [
+      UNDERPASS,
+      'server',
+      '--listen',
+      `${this.serverHost}:${this.serverPort}`,
+      '--data-dir',
+      this.dataDir,
+      ...(this.options.serverArgs ?? []),
+    ]);
     await this.server.waitFor(/listening on/);
     this.token = fs.readFileSync(path.join(this.dataDir, 'token'), 'utf8').trim();
   }
@@ -215,12 +254,22 @@ export class Chain {
   }
 
   async startProxy(): Promise<void> {
-    const args = [UNDERPASS, 'proxy', ...this.endpointArgs(this.options.proxyVia), '--json', ...(this.options.proxyArgs ?? [])];
+    const args = [
+      UNDERPASS,
+      'proxy',
+      ...this.endpointArgs(this.options.proxyVia),
+      '--json',
+      ...(this.options.proxyArgs ?? []),
+    ];
     for (const p of this.publish) args.push('--publish', p);
     this.proxy = new Program('proxy', process.execPath, args);
     for (const spec of this.publish) {
       const name = spec.split('=')[0]!;
-      const m = await this.proxy.waitFor(new RegExp(`^(\\{"event":"published","name":"${name}".*\\})$`, 'm'), 20_000, 'stdout');
+      const m = await this.proxy.waitFor(
+        new RegExp(`^(\\{"event":"published","name":"${name}".*\\})$`, 'm'),
+        20_000,
+        'stdout',
+      );
       this.published.set(name, JSON.parse(m[1]!) as Published);
     }
   }
@@ -254,7 +303,10 @@ export class Chain {
   }
 
   /** `hook-run --ipc <ours> -- command args…` as a user runs it (the npm launcher), to completion; a timeout kills all it started. */
-  hookRun(command: string[], options: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {}): ReturnType<typeof run> {
+  hookRun(
+    command: string[],
+    options: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {},
+  ): ReturnType<typeof run> {
     const [cmd, args] = inNetns(this.options.clientNetns, HOOK_RUN_LAUNCHER, ['--ipc', this.ipcPath, '--', ...command]);
     return run(cmd, args, { ...options, processGroup: true });
   }
@@ -294,9 +346,14 @@ export class EchoChain {
 
   /** A blocking connect through hook-run gets its line back, and the server still runs. */
   async assertTunnelWorks(): Promise<void> {
-    const r = await this.chain.hookRun([PYTHON, '-c', `import socket
-s = socket.create_connection(('${this.chain.host('echo')}', ${this.port}), timeout=20); s.sendall(b'still here\\n'); print(s.recv(100).decode().strip())`]);
-    if (r.stdout.trim() !== 'still here') throw new Error(`the chain no longer carries a connection: ${r.stdout}${r.stderr}`);
+    const r = await this.chain.hookRun([
+      PYTHON,
+      '-c',
+      `import socket
+s = socket.create_connection(('${this.chain.host('echo')}', ${this.port}), timeout=20); s.sendall(b'still here\\n'); print(s.recv(100).decode().strip())`,
+    ]);
+    if (r.stdout.trim() !== 'still here')
+      throw new Error(`the chain no longer carries a connection: ${r.stdout}${r.stderr}`);
     if (this.chain.server.child.exitCode !== null) throw new Error('the server exited');
   }
 }

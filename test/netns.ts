@@ -8,7 +8,10 @@ import { execFileSync } from 'node:child_process';
 let counter = 0;
 
 function sh(args: string[], input?: string): void {
-  execFileSync(args[0]!, args.slice(1), { stdio: ['pipe', 'ignore', 'pipe'], ...(input !== undefined ? { input } : {}) });
+  execFileSync(args[0]!, args.slice(1), {
+    stdio: ['pipe', 'ignore', 'pipe'],
+    ...(input !== undefined ? { input } : {}),
+  });
 }
 
 export class ClientHost {
@@ -37,7 +40,8 @@ export class ClientHost {
       sh(['ip', 'netns', 'exec', host.name, 'ip', 'addr', 'add', `${host.inner}/24`, 'dev', peer]);
       sh(['ip', 'netns', 'exec', host.name, 'ip', 'link', 'set', peer, 'up']);
       sh(['ip', 'netns', 'exec', host.name, 'ip', 'link', 'set', 'lo', 'up']);
-      const allow = allowedPorts.length > 0 ? `ip daddr ${host.outer} tcp dport { ${allowedPorts.join(', ')} } accept` : '';
+      const allow =
+        allowedPorts.length > 0 ? `ip daddr ${host.outer} tcp dport { ${allowedPorts.join(', ')} } accept` : '';
       sh(
         ['ip', 'netns', 'exec', host.name, 'nft', '-f', '-'],
         `table inet underpass_test {
@@ -60,7 +64,10 @@ export class ClientHost {
   }
 
   destroy(): void {
-    for (const args of [['ip', 'netns', 'del', this.name], ['ip', 'link', 'del', this.hostVeth]]) {
+    for (const args of [
+      ['ip', 'netns', 'del', this.name],
+      ['ip', 'link', 'del', this.hostVeth],
+    ]) {
       try {
         sh(args);
       } catch {

@@ -75,7 +75,8 @@ function sayHello(ipcPath: string): HelloReply {
     throw new Error(`no redirector at ${ipcPath}: ${error instanceof Error ? error.message : String(error)}`);
   }
   if (!reply.ok) throw new Error(`redirector at ${ipcPath} refused the hook: ${reply.message}`);
-  if (reply.v !== IPC_VERSION) throw new Error(`redirector at ${ipcPath} speaks IPC version ${reply.v}, the hook ${IPC_VERSION}`);
+  if (reply.v !== IPC_VERSION)
+    throw new Error(`redirector at ${ipcPath} speaks IPC version ${reply.v}, the hook ${IPC_VERSION}`);
   return reply;
 }
 

@@ -35,7 +35,12 @@ export function installConnectHooks(libc: Module, space: PseudoSpace): void {
    * and fails with its errno if refused; then the original `call` runs and its connection is claimed;
    * the app gets the original's return value and errno.
    */
-  const connectThrough = (fd: number, destination: IPv4Endpoint | null, errnoOut: NativePointer, call: () => SystemFunctionResult<number> | SystemFunctionResult<Int64>): number | Int64 => {
+  const connectThrough = (
+    fd: number,
+    destination: IPv4Endpoint | null,
+    errnoOut: NativePointer,
+    call: () => SystemFunctionResult<number> | SystemFunctionResult<Int64>,
+  ): number | Int64 => {
     const refused = destination !== null && isBlocking(fd) ? requestConnect(destination.address, destination.port) : 0;
     if (refused !== 0) {
       setCallerErrno(errnoOut, refused);
@@ -63,9 +68,19 @@ export function installConnectHooks(libc: Module, space: PseudoSpace): void {
   replaceExport(libc, 'sendto', (target) => {
     const original = new SystemFunction(target, 'ssize_t', ['int', 'pointer', 'size_t', 'int', 'pointer', 'uint']);
     return new NativeCallback(
-      (fd: number, buffer: NativePointer, length: UInt64, flags: number, sockaddr: NativePointer, addressLength: number, errnoOut: NativePointer): number | Int64 => {
+      (
+        fd: number,
+        buffer: NativePointer,
+        length: UInt64,
+        flags: number,
+        sockaddr: NativePointer,
+        addressLength: number,
+        errnoOut: NativePointer,
+      ): number | Int64 => {
         const destination = (flags & MSG_FASTOPEN) !== 0 ? space.tryPseudoDestination(sockaddr, addressLength) : null;
-        return connectThrough(fd, destination, errnoOut, () => original(fd, buffer, length, flags, sockaddr, addressLength));
+        return connectThrough(fd, destination, errnoOut, () =>
+          original(fd, buffer, length, flags, sockaddr, addressLength),
+        );
       },
       'ssize_t',
       ['int', 'pointer', 'size_t', 'int', 'pointer', 'uint', 'pointer'],
@@ -76,7 +91,10 @@ export function installConnectHooks(libc: Module, space: PseudoSpace): void {
     const original = new SystemFunction(target, 'ssize_t', ['int', 'pointer', 'int']);
     return new NativeCallback(
       (fd: number, message: NativePointer, flags: number, errnoOut: NativePointer): number | Int64 => {
-        const destination = (flags & MSG_FASTOPEN) !== 0 && !message.isNull() ? space.tryPseudoDestination(message.add(MSGHDR.name).readPointer(), message.add(MSGHDR.namelen).readU32()) : null;
+        const destination =
+          (flags & MSG_FASTOPEN) !== 0 && !message.isNull()
+            ? space.tryPseudoDestination(message.add(MSGHDR.name).readPointer(), message.add(MSGHDR.namelen).readU32())
+            : null;
         return connectThrough(fd, destination, errnoOut, () => original(fd, message, flags));
       },
       'ssize_t',

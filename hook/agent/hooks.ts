@@ -33,7 +33,11 @@ const retired: NativePointer[] = [];
  * the export's address (calling that address from inside the replacement reaches the original). Returns
  * false when libc does not export `name`.
  */
-export function replaceExport(libc: Module, name: GateName, makeCallback: (target: NativePointer) => NativePointer): boolean {
+export function replaceExport(
+  libc: Module,
+  name: GateName,
+  makeCallback: (target: NativePointer) => NativePointer,
+): boolean {
   const target = libc.findExportByName(name);
   if (target === null) return false;
   if (installed.some((hook) => hook.target.equals(target))) return true;

@@ -59,7 +59,12 @@ export function ipcRequest<T>(event: keyof typeof IpcEvent, data: unknown): IpcR
     writeAll(fd, encodeIpcMessage(IpcEvent[event], data));
     const text = readMessage(fd);
     const message = tryDecodeIpcMessage(text);
-    if (message === null || message.type !== IpcEvent.reply || typeof message.data !== 'object' || message.data === null) {
+    if (
+      message === null ||
+      message.type !== IpcEvent.reply ||
+      typeof message.data !== 'object' ||
+      message.data === null
+    ) {
       throw new IpcTransportError('PROTOCOL', 'redirector sent something that is not a reply');
     }
     return message.data as IpcReply<T>;
@@ -100,8 +105,10 @@ function openChannel(timeoutMs: number): number {
     address.writeU16(AF_UNIX);
     address.add(2).writeUtf8String(path);
     let connected = libc.connect(fd, address, 2 + utf8Length(path) + 1);
-    while (connected.value < 0 && errnoOf(connected) === EINTR) connected = libc.connect(fd, address, 2 + utf8Length(path) + 1);
-    if (connected.value < 0) throw new IpcTransportError('UNREACHABLE', `cannot connect to ${path} (errno ${errnoOf(connected)})`);
+    while (connected.value < 0 && errnoOf(connected) === EINTR)
+      connected = libc.connect(fd, address, 2 + utf8Length(path) + 1);
+    if (connected.value < 0)
+      throw new IpcTransportError('UNREACHABLE', `cannot connect to ${path} (errno ${errnoOf(connected)})`);
     return fd;
   } catch (error) {
     libc.close(fd);
@@ -129,11 +136,15 @@ function readMessage(fd: number): string {
   const buffer = Memory.alloc(IPC_MAX_MESSAGE);
   let length = 0;
   for (;;) {
-    if (length >= IPC_MAX_MESSAGE) throw new IpcTransportError('PROTOCOL', `reply longer than ${IPC_MAX_MESSAGE} bytes`);
+    if (length >= IPC_MAX_MESSAGE)
+      throw new IpcTransportError('PROTOCOL', `reply longer than ${IPC_MAX_MESSAGE} bytes`);
     const got = libc.read(fd, buffer.add(length), IPC_MAX_MESSAGE - length);
     if (got.value < 0) {
       if (errnoOf(got) === EINTR) continue;
-      throw new IpcTransportError('TIMEOUT', `no reply from redirector within ${IPC_TIMEOUT_SECONDS} s (errno ${errnoOf(got)})`);
+      throw new IpcTransportError(
+        'TIMEOUT',
+        `no reply from redirector within ${IPC_TIMEOUT_SECONDS} s (errno ${errnoOf(got)})`,
+      );
     }
     if (got.value === 0) throw new IpcTransportError('PROTOCOL', 'redirector closed the connection without a reply');
     const chunk = new Uint8Array(buffer.add(length).readByteArray(got.value) as ArrayBuffer);

@@ -37,7 +37,17 @@ export const TRY_AGAIN = 2;
 export const NO_DATA = 4;
 
 /** struct addrinfo (48 bytes). */
-export const AI = { flags: 0, family: 4, socktype: 8, protocol: 12, addrlen: 16, addr: 24, canonname: 32, next: 40, size: 48 };
+export const AI = {
+  flags: 0,
+  family: 4,
+  socktype: 8,
+  protocol: 12,
+  addrlen: 16,
+  addr: 24,
+  canonname: 32,
+  next: 40,
+  size: 48,
+};
 /** struct hostent. */
 export const HOSTENT = { name: 0, aliases: 8, addrtype: 16, length: 20, addrList: 24 };
 /** struct msghdr: only the destination fields. */

@@ -20,7 +20,12 @@ export class PseudoSpace {
 
   constructor(hello: HelloReply) {
     const base = tryParseIPv4(hello.pseudoNet.base);
-    if (base === null || !Number.isInteger(hello.pseudoNet.prefix) || hello.pseudoNet.prefix < 1 || hello.pseudoNet.prefix > 32) {
+    if (
+      base === null ||
+      !Number.isInteger(hello.pseudoNet.prefix) ||
+      hello.pseudoNet.prefix < 1 ||
+      hello.pseudoNet.prefix > 32
+    ) {
       throw new Error(`redirector sent a bad pseudo network ${JSON.stringify(hello.pseudoNet)}`);
     }
     this.base = base;
@@ -33,7 +38,11 @@ export class PseudoSpace {
     const normalised = normaliseHostName(name);
     if (normalised === null) return null;
     for (const zone of this.zones) {
-      if (normalised.length > zone.length + 1 && normalised.endsWith(zone) && normalised.charCodeAt(normalised.length - zone.length - 1) === 0x2e) {
+      if (
+        normalised.length > zone.length + 1 &&
+        normalised.endsWith(zone) &&
+        normalised.charCodeAt(normalised.length - zone.length - 1) === 0x2e
+      ) {
         return normalised;
       }
     }
@@ -81,12 +90,23 @@ export function normaliseHostName(name: string): string | null {
   text = text.toLowerCase();
   for (let i = 0; i < text.length; i++) {
     const code = text.charCodeAt(i);
-    const ok = (code >= 0x61 && code <= 0x7a) || (code >= 0x30 && code <= 0x39) || code === 0x2d || code === 0x2e || code === 0x5f;
+    const ok =
+      (code >= 0x61 && code <= 0x7a) ||
+      (code >= 0x30 && code <= 0x39) ||
+      code === 0x2d ||
+      code === 0x2e ||
+      code === 0x5f;
     if (!ok) return null;
   }
   return text;
 }
 
 function readU32BigEndian(pointer: NativePointer): number {
-  return ((pointer.readU8() << 24) | (pointer.add(1).readU8() << 16) | (pointer.add(2).readU8() << 8) | pointer.add(3).readU8()) >>> 0;
+  return (
+    ((pointer.readU8() << 24) |
+      (pointer.add(1).readU8() << 16) |
+      (pointer.add(2).readU8() << 8) |
+      pointer.add(3).readU8()) >>>
+    0
+  );
 }

@@ -78,7 +78,11 @@ export function claimConnection(fd: number, destination: IPv4Endpoint, result: n
   try {
     const local = tryLocalEndpoint(fd);
     if (local === null || local.port === 0) return;
-    ipcNotify('claim', { address: destination.address, port: destination.port, localAddress: local.address, localPort: local.port }, CLAIM_SEND_TIMEOUT_MS);
+    ipcNotify(
+      'claim',
+      { address: destination.address, port: destination.port, localAddress: local.address, localPort: local.port },
+      CLAIM_SEND_TIMEOUT_MS,
+    );
   } catch (error) {
     warnOnce(error);
   } finally {
@@ -104,5 +108,8 @@ let warned = false;
 function warnOnce(error: unknown): void {
   if (warned) return;
   warned = true;
-  send({ type: 'warning', message: `redirector unreachable: ${error instanceof Error ? error.message : String(error)}` });
+  send({
+    type: 'warning',
+    message: `redirector unreachable: ${error instanceof Error ? error.message : String(error)}`,
+  });
 }

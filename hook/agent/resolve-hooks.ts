@@ -107,9 +107,23 @@ export function installResolveHooks(libc: Module, space: PseudoSpace): void {
   });
 
   replaceExport(libc, 'gethostbyname_r', (target) => {
-    const original = new NativeFunction(target, 'int', ['pointer', 'pointer', 'pointer', 'size_t', 'pointer', 'pointer']);
+    const original = new NativeFunction(target, 'int', [
+      'pointer',
+      'pointer',
+      'pointer',
+      'size_t',
+      'pointer',
+      'pointer',
+    ]);
     return new NativeCallback(
-      (name: NativePointer, ret: NativePointer, buf: NativePointer, buflen: UInt64, result: NativePointer, hErrno: NativePointer): number => {
+      (
+        name: NativePointer,
+        ret: NativePointer,
+        buf: NativePointer,
+        buflen: UInt64,
+        result: NativePointer,
+        hErrno: NativePointer,
+      ): number => {
         const pseudo = pseudoOf(name);
         if (pseudo === null) return original(name, ret, buf, buflen, result, hErrno);
         const outcome = resolvePseudoName(pseudo);
@@ -124,9 +138,25 @@ export function installResolveHooks(libc: Module, space: PseudoSpace): void {
   });
 
   replaceExport(libc, 'gethostbyname2_r', (target) => {
-    const original = new NativeFunction(target, 'int', ['pointer', 'int', 'pointer', 'pointer', 'size_t', 'pointer', 'pointer']);
+    const original = new NativeFunction(target, 'int', [
+      'pointer',
+      'int',
+      'pointer',
+      'pointer',
+      'size_t',
+      'pointer',
+      'pointer',
+    ]);
     return new NativeCallback(
-      (name: NativePointer, family: number, ret: NativePointer, buf: NativePointer, buflen: UInt64, result: NativePointer, hErrno: NativePointer): number => {
+      (
+        name: NativePointer,
+        family: number,
+        ret: NativePointer,
+        buf: NativePointer,
+        buflen: UInt64,
+        result: NativePointer,
+        hErrno: NativePointer,
+      ): number => {
         const pseudo = family === AF_INET || family === AF_INET6 ? pseudoOf(name) : null;
         if (pseudo === null) return original(name, family, ret, buf, buflen, result, hErrno);
         const outcome = family === AF_INET6 ? NO_IPV6 : resolvePseudoName(pseudo);
@@ -149,7 +179,13 @@ function installReverseHooks(libc: Module, space: PseudoSpace): void {
     if (address.isNull()) return null;
     let value: number;
     if (family === AF_INET && length >= 4) value = readU32BigEndian(address);
-    else if (family === AF_INET6 && length >= 16 && address.readU64().toNumber() === 0 && address.add(8).readU32() === 0xffff0000) value = readU32BigEndian(address.add(12));
+    else if (
+      family === AF_INET6 &&
+      length >= 16 &&
+      address.readU64().toNumber() === 0 &&
+      address.add(8).readU32() === 0xffff0000
+    )
+      value = readU32BigEndian(address.add(12));
     else return null;
     return space.isPseudoAddress(value) ? tryReverse(formatIPv4(value)) : null;
   };
@@ -175,14 +211,48 @@ function installReverseHooks(libc: Module, space: PseudoSpace): void {
 
   const gethostbyname2R = libc.findExportByName('gethostbyname2_r');
   if (gethostbyname2R !== null) {
-    const byName = new NativeFunction(gethostbyname2R, 'int', ['pointer', 'int', 'pointer', 'pointer', 'size_t', 'pointer', 'pointer']);
+    const byName = new NativeFunction(gethostbyname2R, 'int', [
+      'pointer',
+      'int',
+      'pointer',
+      'pointer',
+      'size_t',
+      'pointer',
+      'pointer',
+    ]);
     replaceExport(libc, 'gethostbyaddr_r', (target) => {
-      const original = new NativeFunction(target, 'int', ['pointer', 'uint', 'int', 'pointer', 'pointer', 'size_t', 'pointer', 'pointer']);
+      const original = new NativeFunction(target, 'int', [
+        'pointer',
+        'uint',
+        'int',
+        'pointer',
+        'pointer',
+        'size_t',
+        'pointer',
+        'pointer',
+      ]);
       return new NativeCallback(
-        (address: NativePointer, length: number, family: number, ret: NativePointer, buf: NativePointer, buflen: UInt64, result: NativePointer, hErrno: NativePointer): number => {
+        (
+          address: NativePointer,
+          length: number,
+          family: number,
+          ret: NativePointer,
+          buf: NativePointer,
+          buflen: UInt64,
+          result: NativePointer,
+          hErrno: NativePointer,
+        ): number => {
           const name = reverseOf(address, length, family);
           if (name === null) return original(address, length, family, ret, buf, buflen, result, hErrno);
-          const status = byName(Memory.allocUtf8String(numericOfRaw(address, family)), family, ret, buf, buflen, result, hErrno);
+          const status = byName(
+            Memory.allocUtf8String(numericOfRaw(address, family)),
+            family,
+            ret,
+            buf,
+            buflen,
+            result,
+            hErrno,
+          );
           renamed(result.readPointer(), name);
           return status;
         },
@@ -193,9 +263,25 @@ function installReverseHooks(libc: Module, space: PseudoSpace): void {
   }
 
   replaceExport(libc, 'getnameinfo', (target) => {
-    const original = new NativeFunction(target, 'int', ['pointer', 'uint', 'pointer', 'uint', 'pointer', 'uint', 'int']);
+    const original = new NativeFunction(target, 'int', [
+      'pointer',
+      'uint',
+      'pointer',
+      'uint',
+      'pointer',
+      'uint',
+      'int',
+    ]);
     return new NativeCallback(
-      (sockaddr: NativePointer, length: number, host: NativePointer, hostLength: number, service: NativePointer, serviceLength: number, flags: number): number => {
+      (
+        sockaddr: NativePointer,
+        length: number,
+        host: NativePointer,
+        hostLength: number,
+        service: NativePointer,
+        serviceLength: number,
+        flags: number,
+      ): number => {
         const wantsName = !host.isNull() && hostLength > 0 && (flags & NI_NUMERICHOST) === 0;
         const destination = wantsName ? space.tryPseudoDestination(sockaddr, length) : null;
         const name = destination === null ? null : tryReverse(destination.address);
@@ -222,7 +308,9 @@ function installReverseHooks(libc: Module, space: PseudoSpace): void {
 const NO_IPV6 = { kind: 'no-data' } as const;
 
 function numericOfRaw(address: NativePointer, family: number): string {
-  return family === AF_INET6 ? `::ffff:${formatIPv4(readU32BigEndian(address.add(12)))}` : formatIPv4(readU32BigEndian(address));
+  return family === AF_INET6
+    ? `::ffff:${formatIPv4(readU32BigEndian(address.add(12)))}`
+    : formatIPv4(readU32BigEndian(address));
 }
 
 /** Points a hostent's h_name at the pseudo name (a permanent copy: hostents may be kept for ever). */
@@ -249,5 +337,11 @@ function failReentrant(outcome: Failure, result: NativePointer, hErrno: NativePo
 }
 
 function readU32BigEndian(pointer: NativePointer): number {
-  return ((pointer.readU8() << 24) | (pointer.add(1).readU8() << 16) | (pointer.add(2).readU8() << 8) | pointer.add(3).readU8()) >>> 0;
+  return (
+    ((pointer.readU8() << 24) |
+      (pointer.add(1).readU8() << 16) |
+      (pointer.add(2).readU8() << 8) |
+      pointer.add(3).readU8()) >>>
+    0
+  );
 }

@@ -37,27 +37,85 @@ describe('bad input: one clear line, nothing else disturbed', function () {
   });
 
   it('a wrong token: the proxy and the redirector say so in one line and exit non-zero', async function () {
-    const proxy = await run(process.execPath, [UNDERPASS, 'proxy', '--server', `127.0.0.1:${chain.serverPort}`, '--ca', chain.ca, '--token', 'wrong', '--publish', `x=127.0.0.1:${echoPort}`]);
+    const proxy = await run(process.execPath, [
+      UNDERPASS,
+      'proxy',
+      '--server',
+      `127.0.0.1:${chain.serverPort}`,
+      '--ca',
+      chain.ca,
+      '--token',
+      'wrong',
+      '--publish',
+      `x=127.0.0.1:${echoPort}`,
+    ]);
     assert.notEqual(proxy.code, 0);
     assertOneLine(proxy.stderr, /^underpass proxy: the server rejected the token/);
-    const redirector = await run(process.execPath, [UNDERPASS, 'redirector', '--server', `127.0.0.1:${chain.serverPort}`, '--ca', chain.ca, '--token', 'wrong', '--ipc', `${chain.dir}/other.sock`]);
+    const redirector = await run(process.execPath, [
+      UNDERPASS,
+      'redirector',
+      '--server',
+      `127.0.0.1:${chain.serverPort}`,
+      '--ca',
+      chain.ca,
+      '--token',
+      'wrong',
+      '--ipc',
+      `${chain.dir}/other.sock`,
+    ]);
     assert.notEqual(redirector.code, 0);
     assertOneLine(redirector.stderr, /token/);
   });
 
   it('an unreachable server, a wrong CA, a bad flag, a bad --publish: one line each', async function () {
     const closed = await freePort();
-    const unreachable = await run(process.execPath, [UNDERPASS, 'redirector', '--server', `127.0.0.1:${closed}`, '--ca', chain.ca, '--token', chain.token, '--ipc', `${chain.dir}/x.sock`]);
+    const unreachable = await run(process.execPath, [
+      UNDERPASS,
+      'redirector',
+      '--server',
+      `127.0.0.1:${closed}`,
+      '--ca',
+      chain.ca,
+      '--token',
+      chain.token,
+      '--ipc',
+      `${chain.dir}/x.sock`,
+    ]);
     assert.notEqual(unreachable.code, 0);
     assertOneLine(unreachable.stderr, /cannot reach the tunnel server at 127\.0\.0\.1:\d+ \(ECONNREFUSED\)/);
 
     const otherCa = `${chain.dir}/other-ca.pem`;
-    fs.writeFileSync(otherCa, (await selfsigned.generate([{ name: 'commonName', value: '127.0.0.1' }], { keyType: 'ec' })).cert);
-    const wrongCa = await run(process.execPath, [UNDERPASS, 'proxy', '--server', `127.0.0.1:${chain.serverPort}`, '--ca', otherCa, '--token', chain.token, '--publish', `x=127.0.0.1:1`]);
+    fs.writeFileSync(
+      otherCa,
+      (await selfsigned.generate([{ name: 'commonName', value: '127.0.0.1' }], { keyType: 'ec' })).cert,
+    );
+    const wrongCa = await run(process.execPath, [
+      UNDERPASS,
+      'proxy',
+      '--server',
+      `127.0.0.1:${chain.serverPort}`,
+      '--ca',
+      otherCa,
+      '--token',
+      chain.token,
+      '--publish',
+      `x=127.0.0.1:1`,
+    ]);
     assert.notEqual(wrongCa.code, 0);
     assertOneLine(wrongCa.stderr, /TLS to 127\.0\.0\.1:\d+ failed .*--ca/);
 
-    const badCa = await run(process.execPath, [UNDERPASS, 'proxy', '--server', `127.0.0.1:${chain.serverPort}`, '--ca', `${chain.dir}/missing.pem`, '--token', chain.token, '--publish', `x=127.0.0.1:1`]);
+    const badCa = await run(process.execPath, [
+      UNDERPASS,
+      'proxy',
+      '--server',
+      `127.0.0.1:${chain.serverPort}`,
+      '--ca',
+      `${chain.dir}/missing.pem`,
+      '--token',
+      chain.token,
+      '--publish',
+      `x=127.0.0.1:1`,
+    ]);
     assertOneLine(badCa.stderr, /cannot read --ca/);
 
     const flag = await run(process.execPath, [UNDERPASS, 'server', '--data-dir', `${chain.dir}/unused`, '--bogus']);
@@ -66,26 +124,54 @@ describe('bad input: one clear line, nothing else disturbed', function () {
     const missing = await run(process.execPath, [UNDERPASS, 'server']);
     assertOneLine(missing.stderr, /^underpass: required option '--data-dir <dir>' not specified/);
 
-    const publish = await run(process.execPath, [UNDERPASS, 'proxy', '--server', `127.0.0.1:${chain.serverPort}`, '--ca', chain.ca, '--token', chain.token, '--publish', 'no-port']);
+    const publish = await run(process.execPath, [
+      UNDERPASS,
+      'proxy',
+      '--server',
+      `127.0.0.1:${chain.serverPort}`,
+      '--ca',
+      chain.ca,
+      '--token',
+      chain.token,
+      '--publish',
+      'no-port',
+    ]);
     assert.notEqual(publish.code, 0);
     assertOneLine(publish.stderr, /--publish 'no-port'.*NAME=HOST:PORT/);
   });
 
   it('a target that refuses: the client gets ECONNREFUSED and the proxy says why in one line', async function () {
     const deadPort = await freePort();
-    const proxy = chain.adopt(new Program('proxy-dead', process.execPath, [UNDERPASS, 'proxy', ...chain.endpointArgs(), '--json', '--publish', `dead=127.0.0.1:${deadPort}`]));
-    const published = JSON.parse((await proxy.waitFor(/^(\{"event":"published".*\})$/m, 20_000, 'stdout'))[1]!) as { host: string };
-    const r = await chain.hookRun([PYTHON, '-c', `import socket
+    const proxy = chain.adopt(
+      new Program('proxy-dead', process.execPath, [
+        UNDERPASS,
+        'proxy',
+        ...chain.endpointArgs(),
+        '--json',
+        '--publish',
+        `dead=127.0.0.1:${deadPort}`,
+      ]),
+    );
+    const published = JSON.parse((await proxy.waitFor(/^(\{"event":"published".*\})$/m, 20_000, 'stdout'))[1]!) as {
+      host: string;
+    };
+    const r = await chain.hookRun([
+      PYTHON,
+      '-c',
+      `import socket
 try:
     socket.create_connection(('${published.host}', ${deadPort})); print('connected')
-except ConnectionRefusedError: print('refused')`]);
+except ConnectionRefusedError: print('refused')`,
+    ]);
     assert.equal(r.stdout.trim(), 'refused', r.stderr);
     await proxy.waitFor(new RegExp(`cannot connect to 127\\.0\\.0\\.1:${deadPort} \\(ECONNREFUSED\\)`));
     await assertChainWorks();
   });
 
   it("hostile IPC peers (node-ipc's reserved event names, garbage, oversized, unterminated) cost only themselves", async function () {
-    const r = await run('python3', ['-c', `import socket, json
+    const r = await run('python3', [
+      '-c',
+      `import socket, json
 def send(raw, read=True):
     s = socket.socket(socket.AF_UNIX); s.connect('${chain.ipcPath}'); s.settimeout(5)
     try:
@@ -99,10 +185,14 @@ print(send(b'{"type":"resolve","data":{"name":42}}\\f').decode().strip('\\f'))
 send(b'not json at all\\f', read=False)
 print(send(b'x' * 200000, read=True) == b'')
 send(b'{"type":"resolve"', read=False)
-print(send(json.dumps({'type': 'resolve', 'data': {'name': '${chain.host('echo')}'}}).encode() + b'\\f').decode().strip('\\f'))`]);
+print(send(json.dumps({'type': 'resolve', 'data': {'name': '${chain.host('echo')}'}}).encode() + b'\\f').decode().strip('\\f'))`,
+    ]);
     const lines = r.stdout.trim().split('\n');
     assert.equal(lines.length, 3, r.stdout + r.stderr);
-    assert.deepEqual(JSON.parse(lines[0]!), { type: 'reply', data: { ok: false, code: 'BAD_REQUEST', message: 'malformed resolve request' } });
+    assert.deepEqual(JSON.parse(lines[0]!), {
+      type: 'reply',
+      data: { ok: false, code: 'BAD_REQUEST', message: 'malformed resolve request' },
+    });
     assert.equal(lines[1], 'True', 'an oversized message is dropped without a reply');
     assert.equal((JSON.parse(lines[2]!) as { data: { ok: boolean } }).data.ok, true);
     assert.equal(chain.redirector.child.exitCode, null, 'the redirector is still running');
@@ -122,14 +212,21 @@ print(send(json.dumps({'type': 'resolve', 'data': {'name': '${chain.host('echo')
     // A valid token, then a control stream that sends nonsense.
     const session = http2.connect(`https://127.0.0.1:${chain.serverPort}`, { ca: fs.readFileSync(chain.ca) });
     session.on('error', () => undefined);
-    const control = session.request({ ':method': 'POST', ':path': '/v1/control', authorization: `Bearer ${chain.token}` });
+    const control = session.request({
+      ':method': 'POST',
+      ':path': '/v1/control',
+      authorization: `Bearer ${chain.token}`,
+    });
     control.on('error', () => undefined);
     const closed = new Promise<number>((resolve) => control.once('close', () => resolve(control.rstCode ?? -1)));
     control.write('{"type":"publish","name":"x","port":99999}\n');
     assert.equal(await closed, http2.constants.NGHTTP2_PROTOCOL_ERROR);
     // A TLS client that is not HTTP/2.
     await new Promise<void>((resolve) => {
-      const t = tls.connect({ port: chain.serverPort, host: '127.0.0.1', ca: fs.readFileSync(chain.ca), ALPNProtocols: ['http/1.1'] }, () => t.end('GET / HTTP/1.1\r\n\r\n'));
+      const t = tls.connect(
+        { port: chain.serverPort, host: '127.0.0.1', ca: fs.readFileSync(chain.ca), ALPNProtocols: ['http/1.1'] },
+        () => t.end('GET / HTTP/1.1\r\n\r\n'),
+      );
       t.on('error', () => resolve());
       t.on('close', () => resolve());
     });

@@ -34,35 +34,82 @@ describe('the command surface', function () {
   it("serves with --cert/--key of the user's own, logs JSON, and hook-run finds a redirector started without --ipc", async function () {
     const pems = await selfsigned.generate([{ name: 'commonName', value: 'localhost' }], {
       keyType: 'ec',
-      extensions: [{ name: 'subjectAltName', altNames: [{ type: 2, value: 'localhost' }, { type: 7, ip: '127.0.0.1' }] }],
+      extensions: [
+        {
+          name: 'subjectAltName',
+          altNames: [
+            { type: 2, value: 'localhost' },
+            { type: 7, ip: '127.0.0.1' },
+          ],
+        },
+      ],
     });
     fs.writeFileSync(path.join(dir, 'cert.pem'), pems.cert);
     fs.writeFileSync(path.join(dir, 'key.pem'), pems.private);
     const port = await freePort();
-    const server = start('server', [UNDERPASS, 'server', '--listen', `127.0.0.1:${port}`, '--data-dir', path.join(dir, 'data'), '--token', 'cli-test-token', '--cert', path.join(dir, 'cert.pem'), '--key', path.join(dir, 'key.pem'), '--log-format', 'json']);
+    const server = start('server', [
+      UNDERPASS,
+      'server',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--data-dir',
+      path.join(dir, 'data'),
+      '--token',
+      'cli-test-token',
+      '--cert',
+      path.join(dir, 'cert.pem'),
+      '--key',
+      path.join(dir, 'key.pem'),
+      '--log-format',
+      'json',
+    ]);
     await server.waitFor(/listening on/);
     assert.ok(!fs.existsSync(path.join(dir, 'data', 'tls')), 'no certificate is generated when one is given');
     assert.ok(!fs.existsSync(path.join(dir, 'data', 'token')), 'no token file is written when --token is given');
     for (const line of server.stderr.trim().split('\n')) assert.doesNotThrow(() => JSON.parse(line), line);
 
     const endpoint = ['--server', `127.0.0.1:${port}`, '--ca', path.join(dir, 'cert.pem'), '--token', 'cli-test-token'];
-    const proxy = start('proxy', [UNDERPASS, 'proxy', ...endpoint, '--publish', `echo=127.0.0.1:${echoPort}`, '--json']);
+    const proxy = start('proxy', [
+      UNDERPASS,
+      'proxy',
+      ...endpoint,
+      '--publish',
+      `echo=127.0.0.1:${echoPort}`,
+      '--json',
+    ]);
     const published = JSON.parse((await proxy.waitFor(/^(\{.*\})$/m, 20_000, 'stdout'))[1]!) as { host: string };
 
     // Both find the same default endpoint through XDG_RUNTIME_DIR.
     const env = { XDG_RUNTIME_DIR: path.join(dir, 'xdg') };
-    const redirector = start('redirector', [UNDERPASS, 'redirector', ...endpoint, '--pseudo-net', '127.240.0.0/16'], env);
+    const redirector = start(
+      'redirector',
+      [UNDERPASS, 'redirector', ...endpoint, '--pseudo-net', '127.240.0.0/16'],
+      env,
+    );
     await redirector.waitFor(/serving hooks on .*xdg\/underpass\/redirector\.sock/);
     assert.equal(fs.statSync(path.join(dir, 'xdg', 'underpass')).mode & 0o777, 0o700);
     assert.equal(fs.statSync(path.join(dir, 'xdg', 'underpass', 'redirector.sock')).mode & 0o777, 0o600);
-    const r = await run(process.execPath, [HOOK_RUN, '--', PYTHON, '-c', `import socket
-s = socket.create_connection(('${published.host}', ${echoPort})); s.sendall(b'default endpoint\\n'); print(s.recv(100).decode().strip())`], { env });
+    const r = await run(
+      process.execPath,
+      [
+        HOOK_RUN,
+        '--',
+        PYTHON,
+        '-c',
+        `import socket
+s = socket.create_connection(('${published.host}', ${echoPort})); s.sendall(b'default endpoint\\n'); print(s.recv(100).decode().strip())`,
+      ],
+      { env },
+    );
     assert.equal(r.stdout.trim(), 'default endpoint', r.stderr);
 
     // Every long-running command stops cleanly on SIGINT and SIGTERM with status 0.
     assert.deepEqual(await redirector.stop('SIGINT'), { code: 0, signal: null });
     assert.deepEqual(await proxy.stop('SIGTERM'), { code: 0, signal: null });
     assert.deepEqual(await server.stop('SIGINT'), { code: 0, signal: null });
-    assert.ok(!fs.existsSync(path.join(dir, 'xdg', 'underpass', 'redirector.sock')), 'the redirector removes its socket');
+    assert.ok(
+      !fs.existsSync(path.join(dir, 'xdg', 'underpass', 'redirector.sock')),
+      'the redirector removes its socket',
+    );
   });
 });

@@ -38,7 +38,10 @@ describe('flood: hostile load costs only the offender', function () {
     return new Promise((resolve) => {
       let st: http2.ClientHttp2Stream;
       try {
-        st = s.request({ authorization: `Bearer ${token}`, ...headers }, { endStream: headers[':method'] !== 'CONNECT' });
+        st = s.request(
+          { authorization: `Bearer ${token}`, ...headers },
+          { endStream: headers[':method'] !== 'CONNECT' },
+        );
       } catch {
         resolve(-2); // the server sent GOAWAY: this session may open no more streams
         return;
@@ -68,22 +71,43 @@ describe('flood: hostile load costs only the offender', function () {
     const s = session(chain.token);
     const statuses = await Promise.all(
       Array.from({ length: 5000 }, (_, i) =>
-        request(s, { ':method': 'CONNECT', ':authority': i % 2 === 0 ? `nothing${i}.default.underpass.internal:1` : `${chain.host('echo')}:${echoPort + 1}` }, chain.token),
+        request(
+          s,
+          {
+            ':method': 'CONNECT',
+            ':authority':
+              i % 2 === 0 ? `nothing${i}.default.underpass.internal:1` : `${chain.host('echo')}:${echoPort + 1}`,
+          },
+          chain.token,
+        ),
       ),
     );
-    assert.ok(statuses.every((st) => st === 404), `all refused as not found: ${[...new Set(statuses)].join(',')}`);
+    assert.ok(
+      statuses.every((st) => st === 404),
+      `all refused as not found: ${[...new Set(statuses)].join(',')}`,
+    );
     s.destroy();
     await assertTunnelWorks();
   });
 
   it('fuzzed control streams end only themselves', async function () {
     const s = session(chain.token);
-    const samples = fc.sample(fc.oneof(fc.uint8Array({ minLength: 1, maxLength: 2048 }), fc.json().map((j) => Buffer.from(j + '\n'))), { numRuns: 50, seed: 42 });
+    const samples = fc.sample(
+      fc.oneof(
+        fc.uint8Array({ minLength: 1, maxLength: 2048 }),
+        fc.json().map((j) => Buffer.from(j + '\n')),
+      ),
+      { numRuns: 50, seed: 42 },
+    );
     const codes: number[] = [];
     for (const bytes of samples) {
       codes.push(
         await new Promise<number>((resolve) => {
-          const control = s.request({ ':method': 'POST', ':path': '/v1/control', authorization: `Bearer ${chain.token}` });
+          const control = s.request({
+            ':method': 'POST',
+            ':path': '/v1/control',
+            authorization: `Bearer ${chain.token}`,
+          });
           control.on('error', () => undefined);
           const timer = setTimeout(() => control.close(), 2000);
           control.on('close', () => {
@@ -94,7 +118,10 @@ describe('flood: hostile load costs only the offender', function () {
         }),
       );
     }
-    assert.ok(codes.some((c) => c === http2.constants.NGHTTP2_PROTOCOL_ERROR), `malformed lines end their stream with PROTOCOL_ERROR: ${codes.join(',')}`);
+    assert.ok(
+      codes.some((c) => c === http2.constants.NGHTTP2_PROTOCOL_ERROR),
+      `malformed lines end their stream with PROTOCOL_ERROR: ${codes.join(',')}`,
+    );
     s.destroy();
     await assertTunnelWorks();
   });
@@ -102,7 +129,10 @@ describe('flood: hostile load costs only the offender', function () {
   it('token guessing is throttled for the guesser only', async function () {
     const s = session('guess');
     const statuses: number[] = [];
-    for (let i = 0; i < 30; i++) statuses.push(await request(s, { ':method': 'GET', ':path': '/v1/session' }, crypto.randomBytes(12).toString('hex')));
+    for (let i = 0; i < 30; i++)
+      statuses.push(
+        await request(s, { ':method': 'GET', ':path': '/v1/session' }, crypto.randomBytes(12).toString('hex')),
+      );
     assert.equal(statuses[0], 401);
     assert.ok(statuses.includes(429), `guessing is throttled: ${[...new Set(statuses)].join(',')}`);
     s.destroy();

@@ -32,15 +32,22 @@ async function stdoutAfter(program: Program, offset: number, pattern: RegExp, ti
   const tail = (): string => `${program.stderr}${program.stdout.slice(offset).split('\n').slice(-12).join('\n')}`;
   while (!pattern.test(program.stdout.slice(offset))) {
     if (program.child.exitCode !== null || program.child.signalCode !== null) {
-      throw new Error(`${program.label} ended (${program.child.exitCode ?? program.child.signalCode}) before printing ${pattern}:\n${tail()}`);
+      throw new Error(
+        `${program.label} ended (${program.child.exitCode ?? program.child.signalCode}) before printing ${pattern}:\n${tail()}`,
+      );
     }
-    if (Date.now() > deadline) throw new Error(`${program.label} did not print ${pattern} within ${timeoutMs} ms:\n${tail()}`);
+    if (Date.now() > deadline)
+      throw new Error(`${program.label} did not print ${pattern} within ${timeoutMs} ms:\n${tail()}`);
     await new Promise((r) => setTimeout(r, 25));
   }
 }
 
 function assertRunning(program: Program): void {
-  assert.equal(program.child.signalCode, null, `${program.label} was killed by ${program.child.signalCode}:\n${program.stderr}`);
+  assert.equal(
+    program.child.signalCode,
+    null,
+    `${program.label} was killed by ${program.child.signalCode}:\n${program.stderr}`,
+  );
   assert.equal(program.child.exitCode, null, `${program.label} exited ${program.child.exitCode}:\n${program.stderr}`);
 }
 
@@ -93,7 +100,13 @@ while True:
     programs.push(target);
     await target.waitFor(/^connect 1 start$/m, 20_000, 'stdout');
 
-    const hook = new Program('hook-run --pid', process.execPath, [HOOK_RUN, '--ipc', chain.ipcPath, '--pid', String(target.child.pid)]);
+    const hook = new Program('hook-run --pid', process.execPath, [
+      HOOK_RUN,
+      '--ipc',
+      chain.ipcPath,
+      '--pid',
+      String(target.child.pid),
+    ]);
     programs.push(hook);
     await hook.waitFor(/hooked process \d+/, 20_000, 'stderr');
     // A connect that starts now enters the gate; half a second in, it is blocked inside the original.
@@ -101,7 +114,11 @@ while True:
     await stdoutAfter(target, hookedAt, /^connect (\d+) start$/m, 10_000);
     const n = Number(/^connect (\d+) start$/m.exec(target.stdout.slice(hookedAt))![1]);
     await new Promise((r) => setTimeout(r, 500));
-    assert.doesNotMatch(target.stdout.slice(hookedAt), new RegExp(`^connect ${n} returned`, 'm'), 'the connect is still in progress when the hook is removed');
+    assert.doesNotMatch(
+      target.stdout.slice(hookedAt),
+      new RegExp(`^connect ${n} returned`, 'm'),
+      'the connect is still in progress when the hook is removed',
+    );
 
     hook.child.kill('SIGINT');
     const exit = await hook.exited;
@@ -138,7 +155,13 @@ while True:
     programs.push(app);
     await app.waitFor(/^noname$/m, 20_000, 'stdout');
 
-    const hook = new Program('hook-run --pid', process.execPath, [HOOK_RUN, '--ipc', chain.ipcPath, '--pid', String(app.child.pid)]);
+    const hook = new Program('hook-run --pid', process.execPath, [
+      HOOK_RUN,
+      '--ipc',
+      chain.ipcPath,
+      '--pid',
+      String(app.child.pid),
+    ]);
     programs.push(hook);
     await hook.waitFor(/hooked process \d+/, 20_000, 'stderr');
     // The blocking connect asks the redirector, which waits for the proxy, whose connect to the full
@@ -146,7 +169,11 @@ while True:
     const hookedAt = app.stdout.length;
     await stdoutAfter(app, hookedAt, /^connecting$/m, 10_000);
     await new Promise((r) => setTimeout(r, 500));
-    assert.doesNotMatch(app.stdout.slice(hookedAt), /^connected$|^connect failed/m, 'the connect is still waiting for its tunnel');
+    assert.doesNotMatch(
+      app.stdout.slice(hookedAt),
+      /^connected$|^connect failed/m,
+      'the connect is still waiting for its tunnel',
+    );
 
     hook.child.kill('SIGINT');
     // The hook is reverted at once; its removal completes when the blocked call has left it.

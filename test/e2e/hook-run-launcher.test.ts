@@ -9,13 +9,25 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Chain, HOOK_RUN, HOOK_RUN_LAUNCHER, PYTHON, Program, ROOT, lineEchoServer, freePort, run, tmpDir } from '../harness';
+import {
+  Chain,
+  HOOK_RUN,
+  HOOK_RUN_LAUNCHER,
+  PYTHON,
+  Program,
+  ROOT,
+  lineEchoServer,
+  freePort,
+  run,
+  tmpDir,
+} from '../harness';
 
 /** Both entries with the same arguments and environment: code, stdout and stderr. */
 async function bothEntries(args: string[], env: NodeJS.ProcessEnv = {}): Promise<[string, string]> {
   const launcher = await run(HOOK_RUN_LAUNCHER, args, { env });
   const node = await run(process.execPath, [HOOK_RUN, ...args], { env });
-  const show = (r: { code: number | null; stdout: string; stderr: string }): string => `status ${r.code}\nstdout ${r.stdout}\nstderr ${r.stderr}`;
+  const show = (r: { code: number | null; stdout: string; stderr: string }): string =>
+    `status ${r.code}\nstdout ${r.stdout}\nstderr ${r.stderr}`;
   return [show(launcher), show(node)];
 }
 
@@ -68,7 +80,10 @@ describe('hook-run as installed: the launcher and the parked start', function ()
     ["through the stub's exec gating (UNDERPASS_HOOK_PARKING=0)", { UNDERPASS_HOOK_PARKING: '0' }],
   ] as const) {
     it(`passes stdin, stdout, stderr and the exit status through, started ${label}`, async function () {
-      const r = await chain.hookRun(['sh', '-c', 'read line; echo "got $line"; echo err >&2; exit 3'], { input: 'hello\n', env });
+      const r = await chain.hookRun(['sh', '-c', 'read line; echo "got $line"; echo err >&2; exit 3'], {
+        input: 'hello\n',
+        env,
+      });
       assert.deepEqual([r.code, r.stdout, r.stderr], [3, 'got hello\n', 'err\n']);
       const killed = await chain.hookRun(['sh', '-c', 'kill -TERM $$'], { env });
       assert.equal(killed.code, 128 + 15, killed.stderr);
@@ -87,7 +102,10 @@ describe('hook-run as installed: the launcher and the parked start', function ()
     // A stand-in package on NODE_PATH: loading it leaves a mark and fails, so Node falls back to the sidecar.
     const modules = path.join(dir, 'node-path');
     fs.mkdirSync(path.join(modules, 'frida'), { recursive: true });
-    fs.writeFileSync(path.join(modules, 'frida', 'index.js'), "require('fs').writeFileSync(process.env.FRIDA_MARK, 'loaded'); throw new Error('stand-in');\n");
+    fs.writeFileSync(
+      path.join(modules, 'frida', 'index.js'),
+      "require('fs').writeFileSync(process.env.FRIDA_MARK, 'loaded'); throw new Error('stand-in');\n",
+    );
     const mark = path.join(dir, 'mark');
     const env = { NODE_PATH: modules, FRIDA_MARK: mark };
     const r = await chain.hookRun(['true'], { env });
@@ -102,7 +120,12 @@ describe('hook-run as installed: the launcher and the parked start', function ()
   it('hooks a running process with --pid and removes the hook on Ctrl-C', async function () {
     const sleeper = new Program('sleeper', PYTHON, ['-u', '-c', "import time\nprint('up')\ntime.sleep(600)"]);
     await sleeper.waitFor(/up/);
-    const hook = new Program('launcher --pid', HOOK_RUN_LAUNCHER, ['--ipc', chain.ipcPath, '--pid', String(sleeper.child.pid)]);
+    const hook = new Program('launcher --pid', HOOK_RUN_LAUNCHER, [
+      '--ipc',
+      chain.ipcPath,
+      '--pid',
+      String(sleeper.child.pid),
+    ]);
     try {
       await hook.waitFor(/hooked process \d+/, 20_000, 'stderr');
       hook.child.kill('SIGINT');
@@ -115,7 +138,10 @@ describe('hook-run as installed: the launcher and the parked start', function ()
   });
 
   it('a sidecar that dies while its command is parked leaves it neither parked nor running unhooked', async function () {
-    const supported = await run(PYTHON, ['-c', `import sys; sys.path.insert(0, ${JSON.stringify(path.join(ROOT, 'hook'))}); import parking; print(parking.supported())`]);
+    const supported = await run(PYTHON, [
+      '-c',
+      `import sys; sys.path.insert(0, ${JSON.stringify(path.join(ROOT, 'hook'))}); import parking; print(parking.supported())`,
+    ]);
     if (supported.stdout.trim() !== 'True') this.skip();
     const mark = path.join(dir, 'ran-unhooked');
     // Parks `sh -c 'touch MARK'` as the sidecar would, then dies before the agent is in and the command released.

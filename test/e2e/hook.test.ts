@@ -49,7 +49,10 @@ socketserver.ThreadingTCPServer(('127.0.0.1', ${port}), H).serve_forever()`,
 function postgresBin(): string | null {
   const base = '/usr/lib/postgresql';
   if (!fs.existsSync(base)) return null;
-  const versions = fs.readdirSync(base).filter((v) => fs.existsSync(path.join(base, v, 'bin', 'initdb'))).sort((a, b) => Number(b) - Number(a));
+  const versions = fs
+    .readdirSync(base)
+    .filter((v) => fs.existsSync(path.join(base, v, 'bin', 'initdb')))
+    .sort((a, b) => Number(b) - Number(a));
   return versions.length === 0 ? null : path.join(base, versions[0]!, 'bin');
 }
 
@@ -62,8 +65,14 @@ function asPostgresUser(command: string, args: string[]): [string, string[]] {
 async function waitForAfter(program: Program, offset: number, pattern: RegExp, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!pattern.test(program.stdout.slice(offset))) {
-    if (program.child.exitCode !== null || program.child.signalCode !== null) throw new Error(`${program.label} exited before printing ${pattern}:\n${program.stderr}${program.stdout.slice(offset)}`);
-    if (Date.now() > deadline) throw new Error(`${program.label} did not print ${pattern} within ${timeoutMs} ms:\n${program.stderr}${program.stdout.slice(offset)}`);
+    if (program.child.exitCode !== null || program.child.signalCode !== null)
+      throw new Error(
+        `${program.label} exited before printing ${pattern}:\n${program.stderr}${program.stdout.slice(offset)}`,
+      );
+    if (Date.now() > deadline)
+      throw new Error(
+        `${program.label} did not print ${pattern} within ${timeoutMs} ms:\n${program.stderr}${program.stdout.slice(offset)}`,
+      );
     await new Promise((r) => setTimeout(r, 25));
   }
 }
@@ -91,12 +100,44 @@ describe('the hook everywhere an app may call it', function () {
     pgDir = tmpDir('pg');
     const data = path.join(pgDir, 'data');
     if (process.getuid?.() === 0) fs.chmodSync(pgDir, 0o777);
-    const [initdb, initArgs] = asPostgresUser(path.join(pgBin, 'initdb'), ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C']);
+    const [initdb, initArgs] = asPostgresUser(path.join(pgBin, 'initdb'), [
+      '-D',
+      data,
+      '-U',
+      'postgres',
+      '--auth=trust',
+      '--no-sync',
+      '-E',
+      'UTF8',
+      '--locale=C',
+    ]);
     const init = await run(initdb, initArgs, { cwd: pgDir });
     assert.equal(init.code, 0, `initdb failed:\n${init.stderr}${init.stdout}`);
-    const [postgres, pgArgs] = asPostgresUser(path.join(pgBin, 'postgres'), ['-D', data, '-p', String(pgPort), '-k', pgDir, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off']);
+    const [postgres, pgArgs] = asPostgresUser(path.join(pgBin, 'postgres'), [
+      '-D',
+      data,
+      '-p',
+      String(pgPort),
+      '-k',
+      pgDir,
+      '-c',
+      'listen_addresses=127.0.0.1',
+      '-c',
+      'fsync=off',
+    ]);
     extra.push(new Program('postgres', postgres, pgArgs, { cwd: pgDir }));
-    extra.push(new Program('redis-server', 'redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']));
+    extra.push(
+      new Program('redis-server', 'redis-server', [
+        '--port',
+        String(redisPort),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+      ]),
+    );
     extra.push(echoServer(echoPort));
     extra.push(countingServer(countPort));
     await extra[0]!.waitFor(/ready to accept connections/);
@@ -152,8 +193,11 @@ ask('parent-after')`;
     assert.equal(hooked.length, 2, r.stderr);
     assert.equal(new Set(hooked).size, 2, r.stderr);
     // And nothing else reached the server meanwhile: the next connection, unhooked and direct, is the 4th.
-    const direct = await run(PYTHON, ['-c', `import socket
-s = socket.create_connection(('127.0.0.1', ${countPort})); s.sendall(b'x\\n'); print(s.makefile().readline().strip())`]);
+    const direct = await run(PYTHON, [
+      '-c',
+      `import socket
+s = socket.create_connection(('127.0.0.1', ${countPort})); s.sendall(b'x\\n'); print(s.makefile().readline().strip())`,
+    ]);
     assert.equal(direct.stdout, '4\n', direct.stderr);
   });
 
@@ -178,9 +222,29 @@ except ConnectionRefusedError: print('refused')`;
   });
 
   it("psql reaches a real PostgreSQL behind the proxy (libpq's non-blocking connect)", async function () {
-    const r = await chain.hookRun(['psql', '-h', chain.host('pg'), '-p', String(pgPort), '-U', 'postgres', '-d', 'postgres', '-X', '-A', '-t', '-c', 'select 42', '-c', 'select inet_server_port()'], {
-      env: { PGCONNECT_TIMEOUT: '20', PGSSLMODE: 'disable' },
-    });
+    const r = await chain.hookRun(
+      [
+        'psql',
+        '-h',
+        chain.host('pg'),
+        '-p',
+        String(pgPort),
+        '-U',
+        'postgres',
+        '-d',
+        'postgres',
+        '-X',
+        '-A',
+        '-t',
+        '-c',
+        'select 42',
+        '-c',
+        'select inet_server_port()',
+      ],
+      {
+        env: { PGCONNECT_TIMEOUT: '20', PGSSLMODE: 'disable' },
+      },
+    );
     assert.equal(r.stderr, '');
     assert.equal(r.stdout, `42\n${pgPort}\n`);
     assert.equal(r.code, 0);
@@ -255,7 +319,13 @@ while True:
     extra.push(loop);
     await loop.waitFor(/^noname$/m, 20_000, 'stdout');
 
-    const hook = new Program('hook-run --pid', process.execPath, [HOOK_RUN, '--ipc', chain.ipcPath, '--pid', String(loop.child.pid)]);
+    const hook = new Program('hook-run --pid', process.execPath, [
+      HOOK_RUN,
+      '--ipc',
+      chain.ipcPath,
+      '--pid',
+      String(loop.child.pid),
+    ]);
     try {
       await hook.waitFor(/hooked process \d+/, 20_000, 'stderr');
       const attachedAt = loop.stdout.length;
@@ -279,7 +349,13 @@ while True:
     const sleeper = new Program('sleeper', PYTHON, ['-u', '-c', "import time\nprint('up')\ntime.sleep(600)"]);
     extra.push(sleeper);
     await sleeper.waitFor(/up/);
-    const hook = new Program('hook-run --pid', process.execPath, [HOOK_RUN, '--ipc', chain.ipcPath, '--pid', String(sleeper.child.pid)]);
+    const hook = new Program('hook-run --pid', process.execPath, [
+      HOOK_RUN,
+      '--ipc',
+      chain.ipcPath,
+      '--pid',
+      String(sleeper.child.pid),
+    ]);
     try {
       await hook.waitFor(/hooked process \d+/, 20_000, 'stderr');
       await sleeper.stop('SIGKILL');
@@ -315,7 +391,10 @@ print(socket.getnameinfo((address, ${echoPort}), socket.NI_NUMERICHOST)[0] == ad
     it('a static binary: one line saying so, and the program still runs with its own status', async function () {
       const gcc = which('gcc') ?? which('cc');
       assert.ok(gcc !== null, "a C compiler is needed to build the static test program: run 'npm run prerequisites'");
-      fs.writeFileSync(path.join(dir, 'static.c'), '#include <stdio.h>\nint main(int argc, char **argv) { printf("static %s ran\\n", argv[1]); return 3; }\n');
+      fs.writeFileSync(
+        path.join(dir, 'static.c'),
+        '#include <stdio.h>\nint main(int argc, char **argv) { printf("static %s ran\\n", argv[1]); return 3; }\n',
+      );
       const cc = await run(gcc, ['-static', '-O0', '-o', path.join(dir, 'static'), path.join(dir, 'static.c')]);
       assert.equal(cc.code, 0, cc.stderr);
       const r = await chain.hookRun([path.join(dir, 'static'), 'alone']);
@@ -323,7 +402,10 @@ print(socket.getnameinfo((address, ${echoPort}), socket.NI_NUMERICHOST)[0] == ad
       assert.equal(r.code, 3);
       const lines = r.stderr.trim().split('\n');
       assert.equal(lines.length, 1, r.stderr);
-      assert.match(lines[0]!, /^hook-run: static \(process \d+\) is statically linked: its lookups and connects cannot be hooked; it runs unhooked$/);
+      assert.match(
+        lines[0]!,
+        /^hook-run: static \(process \d+\) is statically linked: its lookups and connects cannot be hooked; it runs unhooked$/,
+      );
 
       // As the child of a hooked shell, too.
       const child = await chain.hookRun(['sh', '-c', `${path.join(dir, 'static')} child; echo status $?`]);
@@ -338,15 +420,25 @@ print(socket.getnameinfo((address, ${echoPort}), socket.NI_NUMERICHOST)[0] == ad
       fs.mkdirSync(path.join(dir, 'gohello'), { recursive: true });
       fs.writeFileSync(path.join(dir, 'gohello', 'go.mod'), 'module gohello\n\ngo 1.21\n');
       // net makes a cgo build link libc dynamically: the hook must still see that Go resolves by itself.
-      fs.writeFileSync(path.join(dir, 'gohello', 'main.go'), 'package main\n\nimport (\n\t"fmt"\n\t"net"\n)\n\nfunc main() {\n\t_, err := net.LookupHost("localhost")\n\tfmt.Println("go ran", err == nil)\n}\n');
-      const build = await run(go!, ['build', '-o', path.join(dir, 'gohello', 'gohello'), '.'], { cwd: path.join(dir, 'gohello'), env: { GOTOOLCHAIN: 'local', GOFLAGS: '' }, timeoutMs: 120_000 });
+      fs.writeFileSync(
+        path.join(dir, 'gohello', 'main.go'),
+        'package main\n\nimport (\n\t"fmt"\n\t"net"\n)\n\nfunc main() {\n\t_, err := net.LookupHost("localhost")\n\tfmt.Println("go ran", err == nil)\n}\n',
+      );
+      const build = await run(go!, ['build', '-o', path.join(dir, 'gohello', 'gohello'), '.'], {
+        cwd: path.join(dir, 'gohello'),
+        env: { GOTOOLCHAIN: 'local', GOFLAGS: '' },
+        timeoutMs: 120_000,
+      });
       assert.equal(build.code, 0, build.stderr);
       const r = await chain.hookRun([path.join(dir, 'gohello', 'gohello')]);
       assert.equal(r.stdout, 'go ran true\n');
       assert.equal(r.code, 0);
       const lines = r.stderr.trim().split('\n');
       assert.equal(lines.length, 1, r.stderr);
-      assert.match(lines[0]!, /^hook-run: (process \d+: gohello is a Go program|gohello \(process \d+\) is statically linked)[^\n]*runs unhooked$/);
+      assert.match(
+        lines[0]!,
+        /^hook-run: (process \d+: gohello is a Go program|gohello \(process \d+\) is statically linked)[^\n]*runs unhooked$/,
+      );
     });
   });
 
@@ -355,6 +447,11 @@ print(socket.getnameinfo((address, ${echoPort}), socket.NI_NUMERICHOST)[0] == ad
     const r = await run(process.execPath, [HOOK_RUN, '--ipc', missing, '--', PYTHON, '-c', "print('ran')"]);
     assert.notEqual(r.code, 0);
     assert.equal(r.stdout, '', 'the command does not run unhooked');
-    assert.match(r.stderr, new RegExp(`^hook-run: no redirector at ${missing.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: start one with [^\n]*\n$`));
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `^hook-run: no redirector at ${missing.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: start one with [^\n]*\n$`,
+      ),
+    );
   });
 });

@@ -80,7 +80,10 @@ class Link {
     assert.ok((await this.cut()) > 0, `the link on port ${this.port} carried no connection to cut`);
     const deadline = Date.now() + 20_000;
     while ((endpoint.stdout + endpoint.stderr).split('lost the session').length === before) {
-      if (Date.now() > deadline) throw new Error(`${endpoint.label} did not notice the cut of its link on port ${this.port}:\n${endpoint.stderr}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `${endpoint.label} did not notice the cut of its link on port ${this.port}:\n${endpoint.stderr}`,
+        );
       await new Promise((r) => setTimeout(r, 25));
     }
   }
@@ -132,11 +135,16 @@ interface HookedCurl {
 
 /** Runs curl under hook-run against the redirector at `ipcPath`; resolves with its exit status and what it printed. */
 function hookedCurl(ipcPath: string, args: string[]): HookedCurl {
-  const child = spawn(process.execPath, [HOOK_RUN, '--ipc', ipcPath, '--', 'curl', '-sS', '--fail', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [HOOK_RUN, '--ipc', ipcPath, '--', 'curl', '-sS', '--fail', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
   child.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
-  return { done: new Promise((resolve) => child.once('exit', (code) => resolve({ code, out }))), kill: () => child.kill('SIGKILL') };
+  return {
+    done: new Promise((resolve) => child.once('exit', (code) => resolve({ code, out }))),
+    kill: () => child.kill('SIGKILL'),
+  };
 }
 
 describe('resume: connections survive a dropped session link', function () {
@@ -171,7 +179,12 @@ describe('resume: connections survive a dropped session link', function () {
       // backpressure learns of the cut from its keepalive (two intervals), so those are shorter here
       // than the default, yet long enough that a loaded machine does not drop a live session.
       const quick = ['--keepalive', '5'];
-      chain = new Chain([`files=127.0.0.1:${httpPort}`], { proxyVia: proxyLink.port, redirectorVia: redirectorLink.port, proxyArgs: quick, redirectorArgs: quick });
+      chain = new Chain([`files=127.0.0.1:${httpPort}`], {
+        proxyVia: proxyLink.port,
+        redirectorVia: redirectorLink.port,
+        proxyArgs: quick,
+        redirectorArgs: quick,
+      });
       await chain.start();
     });
 
@@ -183,10 +196,16 @@ describe('resume: connections survive a dropped session link', function () {
 
     const curl = (args: string[]): HookedCurl => hookedCurl(chain.ipcPath, args);
 
-    it('a 100 MB download stays byte-identical while the redirector\'s link is cut for 5 s', async function () {
+    it("a 100 MB download stays byte-identical while the redirector's link is cut for 5 s", async function () {
       const output = path.join(dir, 'download.bin');
       // Rate-limited so that the cut falls in the middle of the transfer.
-      const transfer = curl(['--limit-rate', '25M', '-o', output, `http://${chain.host('files')}:${httpPort}/payload.bin`]);
+      const transfer = curl([
+        '--limit-rate',
+        '25M',
+        '-o',
+        output,
+        `http://${chain.host('files')}:${httpPort}/payload.bin`,
+      ]);
       await grown(output, 20 * 1024 * 1024);
       await redirectorLink.cutSessionOf(chain.redirector);
       await sleep(5000);
@@ -197,7 +216,7 @@ describe('resume: connections survive a dropped session link', function () {
       assert.equal(sha256(output), sha256(payload), 'the download differs from the file served');
     });
 
-    it('a 100 MB upload stays byte-identical while the proxy\'s link is cut for 5 s', async function () {
+    it("a 100 MB upload stays byte-identical while the proxy's link is cut for 5 s", async function () {
       const transfer = curl(['--limit-rate', '25M', '-T', payload, `http://${chain.host('files')}:${httpPort}/upload`]);
       // The proxy's session must be carrying the upload when it is cut.
       await http.waitFor(/received 20 MB/, 60_000);
@@ -235,7 +254,13 @@ describe('resume: connections survive a dropped session link', function () {
       it('the server drops the session though it cannot flush to it, and resets its tunnels after the grace period', async function () {
         const output = path.join(dir, `silent-${transport}.bin`);
         // The server is sending to the redirector when the link freezes, so its socket's buffers are full.
-        const transfer = hookedCurl(chain.ipcPath, ['--limit-rate', '25M', '-o', output, `http://${chain.host('files')}:${httpPort}/payload.bin`]);
+        const transfer = hookedCurl(chain.ipcPath, [
+          '--limit-rate',
+          '25M',
+          '-o',
+          output,
+          `http://${chain.host('files')}:${httpPort}/payload.bin`,
+        ]);
         try {
           await grown(output, 10 * 1024 * 1024);
           await redirectorLink.freeze();
@@ -272,14 +297,26 @@ describe('resume: connections survive a dropped session link', function () {
      * how it ended (reset, eof, data).
      */
     idleClient(): { ready: Promise<string>; ended: Promise<string> } {
-      const child = spawn(process.execPath, [HOOK_RUN, '--ipc', this.chain.ipcPath, '--', PYTHON, '-c', `import socket, sys
+      const child = spawn(
+        process.execPath,
+        [
+          HOOK_RUN,
+          '--ipc',
+          this.chain.ipcPath,
+          '--',
+          PYTHON,
+          '-c',
+          `import socket, sys
 s = socket.create_connection(('${this.chain.host('echo')}', ${this.echoPort}))
 s.sendall(b'hi\\n'); assert s.recv(10) == b'hi\\n'
 print('ready', s.getpeername()[0], flush=True)
 try:
     print('eof' if s.recv(10) == b'' else 'data')
 except ConnectionResetError:
-    print('reset')`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    print('reset')`,
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
       let out = '';
       child.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
       const ready = new Promise<string>((resolve, reject) => {
@@ -290,13 +327,19 @@ except ConnectionResetError:
         });
         child.once('exit', () => reject(new Error(`the client ended before it was ready: ${out}`)));
       });
-      const ended = new Promise<string>((resolve) => child.once('exit', () => resolve(out.replace(/ready \S+\n/, '').trim())));
+      const ended = new Promise<string>((resolve) =>
+        child.once('exit', () => resolve(out.replace(/ready \S+\n/, '').trim())),
+      );
       return { ready, ended };
     }
 
     async assertNewTunnelWorks(): Promise<void> {
-      const r = await this.chain.hookRun([PYTHON, '-c', `import socket
-s = socket.create_connection(('${this.chain.host('echo')}', ${this.echoPort}), timeout=20); s.sendall(b'again\\n'); print(s.recv(100).decode().strip())`]);
+      const r = await this.chain.hookRun([
+        PYTHON,
+        '-c',
+        `import socket
+s = socket.create_connection(('${this.chain.host('echo')}', ${this.echoPort}), timeout=20); s.sendall(b'again\\n'); print(s.recv(100).decode().strip())`,
+      ]);
       assert.equal(r.stdout.trim(), 'again', r.stderr);
     }
   }
@@ -307,7 +350,11 @@ s = socket.create_connection(('${this.chain.host('echo')}', ${this.echoPort}), t
 
     before(async function () {
       await redirectorLink.open();
-      await idle.start({ redirectorVia: redirectorLink.port, redirectorArgs: ['--grace', '2'], serverArgs: ['--grace', '2'] });
+      await idle.start({
+        redirectorVia: redirectorLink.port,
+        redirectorArgs: ['--grace', '2'],
+        serverArgs: ['--grace', '2'],
+      });
     });
 
     after(async function () {
@@ -322,11 +369,14 @@ s = socket.create_connection(('${this.chain.host('echo')}', ${this.echoPort}), t
       assert.equal(await client.ended, 'reset');
       await idle.chain.redirector.waitFor(/did not come back within 2 s: resetting 1 tunnel/);
       // A connection that comes while there is no session is reset, and the redirector goes on.
-      const late = await run(PYTHON, ['-c', `import socket
+      const late = await run(PYTHON, [
+        '-c',
+        `import socket
 s = socket.create_connection(('${address}', ${idle.echoPort}), timeout=20)
 try:
     s.sendall(b'late\\n'); print(s.recv(10).decode().strip() or 'closed')
-except ConnectionError: print('reset')`]);
+except ConnectionError: print('reset')`,
+      ]);
       assert.equal(late.stdout.trim(), 'reset', late.stderr);
       await idle.chain.redirector.waitFor(/refused: no session to the tunnel server/);
       assert.equal(idle.chain.redirector.child.exitCode, null, idle.chain.redirector.stderr);

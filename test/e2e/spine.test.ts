@@ -25,13 +25,38 @@ describe('the spine: an unmodified client reaches a published service', function
     const big = crypto.randomBytes(20 * 1024 * 1024);
     fs.writeFileSync(path.join(webDir, 'big.bin'), big);
     bigSha = crypto.createHash('sha256').update(big).digest('hex');
-    extra.push(new Program('redis-server', 'redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']));
-    extra.push(new Program('http.server', 'python3', ['-m', 'http.server', String(webPort), '--bind', '127.0.0.1', '--directory', webDir]));
+    extra.push(
+      new Program('redis-server', 'redis-server', [
+        '--port',
+        String(redisPort),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+      ]),
+    );
+    extra.push(
+      new Program('http.server', 'python3', [
+        '-m',
+        'http.server',
+        String(webPort),
+        '--bind',
+        '127.0.0.1',
+        '--directory',
+        webDir,
+      ]),
+    );
     // A real echo server, upper-casing what it reads.
     extra.push(lineEchoServer(echoPort, { upper: true }));
     await extra[0]!.waitFor(/Ready to accept connections/);
     await extra[1]!.waitFor(/Serving HTTP/);
-    chain = await new Chain([`redis=127.0.0.1:${redisPort}`, `web=127.0.0.1:${webPort}`, `echo=127.0.0.1:${echoPort}`]).start();
+    chain = await new Chain([
+      `redis=127.0.0.1:${redisPort}`,
+      `web=127.0.0.1:${webPort}`,
+      `echo=127.0.0.1:${echoPort}`,
+    ]).start();
   });
 
   after(async function () {
@@ -122,7 +147,11 @@ except socket.gaierror as e:
       assert.ok(i < 300, `the proxy did not republish:\n${chain.proxy.stderr}`);
       await new Promise((res) => setTimeout(res, 100));
     }
-    const again = chain.proxy.stdout.split('\n').filter((l) => l.includes('"published"')).slice(seen).map((l) => JSON.parse(l) as { name: string; host: string; key: string });
+    const again = chain.proxy.stdout
+      .split('\n')
+      .filter((l) => l.includes('"published"'))
+      .slice(seen)
+      .map((l) => JSON.parse(l) as { name: string; host: string; key: string });
     for (const p of again) {
       assert.equal(p.host, before.get(p.name)!.host);
       assert.equal(p.key, before.get(p.name)!.key);
@@ -144,7 +173,10 @@ except socket.gaierror as e:
     chain.published.clear();
     // Seed steps 630-640: a blocking connect fails with ECONNREFUSED; a non-blocking one sees its
     // connection reset or closed without data.
-    const offline = await chain.hookRun([PYTHON, '-c', `import socket, asyncio
+    const offline = await chain.hookRun([
+      PYTHON,
+      '-c',
+      `import socket, asyncio
 try:
     socket.create_connection(('${before.host}', ${redisPort})); print('connected')
 except ConnectionRefusedError: print('refused')
@@ -154,8 +186,9 @@ async def nonblocking():
         w.write(b'PING\\r\\n'); await w.drain()
         print('read', await r.read(100))
     except (ConnectionResetError, ConnectionRefusedError): print('reset')
-asyncio.run(nonblocking())`]);
-    assert.equal(offline.stdout, "refused\nreset\n", offline.stderr);
+asyncio.run(nonblocking())`,
+    ]);
+    assert.equal(offline.stdout, 'refused\nreset\n', offline.stderr);
     await chain.startProxy();
     assert.deepEqual(chain.published.get('redis'), before);
     const r = await chain.hookRun(['redis-cli', '-h', chain.host('redis'), '-p', String(redisPort), 'ping']);

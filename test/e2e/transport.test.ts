@@ -77,10 +77,13 @@ describe('transport: through what the network allows', function () {
     });
 
     it('the direct path is blocked', async function () {
-      const [cmd, args] = inNetns(host.name, 'python3', ['-c', `import socket
+      const [cmd, args] = inNetns(host.name, 'python3', [
+        '-c',
+        `import socket
 try:
     socket.create_connection(('${host.outer}', ${chain.serverPort}), timeout=3); print('open')
-except OSError as e: print('blocked', type(e).__name__)`]);
+except OSError as e: print('blocked', type(e).__name__)`,
+      ]);
       const r = await run(cmd, args);
       assert.match(r.stdout, /^blocked/);
     });
@@ -100,7 +103,16 @@ except OSError as e: print('blocked', type(e).__name__)`]);
     before(async function () {
       const socksPort = await freePort();
       host = ClientHost.create([socksPort]);
-      socks = new Program('microsocks', 'microsocks', ['-i', host.outer, '-p', String(socksPort), '-u', 'tester', '-P', 's3cret']);
+      socks = new Program('microsocks', 'microsocks', [
+        '-i',
+        host.outer,
+        '-p',
+        String(socksPort),
+        '-u',
+        'tester',
+        '-P',
+        's3cret',
+      ]);
       await new Promise((r) => setTimeout(r, 300));
       chain = new Chain([`echo=127.0.0.1:${echoPort}`], {
         serverHost: host.outer,
@@ -117,10 +129,13 @@ except OSError as e: print('blocked', type(e).__name__)`]);
     });
 
     it('the direct path is blocked, the SOCKS5 path is taken, and the client gets through', async function () {
-      const [cmd, args] = inNetns(host.name, 'python3', ['-c', `import socket
+      const [cmd, args] = inNetns(host.name, 'python3', [
+        '-c',
+        `import socket
 try:
     socket.create_connection(('${host.outer}', ${chain.serverPort}), timeout=3); print('open')
-except OSError as e: print('blocked')`]);
+except OSError as e: print('blocked')`,
+      ]);
       assert.equal((await run(cmd, args)).stdout.trim(), 'blocked');
       await chain.redirector.waitFor(/runs over TLS via SOCKS5 proxy/);
       const r = await chain.hookRun([PYTHON, '-c', pingScript(chain.host('echo'), echoPort)]);
@@ -140,9 +155,20 @@ except OSError as e: print('blocked')`]);
       fs.writeFileSync(path.join(webDir, 'big.bin'), big);
       sha50 = crypto.createHash('sha256').update(big).digest('hex');
       const webPort = await freePort();
-      web = new Program('web', 'python3', ['-m', 'http.server', String(webPort), '--bind', '127.0.0.1', '--directory', webDir]);
+      web = new Program('web', 'python3', [
+        '-m',
+        'http.server',
+        String(webPort),
+        '--bind',
+        '127.0.0.1',
+        '--directory',
+        webDir,
+      ]);
       await web.waitFor(/Serving HTTP/);
-      chain = await new Chain([`echo=127.0.0.1:${echoPort}`, `web=127.0.0.1:${webPort}`], { redirectorArgs: ['--keepalive', '1'], proxyArgs: ['--transport', 'wss'] }).start();
+      chain = await new Chain([`echo=127.0.0.1:${echoPort}`, `web=127.0.0.1:${webPort}`], {
+        redirectorArgs: ['--keepalive', '1'],
+        proxyArgs: ['--transport', 'wss'],
+      }).start();
     });
 
     after(async function () {
@@ -161,7 +187,14 @@ except OSError as e: print('blocked')`]);
       const webPort = chain.published.get('web')!.target.split(':')[1]!;
       const go = path.join(chain.dir, 'go');
       const stalled = chain.adopt(
-        new Program('stalled', process.execPath, [HOOK_RUN, '--ipc', chain.ipcPath, '--', PYTHON, '-c', `import socket, hashlib, os, time
+        new Program('stalled', process.execPath, [
+          HOOK_RUN,
+          '--ipc',
+          chain.ipcPath,
+          '--',
+          PYTHON,
+          '-c',
+          `import socket, hashlib, os, time
 s = socket.create_connection(('${chain.host('web')}', ${webPort}))
 s.sendall(b'GET /big.bin HTTP/1.0\\r\\n\\r\\n')
 first = s.recv(1)
@@ -170,7 +203,8 @@ while not os.path.exists('${go}'): time.sleep(0.05)
 data = first
 while chunk := s.recv(1 << 20): data += chunk
 body = data.split(b'\\r\\n\\r\\n', 1)[1]
-print(len(body), hashlib.sha256(body).hexdigest(), flush=True)`]),
+print(len(body), hashlib.sha256(body).hexdigest(), flush=True)`,
+        ]),
       );
       await stalled.waitFor(/stalled/);
       // The stalled stream has filled every buffer on its way; the second transfer must still finish
@@ -214,7 +248,9 @@ asyncio.run(main())`,
       // by Linux as end-of-stream on a half-open socket, and travels on as a close.)
       const port = await freePort();
       const rst = chain.adopt(
-        new Program('rst', PYTHON, ['-c', `import socket, struct, time
+        new Program('rst', PYTHON, [
+          '-c',
+          `import socket, struct, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', ${port})); s.listen(8)
 print('ready', flush=True)
 while True:
@@ -225,12 +261,27 @@ while True:
         print('eof seen' if rest == b'' else 'no eof', flush=True)
         c.sendall(b'after half-close\\n'); c.close(); continue
     c.sendall(b'bye\\n'); time.sleep(0.2)
-    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); c.close()`]),
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); c.close()`,
+        ]),
       );
       await rst.waitFor(/ready/);
-      const proxy = chain.adopt(new Program('proxy-rst', process.execPath, [UNDERPASS, 'proxy', ...chain.endpointArgs(), '--json', '--publish', `rst=127.0.0.1:${port}`]));
-      const published = JSON.parse((await proxy.waitFor(/^(\{"event":"published".*\})$/m, 20_000, 'stdout'))[1]!) as { host: string };
-      const r = await chain.hookRun([PYTHON, '-c', `import socket, time
+      const proxy = chain.adopt(
+        new Program('proxy-rst', process.execPath, [
+          UNDERPASS,
+          'proxy',
+          ...chain.endpointArgs(),
+          '--json',
+          '--publish',
+          `rst=127.0.0.1:${port}`,
+        ]),
+      );
+      const published = JSON.parse((await proxy.waitFor(/^(\{"event":"published".*\})$/m, 20_000, 'stdout'))[1]!) as {
+        host: string;
+      };
+      const r = await chain.hookRun([
+        PYTHON,
+        '-c',
+        `import socket, time
 s = socket.create_connection(('${published.host}', ${port}))
 s.sendall(b'hello'); print(s.recv(100).decode().strip())
 time.sleep(0.5)
@@ -240,7 +291,8 @@ try:
 except ConnectionResetError: print('reset')
 h = socket.create_connection(('${published.host}', ${port}))
 h.sendall(b'half'); time.sleep(0.2); h.shutdown(socket.SHUT_WR)
-print(h.recv(100).decode().strip())`]);
+print(h.recv(100).decode().strip())`,
+      ]);
       assert.equal(r.stdout, 'bye\nreset\nafter half-close\n', r.stderr);
       await rst.waitFor(/eof seen/);
     });

@@ -1,6 +1,12 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { ControlDecoder, encodeControl, MAX_CONTROL_LINE, EndpointMessage, ServerMessage } from '../../protocol/control';
+import {
+  ControlDecoder,
+  encodeControl,
+  MAX_CONTROL_LINE,
+  EndpointMessage,
+  ServerMessage,
+} from '../../protocol/control';
 import { ProtocolError } from '../../protocol/errors';
 
 /** Splits `bytes` at the given cut points and feeds the pieces one by one. */
@@ -21,26 +27,49 @@ describe('protocol/control: the control stream codec', function () {
       '7b2274797065223a227075626c697368222c226e616d65223a227265646973222c22706f7274223a363337397d0a', // {"type":"publish","name":"redis","port":6379}\n
       'hex',
     );
-    assert.deepEqual(new ControlDecoder(EndpointMessage).push(vector), [{ type: 'publish', name: 'redis', port: 6379 }]);
+    assert.deepEqual(new ControlDecoder(EndpointMessage).push(vector), [
+      { type: 'publish', name: 'redis', port: 6379 },
+    ]);
     const tunnel = Buffer.from('{"type":"tunnel","id":"abc","key":"0123456789abcdef0123"}\n');
-    assert.deepEqual(new ControlDecoder(ServerMessage).push(tunnel), [{ type: 'tunnel', id: 'abc', key: '0123456789abcdef0123' }]);
+    assert.deepEqual(new ControlDecoder(ServerMessage).push(tunnel), [
+      { type: 'tunnel', id: 'abc', key: '0123456789abcdef0123' },
+    ]);
     const ack = Buffer.from('7b2274797065223a2261636b222c226964223a227431222c226e223a357d0a', 'hex'); // {"type":"ack","id":"t1","n":5}\n
     assert.deepEqual(new ControlDecoder(EndpointMessage).push(ack), [{ type: 'ack', id: 't1', n: 5 }]);
     assert.deepEqual(new ControlDecoder(ServerMessage).push(ack), [{ type: 'ack', id: 't1', n: 5 }]);
-    assert.throws(() => new ControlDecoder(ServerMessage).push(Buffer.from('{"type":"ack","id":"t1","n":-1}\n')), /malformed/);
+    assert.throws(
+      () => new ControlDecoder(ServerMessage).push(Buffer.from('{"type":"ack","id":"t1","n":-1}\n')),
+      /malformed/,
+    );
   });
 
   it('encodes what it decodes, at any split of the bytes', function () {
     const message = fc.oneof(
-      fc.record({ type: fc.constant('publish' as const), name: fc.stringMatching(/^[a-z][a-z0-9-]{0,20}$/), port: fc.integer({ min: 1, max: 65535 }) }),
-      fc.record({ type: fc.constant('tunnel-failed' as const), id: fc.string({ minLength: 1, maxLength: 64 }), code: fc.constantFrom('UP_ERR_TARGET_REFUSED', 'UP_ERR_NOT_FOUND'), message: fc.string({ maxLength: 200 }) }),
+      fc.record({
+        type: fc.constant('publish' as const),
+        name: fc.stringMatching(/^[a-z][a-z0-9-]{0,20}$/),
+        port: fc.integer({ min: 1, max: 65535 }),
+      }),
+      fc.record({
+        type: fc.constant('tunnel-failed' as const),
+        id: fc.string({ minLength: 1, maxLength: 64 }),
+        code: fc.constantFrom('UP_ERR_TARGET_REFUSED', 'UP_ERR_NOT_FOUND'),
+        message: fc.string({ maxLength: 200 }),
+      }),
     );
     fc.assert(
-      fc.property(fc.array(message, { minLength: 1, maxLength: 8 }), fc.array(fc.nat(), { maxLength: 10 }), (messages, cuts) => {
-        const bytes = Buffer.concat(messages.map((m) => encodeControl(m)));
-        // fast-check builds records without a prototype; compare as plain objects.
-        assert.deepEqual(feed(new ControlDecoder(EndpointMessage), bytes, cuts), messages.map((m) => ({ ...m })));
-      }),
+      fc.property(
+        fc.array(message, { minLength: 1, maxLength: 8 }),
+        fc.array(fc.nat(), { maxLength: 10 }),
+        (messages, cuts) => {
+          const bytes = Buffer.concat(messages.map((m) => encodeControl(m)));
+          // fast-check builds records without a prototype; compare as plain objects.
+          assert.deepEqual(
+            feed(new ControlDecoder(EndpointMessage), bytes, cuts),
+            messages.map((m) => ({ ...m })),
+          );
+        },
+      ),
     );
   });
 
@@ -54,16 +83,23 @@ describe('protocol/control: the control stream codec', function () {
       ['[]\n', 'UP_ERR_BAD_MESSAGE'],
     ];
     for (const [text, code] of cases) {
-      assert.throws(() => new ControlDecoder(EndpointMessage).push(Buffer.from(text)), (e: unknown) => e instanceof ProtocolError && e.code === code, text);
+      assert.throws(
+        () => new ControlDecoder(EndpointMessage).push(Buffer.from(text)),
+        (e: unknown) => e instanceof ProtocolError && e.code === code,
+        text,
+      );
     }
   });
 
   it('refuses a line longer than the cap, even when it never ends', function () {
     const decoder = new ControlDecoder(EndpointMessage);
     const chunk = Buffer.alloc(16 * 1024, 0x61);
-    assert.throws(() => {
-      for (let i = 0; i < 10; i++) decoder.push(chunk);
-    }, (e: unknown) => e instanceof ProtocolError && e.code === 'UP_ERR_FRAME_TOO_LARGE');
+    assert.throws(
+      () => {
+        for (let i = 0; i < 10; i++) decoder.push(chunk);
+      },
+      (e: unknown) => e instanceof ProtocolError && e.code === 'UP_ERR_FRAME_TOO_LARGE',
+    );
     assert.ok(decoder.buffered <= MAX_CONTROL_LINE);
   });
 

@@ -1,6 +1,13 @@
 import assert from 'node:assert/strict';
 import { ConfigError } from '../../protocol/errors';
-import { formatHostPort, label, pseudoName, tryNormalizeHostname, tryParseHostPort, tryParsePseudoName } from '../../protocol/names';
+import {
+  formatHostPort,
+  label,
+  pseudoName,
+  tryNormalizeHostname,
+  tryParseHostPort,
+  tryParsePseudoName,
+} from '../../protocol/names';
 
 describe('protocol/names: pseudo names under the zone', function () {
   it('composes <publication>.<account>.<zone>', function () {
@@ -33,8 +40,12 @@ describe('protocol/names: pseudo names under the zone', function () {
   it('parses and formats HOST:PORT once for every flag and header', function () {
     assert.deepEqual(tryParseHostPort('127.0.0.1:7443'), { host: '127.0.0.1', port: 7443 });
     assert.deepEqual(tryParseHostPort('[::1]:80'), { host: '::1', port: 80 });
-    assert.deepEqual(tryParseHostPort('redis.default.underpass.internal:6379'), { host: 'redis.default.underpass.internal', port: 6379 });
-    for (const bad of ['no-port', 'host:0', 'host:70000', 'a b:1', 'user@host:1', 'host:1/path', '']) assert.equal(tryParseHostPort(bad), null, bad);
+    assert.deepEqual(tryParseHostPort('redis.default.underpass.internal:6379'), {
+      host: 'redis.default.underpass.internal',
+      port: 6379,
+    });
+    for (const bad of ['no-port', 'host:0', 'host:70000', 'a b:1', 'user@host:1', 'host:1/path', ''])
+      assert.equal(tryParseHostPort(bad), null, bad);
     assert.equal(formatHostPort({ host: '::1', port: 80 }), '[::1]:80');
     assert.equal(formatHostPort({ host: 'example.internal', port: 1 }), 'example.internal:1');
   });

@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { CLAIM_TTL_MS, claimKey, ClaimTable, MAX_CLAIMS } from '../../redirector/claims';
 
 /** A client at 127.0.0.1:PORT connected to the listener 127.77.0.2:6379. */
-const ends = (peerPort: number): { peerAddress: string; peerPort: number; localAddress: string; localPort: number } => ({
+const ends = (
+  peerPort: number,
+): { peerAddress: string; peerPort: number; localAddress: string; localPort: number } => ({
   peerAddress: '127.0.0.1',
   peerPort,
   localAddress: '127.77.0.2',
@@ -28,7 +30,10 @@ describe('redirector/claims: connections hooks name as their own', function () {
   });
 
   it('reads a v4-mapped end as plain IPv4, as the hook sends it', function () {
-    assert.equal(claimKey({ ...ends(40000), peerAddress: '::ffff:127.0.0.1', localAddress: '::FFFF:127.77.0.2' }), claimKey(ends(40000)));
+    assert.equal(
+      claimKey({ ...ends(40000), peerAddress: '::ffff:127.0.0.1', localAddress: '::FFFF:127.77.0.2' }),
+      claimKey(ends(40000)),
+    );
     assert.equal(claimKey(ends(40000)), '127.0.0.1:40000>127.77.0.2:6379');
     const table = new ClaimTable({ now });
     table.add(ends(40000));
@@ -62,7 +67,10 @@ describe('redirector/claims: connections hooks name as their own', function () {
       table.add(ends(port));
       assert.ok(table.size <= 3);
     }
-    assert.deepEqual([1, 997, 998, 999, 1000].map((port) => table.take(ends(port))), [false, false, true, true, true]);
+    assert.deepEqual(
+      [1, 997, 998, 999, 1000].map((port) => table.take(ends(port))),
+      [false, false, true, true, true],
+    );
     const big = new ClaimTable({ now });
     for (let port = 0; port < MAX_CLAIMS + 5000; port++) big.add(ends(port % 65536));
     assert.equal(big.size, MAX_CLAIMS);

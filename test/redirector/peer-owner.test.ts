@@ -4,7 +4,14 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { findRows, PeerOwners, tryClientRowKey, tryParseProcTcpRow, tryProcEndpointText, type ProcTcpRow } from '../../redirector/peer-owner';
+import {
+  findRows,
+  PeerOwners,
+  tryClientRowKey,
+  tryParseProcTcpRow,
+  tryProcEndpointText,
+  type ProcTcpRow,
+} from '../../redirector/peer-owner';
 import { tmpDir } from '../harness';
 
 // Literal rows from this machine (little-endian): a listener on 127.77.0.2:35063 (0x88F7), a client of
@@ -41,7 +48,13 @@ describe('redirector/peer-owner: who owns the client end of a connection', funct
     });
     assert.deepEqual(tryParseProcTcpRow(lines[1]!, 'LE')?.remote, { address: '0.0.0.0', port: 0 });
     assert.equal(tryParseProcTcpRow(lines[1]!, 'LE')?.state, 10);
-    assert.deepEqual(tryParseProcTcpRow(lines[4]!, 'LE'), { local: { address: '127.0.0.1', port: 0x8508 }, remote: { address: '127.77.0.2', port: 35063 }, state: 5, uid: 0, inode: 0 });
+    assert.deepEqual(tryParseProcTcpRow(lines[4]!, 'LE'), {
+      local: { address: '127.0.0.1', port: 0x8508 },
+      remote: { address: '127.77.0.2', port: 35063 },
+      state: 5,
+      uid: 0,
+      inode: 0,
+    });
     assert.equal(tryParseProcTcpRow(lines[5]!, 'LE')?.uid, 1000, 'a row number wider than its 4 columns');
   });
 
@@ -59,7 +72,10 @@ describe('redirector/peer-owner: who owns the client end of a connection', funct
   });
 
   it('reads words in host byte order: a big-endian machine prints 127.0.0.1 as 7F000001', function () {
-    const row = tryParseProcTcpRow('   3: 7F000001:81C6 7F4D0002:88F7 01 00000000:00000000 00:00000000 00000000  1000        0 42 1 0 20 0 0 10 -1', 'BE');
+    const row = tryParseProcTcpRow(
+      '   3: 7F000001:81C6 7F4D0002:88F7 01 00000000:00000000 00:00000000 00000000  1000        0 42 1 0 20 0 0 10 -1',
+      'BE',
+    );
     assert.deepEqual(row?.local, { address: '127.0.0.1', port: 33222 });
     assert.deepEqual(row?.remote, { address: '127.77.0.2', port: 35063 });
     assert.equal(tryProcEndpointText('127.77.0.2', 35063, 4, 'BE'), '7F4D0002:88F7');
@@ -67,7 +83,14 @@ describe('redirector/peer-owner: who owns the client end of a connection', funct
   });
 
   it('refuses malformed rows', function () {
-    for (const bad of ['', 'garbage', '   0: 0100007F 02004D7F:88F7 01 0:0 0:0 0 0 0 1', '   0: 0100007G:81C6 02004D7F:88F7 01 0:0 0:0 0 0 0 1', '   0: 0100007F:81C6 02004D7F:88F7 01 0:0 0:0 0 x 0 1', '   0: 0100007F:81C6 02004D7F:88F7']) {
+    for (const bad of [
+      '',
+      'garbage',
+      '   0: 0100007F 02004D7F:88F7 01 0:0 0:0 0 0 0 1',
+      '   0: 0100007G:81C6 02004D7F:88F7 01 0:0 0:0 0 0 0 1',
+      '   0: 0100007F:81C6 02004D7F:88F7 01 0:0 0:0 0 x 0 1',
+      '   0: 0100007F:81C6 02004D7F:88F7',
+    ]) {
       assert.equal(tryParseProcTcpRow(bad, 'LE'), null, bad);
     }
   });
@@ -77,9 +100,16 @@ describe('redirector/peer-owner: who owns the client end of a connection', funct
     assert.equal(tryClientRowKey(ends, 4, 'LE'), '0100007F:81C6 02004D7F:88F7');
     assert.ok(TCP.includes(`: ${tryClientRowKey(ends, 4, 'LE')!} `));
     const mapped = { peerAddress: '::ffff:127.0.0.1', peerPort: 33226, ...LISTENER };
-    assert.equal(tryClientRowKey(mapped, 6, 'LE'), '0000000000000000FFFF00000100007F:81CA 0000000000000000FFFF000002004D7F:88F7');
+    assert.equal(
+      tryClientRowKey(mapped, 6, 'LE'),
+      '0000000000000000FFFF00000100007F:81CA 0000000000000000FFFF000002004D7F:88F7',
+    );
     assert.ok(TCP6.includes(`: ${tryClientRowKey(mapped, 6, 'LE')!} `));
-    assert.equal(tryClientRowKey({ ...ends, peerAddress: '::1' }, 4, 'LE'), null, 'pseudo addresses are IPv4: nothing else is looked up');
+    assert.equal(
+      tryClientRowKey({ ...ends, peerAddress: '::1' }, 4, 'LE'),
+      null,
+      'pseudo addresses are IPv4: nothing else is looked up',
+    );
     assert.equal(tryClientRowKey({ ...ends, peerPort: 70000 }, 4, 'LE'), null);
   });
 
@@ -131,7 +161,10 @@ describe('redirector/peer-owner: who owns the client end of a connection', funct
 
     it('rejects in one line when /proc cannot be read', async function () {
       const blind = new PeerOwners({ tcpPath: path.join(dir, 'missing') });
-      await assert.rejects(blind.ownerOf({ peerAddress: '127.0.0.1', peerPort: 33222, ...LISTENER }), /^Error: cannot read .*missing \(ENOENT\)$/);
+      await assert.rejects(
+        blind.ownerOf({ peerAddress: '127.0.0.1', peerPort: 33222, ...LISTENER }),
+        /^Error: cannot read .*missing \(ENOENT\)$/,
+      );
     });
   });
 
@@ -158,7 +191,14 @@ describe('redirector/peer-owner: who owns the client end of a connection', funct
       while (accepted.length === count) await new Promise((r) => setTimeout(r, 5));
       return { client, socket: accepted[accepted.length - 1]! };
     }
-    const endsOf = (s: net.Socket): { peerAddress: string; peerPort: number; localAddress: string; localPort: number } => ({ peerAddress: s.remoteAddress!, peerPort: s.remotePort!, localAddress: s.localAddress!, localPort: s.localPort! });
+    const endsOf = (
+      s: net.Socket,
+    ): { peerAddress: string; peerPort: number; localAddress: string; localPort: number } => ({
+      peerAddress: s.remoteAddress!,
+      peerPort: s.remotePort!,
+      localAddress: s.localAddress!,
+      localPort: s.localPort!,
+    });
 
     it('finds this process as the owner of an AF_INET and an AF_INET6 (mapped) client', async function () {
       const owners = new PeerOwners();
@@ -174,7 +214,11 @@ describe('redirector/peer-owner: who owns the client end of a connection', funct
       const { client, socket } = await acceptFrom('127.0.0.1');
       client.write('first bytes');
       const lines: string[] = [];
-      const log = { warn: (m: string) => lines.push(m), info: (m: string) => lines.push(m), error: (m: string) => lines.push(m) };
+      const log = {
+        warn: (m: string) => lines.push(m),
+        info: (m: string) => lines.push(m),
+        error: (m: string) => lines.push(m),
+      };
       await new Promise<void>((resolve) => new PeerOwners().admit(socket, log, resolve));
       socket.resume();
       const [data] = (await once(socket, 'data')) as [Buffer];
@@ -187,7 +231,12 @@ describe('redirector/peer-owner: who owns the client end of a connection', funct
       const { client, socket } = await acceptFrom('127.0.0.1');
       const owners = new PeerOwners({ uid: process.getuid!() + 1 }); // it would refuse this client
       let admitted = false;
-      owners.admit(socket, { warn: assert.fail, info: assert.fail, error: assert.fail }, () => (admitted = true), () => false);
+      owners.admit(
+        socket,
+        { warn: assert.fail, info: assert.fail, error: assert.fail },
+        () => (admitted = true),
+        () => false,
+      );
       await owners.ownerOf(endsOf(socket)); // the pass admit queued is over
       assert.equal(admitted, false);
       assert.equal(socket.destroyed, false);

@@ -81,7 +81,11 @@ describe('ResumableStream (a tunnel leg that outlives its session)', function ()
     const session = http2.connect(`http://127.0.0.1:${port}`);
     sessions.add(session);
     session.on('error', () => undefined);
-    const stream = session.request({ ':method': 'CONNECT', ':authority': 'test:1', 'x-received': String(leg.received) });
+    const stream = session.request({
+      ':method': 'CONNECT',
+      ':authority': 'test:1',
+      'x-received': String(leg.received),
+    });
     if (!resume) {
       leg.attach(stream, 0);
       return session;
@@ -152,7 +156,10 @@ describe('ResumableStream (a tunnel leg that outlives its session)', function ()
       if (!leg.write(chunk)) break;
     }
     assert.ok(written >= REPLAY_LIMIT, `writes were held after ${written} bytes`);
-    assert.ok(written <= REPLAY_LIMIT + leg.writableHighWaterMark + chunk.length, `${written} bytes were taken past the limit`);
+    assert.ok(
+      written <= REPLAY_LIMIT + leg.writableHighWaterMark + chunk.length,
+      `${written} bytes were taken past the limit`,
+    );
     const drained = new Promise((r) => leg.once('drain', r));
     leg.handleAck(REPLAY_LIMIT, false);
     await drained;

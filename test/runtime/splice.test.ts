@@ -33,7 +33,11 @@ describe('splice', function () {
       server.listen(0, '127.0.0.1');
       await once(server, 'listening');
       const secured = once(server, 'secureConnection') as Promise<[tls.TLSSocket]>;
-      const tlsClient = tls.connect({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port, ca: identity.cert });
+      const tlsClient = tls.connect({
+        host: '127.0.0.1',
+        port: (server.address() as net.AddressInfo).port,
+        ca: identity.cert,
+      });
       const [tlsServerSide] = await secured;
       server.close();
       const [app, appPeer] = await tcpPair();

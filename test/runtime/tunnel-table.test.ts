@@ -20,7 +20,7 @@ function detachedLeg(table: TunnelTable, id: string): { leg: ResumableStream; er
   return { leg, error: () => error };
 }
 
-describe('TunnelTable (a session\'s resumable tunnels)', function () {
+describe("TunnelTable (a session's resumable tunnels)", function () {
   it('resets the tunnels of a session that stays away past the grace period', async function () {
     const table = new TunnelTable({ graceMs: 30, send: () => undefined, logger });
     const { leg, error } = detachedLeg(table, 't1');
@@ -30,7 +30,7 @@ describe('TunnelTable (a session\'s resumable tunnels)', function () {
     assert.ok(isUnderpassError(error()) && (error() as { code: string }).code === 'UP_ERR_RESET');
   });
 
-  it('resets a tunnel the peer does not re-open within a grace period of the session\'s return', async function () {
+  it("resets a tunnel the peer does not re-open within a grace period of the session's return", async function () {
     // The peer ended or reset it while the link was failing unnoticed, and that news was lost with the link.
     const table = new TunnelTable({ graceMs: 30, send: () => undefined, logger });
     const { leg, error } = detachedLeg(table, 't1');

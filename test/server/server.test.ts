@@ -15,7 +15,10 @@ function status(session: http2.ClientHttp2Session, token: string): Promise<numbe
   return new Promise((resolve) => {
     let stream: http2.ClientHttp2Stream;
     try {
-      stream = session.request({ ':method': 'GET', ':path': '/v1/session', authorization: `Bearer ${token}` }, { endStream: true });
+      stream = session.request(
+        { ':method': 'GET', ':path': '/v1/session', authorization: `Bearer ${token}` },
+        { endStream: true },
+      );
     } catch {
       resolve(-2); // GOAWAY: the session may open no more streams
       return;
@@ -35,7 +38,13 @@ describe('server: authentication throttle', function () {
 
   beforeEach(async function () {
     dir = tmpDir('server');
-    server = new TunnelServer({ host: '127.0.0.1', port: 0, dataDir: dir, token: TOKEN, logger: createLogger('test', 'text', 'error') });
+    server = new TunnelServer({
+      host: '127.0.0.1',
+      port: 0,
+      dataDir: dir,
+      token: TOKEN,
+      logger: createLogger('test', 'text', 'error'),
+    });
     port = (await server.start()).port;
   });
   afterEach(async function () {
@@ -50,7 +59,10 @@ describe('server: authentication throttle', function () {
     const statuses: number[] = [];
     for (let i = 0; i < 30; i++) statuses.push(await status(session, `guess-${i}`));
     assert.equal(statuses[0], 401);
-    assert.ok(statuses.includes(429) || statuses.includes(-2), `guessing is throttled: ${[...new Set(statuses)].join(',')}`);
+    assert.ok(
+      statuses.includes(429) || statuses.includes(-2),
+      `guessing is throttled: ${[...new Set(statuses)].join(',')}`,
+    );
     session.destroy();
   });
 

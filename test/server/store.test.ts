@@ -47,7 +47,10 @@ describe('server/store: durable publications', function () {
   it('says what to do with a damaged store instead of starting empty', async function () {
     await (await PublicationStore.open(dir)).publish('default', 'x', 1);
     fs.writeFileSync(path.join(dir, 'publications.json'), '{"version":1,"publications":[{"na');
-    await assert.rejects(PublicationStore.open(dir), (e: unknown) => e instanceof UnderpassError && /not a valid publication store/.test(e.message));
+    await assert.rejects(
+      PublicationStore.open(dir),
+      (e: unknown) => e instanceof UnderpassError && /not a valid publication store/.test(e.message),
+    );
   });
 
   it('never leaves a torn file: concurrent publishes all land', async function () {
@@ -55,6 +58,9 @@ describe('server/store: durable publications', function () {
     await Promise.all(Array.from({ length: 50 }, (_, i) => store.publish('default', `svc${i}`, 1000 + i)));
     const reopened = await PublicationStore.open(dir);
     assert.equal(reopened.all().length, 50);
-    assert.deepEqual(fs.readdirSync(dir).filter((f) => f.endsWith('.tmp')), []);
+    assert.deepEqual(
+      fs.readdirSync(dir).filter((f) => f.endsWith('.tmp')),
+      [],
+    );
   });
 });
