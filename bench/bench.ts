@@ -23,7 +23,19 @@ import { FloorChain } from './floor';
 import { writeChart } from './chart';
 import { openIdle } from './idle';
 import { measureIperf, type IperfResult } from './iperf';
-import { cpuTicks, CpuTally, exec, fileLimits, Proc, reexecWithFileLimit, rssKiB, sleep, stopAll, tail, type ExecResult } from './proc';
+import {
+  cpuTicks,
+  CpuTally,
+  exec,
+  fileLimits,
+  Proc,
+  reexecWithFileLimit,
+  rssKiB,
+  sleep,
+  stopAll,
+  tail,
+  type ExecResult,
+} from './proc';
 import { summariseProfiles } from './profile-summary';
 import { evaluateBars, printTable } from './report';
 import type { BenchResults, LatencySummary, OrdinarySample, ProcessMemory, Throughput } from './results';
@@ -56,12 +68,16 @@ function parseArgs(argv: string[]): Options {
     if (a === '--quick') options.quick = true;
     else if (a === '--only') {
       const list = (argv[++i] ?? '').split(',').filter(Boolean);
-      for (const s of list) if (!(SECTIONS as readonly string[]).includes(s)) throw new Error(`--only: unknown section '${s}' (known: ${SECTIONS.join(', ')})`);
+      for (const s of list)
+        if (!(SECTIONS as readonly string[]).includes(s))
+          throw new Error(`--only: unknown section '${s}' (known: ${SECTIONS.join(', ')})`);
       options.only = new Set(list as Section[]);
     } else if (a === '--profile') options.profileDir = path.resolve(argv[++i] ?? 'bench-profile');
     else if (a === '--out') options.out = argv[++i] ?? '';
     else if (a === '--help' || a === '-h') {
-      process.stdout.write('usage: npm run bench -- [--quick] [--only throughput,latency,memory,hook] [--profile DIR] [--out NAME]\n');
+      process.stdout.write(
+        'usage: npm run bench -- [--quick] [--only throughput,latency,memory,hook] [--profile DIR] [--out NAME]\n',
+      );
       process.exit(0);
     } else throw new Error(`unknown argument ${a} (try --help)`);
   }
@@ -83,7 +99,13 @@ function version(command: string, args: string[]): string {
 function gitState(): string {
   try {
     const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: ROOT, encoding: 'utf8' }).trim().split('\n').filter(Boolean).length;
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    })
+      .trim()
+      .split('\n')
+      .filter(Boolean).length;
     return dirty > 0 ? `${head} + ${dirty} modified files` : head;
   } catch {
     return 'unknown';
@@ -122,7 +144,10 @@ async function hookProblem(chain: BenchChain): Promise<string | null> {
   try {
     const r = await chain.hookRun(['true'], { timeoutMs: 60_000 });
     if (r.code === 0) return null;
-    const lines = (r.stderr + r.stdout).split('\n').map((l) => l.trim()).filter(Boolean);
+    const lines = (r.stderr + r.stdout)
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean);
     const telling = lines.find((l) => /^hook-run:|Error|error:/.test(l));
     return `exit ${r.code}: ${telling ?? lines.slice(-2).join(' | ')}`;
   } catch (e) {
@@ -137,10 +162,24 @@ type ThroughputVariant = 'direct' | 'tunnel' | 'ssh' | 'floor' | 'hooked';
  * rounds, interleaved (direct, tunnel, ssh, floor, hooked, then again), and reports each one's median:
  * on a shared VM a neighbour's burst then falls on one sample of each kind, not on one kind's only one.
  */
-async function benchThroughput(options: Options, chain: BenchChain, iperfPort: number, hookOk: boolean, results: BenchResults): Promise<void> {
+async function benchThroughput(
+  options: Options,
+  chain: BenchChain,
+  iperfPort: number,
+  hookOk: boolean,
+  results: BenchResults,
+): Promise<void> {
   const seconds = options.quick ? 2 : 3;
   const rounds = options.quick ? 1 : 3;
-  const section: NonNullable<BenchResults['throughput']> = { seconds, rounds, sshCipher: '', rows: [], cpuMsPerMB: null, floorCpuMsPerMB: null, errors: [] };
+  const section: NonNullable<BenchResults['throughput']> = {
+    seconds,
+    rounds,
+    sshCipher: '',
+    rows: [],
+    cpuMsPerMB: null,
+    floorCpuMsPerMB: null,
+    errors: [],
+  };
   results.throughput = section;
   let ssh: SshChain | null = null;
   try {
@@ -148,14 +187,12 @@ async function benchThroughput(options: Options, chain: BenchChain, iperfPort: n
     section.sshCipher = ssh.cipher;
   } catch (e) {
     section.errors.push(`OpenSSH chain: ${errorLine(e)}`);
-    ssh = null;
   }
   let floor: FloorChain | null = null;
   try {
     floor = await new FloorChain({ targetPort: iperfPort, tls: chain.identity }).start();
   } catch (e) {
     section.errors.push(`floor chain: ${errorLine(e)}`);
-    floor = null;
   }
   // CPU of the one-connection runs over all rounds, per MB they carried.
   const tunnelCpu = new CpuTally(chain.pids());
@@ -164,14 +201,28 @@ async function benchThroughput(options: Options, chain: BenchChain, iperfPort: n
   try {
     const pseudo = await chain.pseudoAddress('iperf');
     for (const parallel of [1, 8, 64]) {
-      const row: Throughput = { parallel, direct: null, ssh: null, tunnel: null, hooked: null, floor: null, samples: {} };
+      const row: Throughput = {
+        parallel,
+        direct: null,
+        ssh: null,
+        tunnel: null,
+        hooked: null,
+        floor: null,
+        samples: {},
+      };
       section.rows.push(row);
-      const iperf = (port: number, host = '127.0.0.1'): Promise<IperfResult> => measureIperf(iperfPort, { host, port }, seconds, parallel);
+      const iperf = (port: number, host = '127.0.0.1'): Promise<IperfResult> =>
+        measureIperf(iperfPort, { host, port }, seconds, parallel);
       const variants: Array<[ThroughputVariant, () => Promise<number>]> = [
         ['direct', async () => (await iperf(iperfPort)).bytesPerSecond],
         [
           'tunnel',
-          async () => (await (parallel === 1 ? tunnelCpu.around(() => iperf(iperfPort, pseudo), megabytes) : iperf(iperfPort, pseudo))).bytesPerSecond,
+          async () =>
+            (
+              await (parallel === 1
+                ? tunnelCpu.around(() => iperf(iperfPort, pseudo), megabytes)
+                : iperf(iperfPort, pseudo))
+            ).bytesPerSecond,
         ],
       ];
       if (ssh) {
@@ -180,19 +231,33 @@ async function benchThroughput(options: Options, chain: BenchChain, iperfPort: n
       }
       if (floor && floorCpu) {
         const port = floor.port;
-        variants.push(['floor', async () => (await (parallel === 1 ? floorCpu.around(() => iperf(port), megabytes) : iperf(port))).bytesPerSecond]);
+        variants.push([
+          'floor',
+          async () =>
+            (await (parallel === 1 ? floorCpu.around(() => iperf(port), megabytes) : iperf(port))).bytesPerSecond,
+        ]);
       }
       if (hookOk) {
         variants.push([
           'hooked',
           async () =>
-            (await measureIperf(iperfPort, { host: chain.host('iperf'), port: iperfPort }, seconds, parallel, (args, timeoutMs) => chain.hookRun(['iperf3', ...args], { timeoutMs }))).bytesPerSecond,
+            (
+              await measureIperf(
+                iperfPort,
+                { host: chain.host('iperf'), port: iperfPort },
+                seconds,
+                parallel,
+                (args, timeoutMs) => chain.hookRun(['iperf3', ...args], { timeoutMs }),
+              )
+            ).bytesPerSecond,
         ]);
       }
       const samples = row.samples!;
       for (let round = 1; round <= rounds; round++) {
         for (const [name, measure] of variants) {
-          progress(`throughput: ${parallel} connection${parallel > 1 ? 's' : ''}, ${name} (${seconds} s${rounds > 1 ? `, round ${round} of ${rounds}` : ''})`);
+          progress(
+            `throughput: ${parallel} connection${parallel > 1 ? 's' : ''}, ${name} (${seconds} s${rounds > 1 ? `, round ${round} of ${rounds}` : ''})`,
+          );
           try {
             const bps = await measure();
             (samples[name] ??= []).push(bps);
@@ -222,11 +287,26 @@ async function benchThroughput(options: Options, chain: BenchChain, iperfPort: n
  * iterations into four rounds in which the variants take turns, so that load that comes and goes on
  * this shared machine falls on all of them alike; the quantiles are over all rounds' samples.
  */
-async function benchLatency(options: Options, chain: BenchChain, echoPort: number, hookOk: boolean, results: BenchResults): Promise<void> {
+async function benchLatency(
+  options: Options,
+  chain: BenchChain,
+  echoPort: number,
+  hookOk: boolean,
+  results: BenchResults,
+): Promise<void> {
   const iterations = options.quick ? 500 : 2000;
   const rounds = options.quick ? 1 : 4;
   const perRound = Math.floor(iterations / rounds);
-  const section: NonNullable<BenchResults['latency']> = { iterations: perRound * rounds, rounds, direct: null, tunnel: null, hooked: null, floor: null, cpuMsPerTunnel: null, errors: [] };
+  const section: NonNullable<BenchResults['latency']> = {
+    iterations: perRound * rounds,
+    rounds,
+    direct: null,
+    tunnel: null,
+    hooked: null,
+    floor: null,
+    cpuMsPerTunnel: null,
+    errors: [],
+  };
   results.latency = section;
   const timeoutMs = 120_000;
   let floor: FloorChain | null = null;
@@ -239,27 +319,45 @@ async function benchLatency(options: Options, chain: BenchChain, echoPort: numbe
     const pseudo = await chain.pseudoAddress('echo');
     const n = String(perRound);
     type Variant = 'direct' | 'floor' | 'tunnel' | 'hooked';
-    const variants: Array<[Variant, string, () => Promise<ExecResult>]> = [['direct', 'direct', () => exec(PYTHON, [PROBE, 'latency', '127.0.0.1', String(echoPort), n], { timeoutMs })]];
+    const variants: Array<[Variant, string, () => Promise<ExecResult>]> = [
+      ['direct', 'direct', () => exec(PYTHON, [PROBE, 'latency', '127.0.0.1', String(echoPort), n], { timeoutMs })],
+    ];
     if (floor) {
       const port = String(floor.port);
-      variants.push(['floor', 'floor (three plain Node relays)', () => exec(PYTHON, [PROBE, 'latency', '127.0.0.1', port, n], { timeoutMs })]);
+      variants.push([
+        'floor',
+        'floor (three plain Node relays)',
+        () => exec(PYTHON, [PROBE, 'latency', '127.0.0.1', port, n], { timeoutMs }),
+      ]);
     }
     // CPU of the unhooked tunnel runs, per tunnel opened (the probe's warm-up connections included).
     const tunnelCpu = new CpuTally(chain.pids());
-    const tunnelsOpened = (r: ExecResult): number => (r.code === 0 ? perRound + Math.max(10, Math.floor(perRound / 20)) : 0);
+    const tunnelsOpened = (r: ExecResult): number =>
+      r.code === 0 ? perRound + Math.max(10, Math.floor(perRound / 20)) : 0;
     variants.push([
       'tunnel',
       'tunnel (pseudo address, no hook)',
-      () => tunnelCpu.around(() => exec(PYTHON, [PROBE, 'latency', pseudo, String(echoPort), n, chain.ipcPath], { timeoutMs }), tunnelsOpened),
+      () =>
+        tunnelCpu.around(
+          () => exec(PYTHON, [PROBE, 'latency', pseudo, String(echoPort), n, chain.ipcPath], { timeoutMs }),
+          tunnelsOpened,
+        ),
     ]);
-    if (hookOk) variants.push(['hooked', 'tunnel under hook-run', () => chain.hookRun([PYTHON, PROBE, 'latency', chain.host('echo'), String(echoPort), n], { timeoutMs })]);
+    if (hookOk)
+      variants.push([
+        'hooked',
+        'tunnel under hook-run',
+        () => chain.hookRun([PYTHON, PROBE, 'latency', chain.host('echo'), String(echoPort), n], { timeoutMs }),
+      ]);
 
     const samples = new Map<Variant, number[]>();
     const failed = new Set<Variant>();
     for (let round = 1; round <= rounds; round++) {
       for (const [name, label, run] of variants) {
         if (failed.has(name)) continue;
-        progress(`latency: ${label}, ${perRound} × connect + 1-byte round trip${rounds > 1 ? ` (round ${round} of ${rounds})` : ''}`);
+        progress(
+          `latency: ${label}, ${perRound} × connect + 1-byte round trip${rounds > 1 ? ` (round ${round} of ${rounds})` : ''}`,
+        );
         try {
           const r = await run();
           if (r.code !== 0) throw new Error(`probe exited ${r.code}: ${tail(r.stderr, 3)}`);
@@ -286,7 +384,13 @@ async function benchLatency(options: Options, chain: BenchChain, echoPort: numbe
 }
 
 /** Section 5: hook start-up and the hook's cost on ordinary names. */
-async function benchHook(options: Options, chain: BenchChain, echoPort: number, hookProblemText: string | null, results: BenchResults): Promise<void> {
+async function benchHook(
+  options: Options,
+  chain: BenchChain,
+  echoPort: number,
+  hookProblemText: string | null,
+  results: BenchResults,
+): Promise<void> {
   const runs = options.quick ? 5 : 11;
   const iterations = options.quick ? 500 : 2000;
   const section: NonNullable<BenchResults['hook']> = {
@@ -310,16 +414,22 @@ async function benchHook(options: Options, chain: BenchChain, echoPort: number, 
         hookTimes.push(r.ms);
       }
       section.startup.hookRunMs = median(hookTimes);
-      progress(`  true ${section.startup.trueMs.toFixed(1)} ms, hook-run -- true ${section.startup.hookRunMs.toFixed(0)} ms (min ${Math.min(...hookTimes).toFixed(0)}, max ${Math.max(...hookTimes).toFixed(0)})`);
+      progress(
+        `  true ${section.startup.trueMs.toFixed(1)} ms, hook-run -- true ${section.startup.hookRunMs.toFixed(0)} ms (min ${Math.min(...hookTimes).toFixed(0)}, max ${Math.max(...hookTimes).toFixed(0)})`,
+      );
     } catch (e) {
       section.errors.push(`start-up: ${errorLine(e)}`);
     }
   }
   const rounds = options.quick ? 3 : 5;
-  progress(`hook: ordinary names, ${iterations} × getaddrinfo('localhost') and connect, ${rounds} hooked runs between ${rounds + 1} plain ones`);
+  progress(
+    `hook: ordinary names, ${iterations} × getaddrinfo('localhost') and connect, ${rounds} hooked runs between ${rounds + 1} plain ones`,
+  );
   const ordinary = async (hooked: boolean): Promise<{ getaddrinfo_us: number; connect_us: number }> => {
     const args = [PROBE, 'ordinary', String(echoPort), String(iterations)];
-    const r = hooked ? await chain.hookRun([PYTHON, ...args], { timeoutMs: 120_000 }) : await exec(PYTHON, args, { timeoutMs: 120_000 });
+    const r = hooked
+      ? await chain.hookRun([PYTHON, ...args], { timeoutMs: 120_000 })
+      : await exec(PYTHON, args, { timeoutMs: 120_000 });
     if (r.code !== 0) throw new Error(`probe exited ${r.code}: ${tail(r.stderr, 3)}`);
     return JSON.parse(r.stdout.trim().split('\n').pop()!) as { getaddrinfo_us: number; connect_us: number };
   };
@@ -330,10 +440,13 @@ async function benchHook(options: Options, chain: BenchChain, echoPort: number, 
       if (hookProblemText === null) section.ordinary.hooked.push(await ordinary(true));
       section.ordinary.plain.push(await ordinary(false));
     }
-    const list = (runs: OrdinarySample[], op: keyof OrdinarySample): string => (runs.length > 0 ? runs.map((x) => x[op].toFixed(1)).join('/') : '—');
+    const list = (runs: OrdinarySample[], op: keyof OrdinarySample): string =>
+      runs.length > 0 ? runs.map((x) => x[op].toFixed(1)).join('/') : '—';
     const p = section.ordinary.plain;
     const h = section.ordinary.hooked;
-    progress(`  getaddrinfo: plain ${list(p, 'getaddrinfo_us')} µs, hooked ${list(h, 'getaddrinfo_us')} µs; connect: plain ${list(p, 'connect_us')} µs, hooked ${list(h, 'connect_us')} µs`);
+    progress(
+      `  getaddrinfo: plain ${list(p, 'getaddrinfo_us')} µs, hooked ${list(h, 'getaddrinfo_us')} µs; connect: plain ${list(p, 'connect_us')} µs, hooked ${list(h, 'connect_us')} µs`,
+    );
   } catch (e) {
     section.errors.push(`ordinary names: ${errorLine(e)}`);
   }
@@ -354,7 +467,8 @@ async function benchMemory(options: Options, results: BenchResults): Promise<voi
   };
   results.memory = section;
   const limit = fileLimits().soft;
-  if (limit < target + 1000) section.errors.push(`open-file limit ${limit} is below ${target + 1000}: run as root or raise ulimit -n`);
+  if (limit < target + 1000)
+    section.errors.push(`open-file limit ${limit} is below ${target + 1000}: run as root or raise ulimit -n`);
   const echoPort = await freePort();
   const echo = await startEcho(echoPort);
   const chain = new BenchChain({ publish: [`idle=127.0.0.1:${echoPort}`], nodeArgs: daemonArgs(options, 'memory') });
@@ -371,15 +485,33 @@ async function benchMemory(options: Options, results: BenchResults): Promise<voi
     const pids = chain.pids();
     const names = ['server', 'proxy', 'redirector'] as const;
     for (const n of names) section[n].beforeKiB = rssKiB(pids[n]);
-    progress(`memory: opening ${target} idle tunneled connections (RSS before: ${names.map((n) => `${n} ${section[n].beforeKiB} KiB`).join(', ')})`);
+    progress(
+      `memory: opening ${target} idle tunneled connections (RSS before: ${names.map((n) => `${n} ${section[n].beforeKiB} KiB`).join(', ')})`,
+    );
     // In two halves, read 2 s after each: the second half's growth is what one more connection costs,
     // without what the first thousands grow once (V8's young generation above all).
     const count = Math.min(target, limit - 500);
     const deadlineMs = options.quick ? 60_000 : 120_000;
-    const first = await openIdle(pseudo, echoPort, Math.floor(count / 2), 256, deadlineMs, (n) => progress(`  ${n} open`), claim);
+    const first = await openIdle(
+      pseudo,
+      echoPort,
+      Math.floor(count / 2),
+      256,
+      deadlineMs,
+      (n) => progress(`  ${n} open`),
+      claim,
+    );
     await sleep(2000);
     for (const n of names) section[n].midKiB = rssKiB(pids[n]);
-    const second = await openIdle(pseudo, echoPort, count - Math.floor(count / 2), 256, deadlineMs, (n) => progress(`  ${first.opened + n} open`), claim);
+    const second = await openIdle(
+      pseudo,
+      echoPort,
+      count - Math.floor(count / 2),
+      256,
+      deadlineMs,
+      (n) => progress(`  ${first.opened + n} open`),
+      claim,
+    );
     section.opened = first.opened + second.opened;
     section.failed = first.failed + second.failed;
     section.openSeconds = first.seconds + second.seconds;
@@ -389,10 +521,14 @@ async function benchMemory(options: Options, results: BenchResults): Promise<voi
     for (const n of names) {
       const m: ProcessMemory = section[n];
       m.afterKiB = rssKiB(pids[n]);
-      if (m.afterKiB !== null && m.beforeKiB !== null && section.opened > 0) m.perConnectionKiB = (m.afterKiB - m.beforeKiB) / section.opened;
-      if (m.afterKiB !== null && m.midKiB != null && second.opened > 0) m.marginalKiB = (m.afterKiB - m.midKiB) / second.opened;
+      if (m.afterKiB !== null && m.beforeKiB !== null && section.opened > 0)
+        m.perConnectionKiB = (m.afterKiB - m.beforeKiB) / section.opened;
+      if (m.afterKiB !== null && m.midKiB != null && second.opened > 0)
+        m.marginalKiB = (m.afterKiB - m.midKiB) / second.opened;
     }
-    progress(`  ${section.opened} open (${section.failed} failed) in ${section.openSeconds.toFixed(1)} s; per connection: ${names.map((n) => `${n} ${section[n].perConnectionKiB?.toFixed(2)} KiB (marginal ${section[n].marginalKiB?.toFixed(2) ?? '—'})`).join(', ')}`);
+    progress(
+      `  ${section.opened} open (${section.failed} failed) in ${section.openSeconds.toFixed(1)} s; per connection: ${names.map((n) => `${n} ${section[n].perConnectionKiB?.toFixed(2)} KiB (marginal ${section[n].marginalKiB?.toFixed(2) ?? '—'})`).join(', ')}`,
+    );
     await first.close();
     await second.close();
   } catch (e) {
@@ -429,8 +565,13 @@ async function main(): Promise<number> {
     bars: [],
   };
   const ticksAtStart = cpuTicks();
-  if (os.loadavg()[0]! > 0.5) progress(`warning: load average ${os.loadavg()[0]!.toFixed(2)} before the run: other work on this machine will perturb the figures`);
-  progress(`${options.quick ? 'quick' : 'full'} run on ${results.machine.cpus} × ${results.machine.cpuModel}; sections: ${[...options.only].join(', ')}`);
+  if (os.loadavg()[0]! > 0.5)
+    progress(
+      `warning: load average ${os.loadavg()[0]!.toFixed(2)} before the run: other work on this machine will perturb the figures`,
+    );
+  progress(
+    `${options.quick ? 'quick' : 'full'} run on ${results.machine.cpus} × ${results.machine.cpuModel}; sections: ${[...options.only].join(', ')}`,
+  );
 
   const stopOnSignal = (signal: NodeJS.Signals): void => {
     progress(`${signal}: stopping everything the bench started`);
@@ -445,13 +586,20 @@ async function main(): Promise<number> {
       const iperfPort = await freePort();
       const echoPort = await freePort();
       const echo = await startEcho(echoPort);
-      const chain = new BenchChain({ publish: [`iperf=127.0.0.1:${iperfPort}`, `echo=127.0.0.1:${echoPort}`], nodeArgs: daemonArgs(options, 'chain') });
+      const chain = new BenchChain({
+        publish: [`iperf=127.0.0.1:${iperfPort}`, `echo=127.0.0.1:${echoPort}`],
+        nodeArgs: daemonArgs(options, 'chain'),
+      });
       try {
         progress('starting server, proxy and redirector');
         await chain.start();
         recordPids(options, 'chain', chain);
         const problem = await hookProblem(chain);
-        progress(problem === null ? 'hook-run works: hooked figures included' : `hook-run does not work yet, hooked figures skipped: ${problem}`);
+        progress(
+          problem === null
+            ? 'hook-run works: hooked figures included'
+            : `hook-run does not work yet, hooked figures skipped: ${problem}`,
+        );
         if (options.only.has('throughput')) await benchThroughput(options, chain, iperfPort, problem === null, results);
         if (options.only.has('latency')) await benchLatency(options, chain, echoPort, problem === null, results);
         if (options.only.has('hook')) await benchHook(options, chain, echoPort, problem, results);
@@ -468,8 +616,12 @@ async function main(): Promise<number> {
   results.durationSeconds = Math.round((Date.now() - t0) / 1000);
   const ticksAtEnd = cpuTicks();
   if (ticksAtStart !== null && ticksAtEnd !== null && ticksAtEnd.total > ticksAtStart.total) {
-    results.machine.stealPercent = Math.round((1000 * (ticksAtEnd.steal - ticksAtStart.steal)) / (ticksAtEnd.total - ticksAtStart.total)) / 10;
-    if (results.machine.stealPercent >= 5) progress(`warning: the hypervisor took ${results.machine.stealPercent} % of this machine's CPU time during the run (steal): the figures are perturbed`);
+    results.machine.stealPercent =
+      Math.round((1000 * (ticksAtEnd.steal - ticksAtStart.steal)) / (ticksAtEnd.total - ticksAtStart.total)) / 10;
+    if (results.machine.stealPercent >= 5)
+      progress(
+        `warning: the hypervisor took ${results.machine.stealPercent} % of this machine's CPU time during the run (steal): the figures are perturbed`,
+      );
   }
   results.bars = evaluateBars(results);
   printTable(results);
@@ -478,7 +630,9 @@ async function main(): Promise<number> {
   const jsonPath = path.join(dir, `${options.out}.json`);
   fs.writeFileSync(jsonPath, JSON.stringify(results, null, 2) + '\n');
   const png = await writeChart(results, path.join(dir, `${options.out}.png`));
-  progress(`wrote ${path.relative(ROOT, jsonPath)}${png.ok ? ` and ${path.relative(ROOT, png.path)}` : ` (no chart: ${png.reason})`} in ${results.durationSeconds} s`);
+  progress(
+    `wrote ${path.relative(ROOT, jsonPath)}${png.ok ? ` and ${path.relative(ROOT, png.path)}` : ` (no chart: ${png.reason})`} in ${results.durationSeconds} s`,
+  );
   if (options.profileDir !== null) process.stdout.write('\n' + summariseProfiles(options.profileDir, 15) + '\n');
   return 0;
 }

@@ -25,7 +25,10 @@ def claim(ipc, s, address, port):
     local = s.getsockname()
     u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     u.connect(ipc)
-    request = {'type': 'claim', 'data': {'address': address, 'port': port, 'localAddress': local[0], 'localPort': local[1]}}
+    request = {
+        'type': 'claim',
+        'data': {'address': address, 'port': port, 'localAddress': local[0], 'localPort': local[1]},
+    }
     u.sendall(json.dumps(request).encode() + b'\f')
     u.close()  # as the hook: a claim is a notification, with no reply
 

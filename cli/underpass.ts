@@ -29,7 +29,8 @@ const version = (JSON.parse(fs.readFileSync(`${__dirname}/../../package.json`, '
 export function fail(program: string, error: unknown): never {
   const message = isUnderpassError(error) ? error.message : error instanceof Error ? error.message : String(error);
   process.stderr.write(`${program}: ${message}\n`);
-  if (process.env.UNDERPASS_DEBUG === '1' && error instanceof Error && error.stack) process.stderr.write(error.stack + '\n');
+  if (process.env.UNDERPASS_DEBUG === '1' && error instanceof Error && error.stack)
+    process.stderr.write(error.stack + '\n');
   process.exit(1);
 }
 
@@ -50,7 +51,9 @@ function readCa(file: string): Buffer {
   try {
     return fs.readFileSync(file);
   } catch (e) {
-    throw new ConfigError(`cannot read --ca ${file} (${(e as NodeJS.ErrnoException).code ?? 'error'}): pass the server's DATA_DIR/tls/cert.pem`);
+    throw new ConfigError(
+      `cannot read --ca ${file} (${(e as NodeJS.ErrnoException).code ?? 'error'}): pass the server's DATA_DIR/tls/cert.pem`,
+    );
   }
 }
 
@@ -72,7 +75,16 @@ function linkOptions(flags: EndpointFlags, logger: Logger): LinkOptions {
   if (!server) throw new ConfigError('missing --server HOST:PORT (the tunnel server to dial)');
   if (!ca) throw new ConfigError("missing --ca FILE (the server's DATA_DIR/tls/cert.pem)");
   if (!token) throw new ConfigError('missing --token TOKEN (the server prints where its token is)');
-  return { server: load.link().parseHostPort(server, '--server'), ca: readCa(ca), token, logger, transport: flags.transport, keepaliveMs: flags.keepalive * 1000, graceMs: flags.grace * 1000, ...(flags.proxy !== undefined ? { proxy: flags.proxy } : {}) };
+  return {
+    server: load.link().parseHostPort(server, '--server'),
+    ca: readCa(ca),
+    token,
+    logger,
+    transport: flags.transport,
+    keepaliveMs: flags.keepalive * 1000,
+    graceMs: flags.grace * 1000,
+    ...(flags.proxy !== undefined ? { proxy: flags.proxy } : {}),
+  };
 }
 
 /** Flags every endpoint (proxy, redirector) shares. */
@@ -81,8 +93,15 @@ function endpointOptions(command: Command): Command {
     .option('--server <host:port>', 'tunnel server to dial (env UNDERPASS_SERVER)')
     .option('--ca <file>', "the server's certificate, DATA_DIR/tls/cert.pem (env UNDERPASS_CA)")
     .option('--token <token>', 'token the server accepts (env UNDERPASS_TOKEN)')
-    .addOption(new Option('--transport <kind>', 'tls, wss (WebSocket over HTTPS), or auto: try each').choices(['auto', 'tls', 'wss']).default('auto'))
-    .option('--proxy <url>', 'HTTP or SOCKS5 proxy (http://, socks5://, socks5h://); default: https_proxy/all_proxy as curl reads them')
+    .addOption(
+      new Option('--transport <kind>', 'tls, wss (WebSocket over HTTPS), or auto: try each')
+        .choices(['auto', 'tls', 'wss'])
+        .default('auto'),
+    )
+    .option(
+      '--proxy <url>',
+      'HTTP or SOCKS5 proxy (http://, socks5://, socks5h://); default: https_proxy/all_proxy as curl reads them',
+    )
     .addOption(keepaliveOption())
     .addOption(graceOption())
     .addOption(logFormat());
@@ -93,28 +112,37 @@ const keepaliveOption = (): Option =>
     .default(15)
     .argParser((v: string) => {
       const n = Number(v);
-      if (!(n > 0 && n <= 3600)) throw new ConfigError(`--keepalive '${v}' must be a number of seconds between 0 and 3600`);
+      if (!(n > 0 && n <= 3600))
+        throw new ConfigError(`--keepalive '${v}' must be a number of seconds between 0 and 3600`);
       return n;
     });
 
 const graceOption = (): Option =>
-  new Option('--grace <seconds>', 'how long tunneled connections wait for a dropped session to come back before they are reset')
+  new Option(
+    '--grace <seconds>',
+    'how long tunneled connections wait for a dropped session to come back before they are reset',
+  )
     .default(30)
     .argParser((v: string) => {
       const n = Number(v);
-      if (!(n >= 0 && n <= 86_400)) throw new ConfigError(`--grace '${v}' must be a number of seconds between 0 and 86400`);
+      if (!(n >= 0 && n <= 86_400))
+        throw new ConfigError(`--grace '${v}' must be a number of seconds between 0 and 86400`);
       return n;
     });
 
-const logFormat = (): Option => new Option('--log-format <format>', 'log lines as readable text or JSON').choices(['text', 'json']).default('text');
+const logFormat = (): Option =>
+  new Option('--log-format <format>', 'log lines as readable text or JSON').choices(['text', 'json']).default('text');
 
 export function buildProgram(): Command {
   const program = new Command('underpass')
     .version(version)
-    .description('Reach TCP services behind someone else\'s firewall from unmodified client apps.')
+    .description("Reach TCP services behind someone else's firewall from unmodified client apps.")
     .exitOverride()
     // Commander's own errors become one line too, with where to look.
-    .configureOutput({ outputError: (text, write) => write(`underpass: ${text.replace(/^error: /, '').trim()} (see 'underpass --help')\n`) });
+    .configureOutput({
+      outputError: (text, write) =>
+        write(`underpass: ${text.replace(/^error: /, '').trim()} (see 'underpass --help')\n`),
+    });
 
   program
     .command('server')
@@ -122,55 +150,91 @@ export function buildProgram(): Command {
     .option('--listen <host:port>', 'address to listen on', '0.0.0.0:7443')
     .requiredOption('--data-dir <dir>', 'directory for the certificate, token and publications')
     .option('--token <token>', 'token proxies and redirectors present (default: generated into DATA_DIR/token)')
-    .option('--accounts <file>', 'more accounts and grants: {"tokens": {"ACCOUNT": "TOKEN"}, "grants": {"OWNER/PUBLICATION": ["ACCOUNT"]}}')
+    .option(
+      '--accounts <file>',
+      'more accounts and grants: {"tokens": {"ACCOUNT": "TOKEN"}, "grants": {"OWNER/PUBLICATION": ["ACCOUNT"]}}',
+    )
     .option('--cert <file>', 'TLS certificate (PEM) instead of the generated one')
     .option('--key <file>', 'TLS private key (PEM) for --cert')
     .option('--zone <zone>', 'DNS zone pseudo names live under', 'underpass.internal')
     .addOption(keepaliveOption())
     .addOption(graceOption())
     .addOption(logFormat())
-    .action(async (flags: { listen: string; dataDir: string; token?: string; accounts?: string; cert?: string; key?: string; zone: string; keepalive: number; grace: number; logFormat: LogFormat }) => {
-      const logger = load.log().createLogger('server', flags.logFormat);
-      try {
-        const listen = load.link().parseHostPort(flags.listen, '--listen');
-        if ((flags.cert === undefined) !== (flags.key === undefined)) throw new ConfigError('--cert and --key go together: pass both or neither');
-        const server = new (load.server().TunnelServer)({
-          host: listen.host,
-          port: listen.port,
-          dataDir: flags.dataDir,
-          token: flags.token ?? process.env.UNDERPASS_TOKEN,
-          accountsFile: flags.accounts,
-          cert: flags.cert !== undefined && flags.key !== undefined ? { cert: flags.cert, key: flags.key } : undefined,
-          zone: load.names().zone(flags.zone),
-          keepaliveMs: flags.keepalive * 1000,
-          graceMs: flags.grace * 1000,
-          logger,
-        });
-        const address = await server.start().catch((e: NodeJS.ErrnoException) => {
-          if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
-            throw new ConfigError(`cannot listen on ${flags.listen} (${e.code}): choose another --listen`);
-          }
-          throw e;
-        });
-        logger.info(`listening on ${address.address}:${address.port}`, { certificate: server.certPath, ...(server.tokenFile ? { token: server.tokenFile } : {}), zone: server.zone });
-        onSignals(() => server.stop(), logger);
-      } catch (e) {
-        fail('underpass server', e);
-      }
-    });
+    .action(
+      async (flags: {
+        listen: string;
+        dataDir: string;
+        token?: string;
+        accounts?: string;
+        cert?: string;
+        key?: string;
+        zone: string;
+        keepalive: number;
+        grace: number;
+        logFormat: LogFormat;
+      }) => {
+        const logger = load.log().createLogger('server', flags.logFormat);
+        try {
+          const listen = load.link().parseHostPort(flags.listen, '--listen');
+          if ((flags.cert === undefined) !== (flags.key === undefined))
+            throw new ConfigError('--cert and --key go together: pass both or neither');
+          const server = new (load.server().TunnelServer)({
+            host: listen.host,
+            port: listen.port,
+            dataDir: flags.dataDir,
+            token: flags.token ?? process.env.UNDERPASS_TOKEN,
+            accountsFile: flags.accounts,
+            cert:
+              flags.cert !== undefined && flags.key !== undefined ? { cert: flags.cert, key: flags.key } : undefined,
+            zone: load.names().zone(flags.zone),
+            keepaliveMs: flags.keepalive * 1000,
+            graceMs: flags.grace * 1000,
+            logger,
+          });
+          const address = await server.start().catch((e: NodeJS.ErrnoException) => {
+            if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
+              throw new ConfigError(`cannot listen on ${flags.listen} (${e.code}): choose another --listen`);
+            }
+            throw e;
+          });
+          logger.info(`listening on ${address.address}:${address.port}`, {
+            certificate: server.certPath,
+            ...(server.tokenFile ? { token: server.tokenFile } : {}),
+            zone: server.zone,
+          });
+          onSignals(() => server.stop(), logger);
+        } catch (e) {
+          fail('underpass server', e);
+        }
+      },
+    );
 
-  endpointOptions(program.command('proxy').description('publish local services to the tunnel server (runs next to the real server)'))
-    .option('--publish <name=host:port>', 'publish a service (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  endpointOptions(
+    program.command('proxy').description('publish local services to the tunnel server (runs next to the real server)'),
+  )
+    .option(
+      '--publish <name=host:port>',
+      'publish a service (repeatable)',
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
     .option('--json', 'print one JSON event per line on stdout')
     .action(async (flags: EndpointFlags & { publish: string[]; json?: boolean }) => {
       const logger = load.log().createLogger('proxy', flags.logFormat);
       try {
         if (flags.publish.length === 0) throw new ConfigError('nothing to publish: add --publish NAME=HOST:PORT');
         const { ServiceProxy, parsePublish } = load.proxy();
-        const proxy = new ServiceProxy({ link: linkOptions(flags, logger), targets: flags.publish.map(parsePublish), logger });
+        const proxy = new ServiceProxy({
+          link: linkOptions(flags, logger),
+          targets: flags.publish.map(parsePublish),
+          logger,
+        });
         proxy.on('event', (event: ProxyEvent) => {
           if (flags.json) process.stdout.write(JSON.stringify(event) + '\n');
-          else if (event.event === 'published') process.stdout.write(`published ${event.name}: ${event.host} → ${event.target} (service key ${event.key})\n`);
+          else if (event.event === 'published')
+            process.stdout.write(
+              `published ${event.name}: ${event.host} → ${event.target} (service key ${event.key})\n`,
+            );
         });
         await proxy.start();
         onSignals(() => proxy.stop(), logger);
@@ -182,13 +246,24 @@ export function buildProgram(): Command {
   endpointOptions(program.command('redirector').description('serve hooks on this machine and tunnel their connections'))
     .option('--ipc <path>', 'Unix socket hooks connect to', defaultIpcPath())
     .option('--pseudo-net <cidr>', 'loopback range pseudo addresses come from', '127.77.0.0/16')
-    .option('--service-key <name=key>', "present a publication's service key (another account's publication; repeatable)", (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option(
+      '--service-key <name=key>',
+      "present a publication's service key (another account's publication; repeatable)",
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
     .action(async (flags: EndpointFlags & { ipc: string; pseudoNet: string; serviceKey: string[] }) => {
       const logger = load.log().createLogger('redirector', flags.logFormat);
       try {
         const { Redirector, parseServiceKey } = load.redirector();
         const serviceKeys = new Map(flags.serviceKey.map(parseServiceKey));
-        const redirector = new Redirector({ link: linkOptions(flags, logger), ipcPath: flags.ipc, pseudoNet: flags.pseudoNet, serviceKeys, logger });
+        const redirector = new Redirector({
+          link: linkOptions(flags, logger),
+          ipcPath: flags.ipc,
+          pseudoNet: flags.pseudoNet,
+          serviceKeys,
+          logger,
+        });
         const info = await redirector.start();
         logger.info(`serving hooks on ${flags.ipc}`, { zone: info.zone, account: info.account });
         onSignals(() => redirector.stop(), logger);
@@ -210,7 +285,6 @@ export function buildProgram(): Command {
 export async function main(argv: string[]): Promise<void> {
   if (argv[0] === 'run') {
     // Loaded only for `run`: the hook's controller is not needed by the daemons.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { runHookCli } = require('../hook/run') as typeof import('../hook/run');
     process.exitCode = await runHookCli(argv.slice(1));
     return;

@@ -55,10 +55,21 @@ X86_64_RIP = 16
 #   ts:   struct timespec {0, 5000000}
 #   (assembled with GNU as; the parent's pid goes at PARK_PARENT_OFFSET, the cmp's immediate)
 PARK_X86_64 = bytes.fromhex(
-    'b86e000000' '0f05' '3d00000000' '7512'
-    '488d3d1b000000' '31f6' 'b823000000' '0f05' 'ebe0'
-    'bf7f000000' 'b8e7000000' '0f05' '0f1f4000'
-    '0000000000000000' '404b4c0000000000'
+    'b86e000000'
+    '0f05'
+    '3d00000000'
+    '7512'
+    '488d3d1b000000'
+    '31f6'
+    'b823000000'
+    '0f05'
+    'ebe0'
+    'bf7f000000'
+    'b8e7000000'
+    '0f05'
+    '0f1f4000'
+    '0000000000000000'
+    '404b4c0000000000'
 )
 PARK_PARENT_OFFSET = 8
 
@@ -211,7 +222,7 @@ def _park(pid, is_static):
         registers[X86_64_RIP] = entry
         saved = (ctypes.c_ulonglong * X86_64_REGS)(*registers)
         park = bytearray(PARK_X86_64)
-        park[PARK_PARENT_OFFSET:PARK_PARENT_OFFSET + 4] = struct.pack('<I', os.getpid())
+        park[PARK_PARENT_OFFSET : PARK_PARENT_OFFSET + 4] = struct.pack('<I', os.getpid())
         os.pwrite(memory, bytes(park), entry)
         _ptrace(PTRACE_SETREGS, pid, None, ctypes.byref(registers))
         _ptrace(PTRACE_DETACH, pid, None, 0)

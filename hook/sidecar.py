@@ -60,7 +60,7 @@ def parse_args(argv):
     while i < len(argv):
         arg = argv[i]
         if arg == '--':
-            options['command'] = argv[i + 1:]
+            options['command'] = argv[i + 1 :]
             break
         if arg in ('--agent', '--ipc', '--pid'):
             if i + 1 >= len(argv):
@@ -79,7 +79,7 @@ def parse_args(argv):
         try:
             options['pid'] = int(options['pid'])
         except ValueError:
-            raise UsageError(f'--pid needs a process id, not {options["pid"]!r}')
+            raise UsageError(f'--pid needs a process id, not {options["pid"]!r}') from None
         if options['pid'] <= 0:
             raise UsageError(f'--pid needs a process id, not {options["pid"]}')
     return options
@@ -107,13 +107,13 @@ class Hooker:
             raise HookError(
                 f'not allowed to attach to process {pid} (ptrace is restricted): run hook-run as the same user '
                 f"after 'sudo sysctl kernel.yama.ptrace_scope=0', or as root"
-            )
+            ) from None
         except frida.ProcessNotFoundError:
-            raise HookError(f'no process with pid {pid}')
+            raise HookError(f'no process with pid {pid}') from None
         except frida.NotSupportedError as error:
-            raise HookError(f'cannot hook process {pid}: {one_line(error)}')
+            raise HookError(f'cannot hook process {pid}: {one_line(error)}') from None
         except frida.InvalidOperationError as error:
-            raise HookError(f'cannot attach to process {pid}: {one_line(error)}')
+            raise HookError(f'cannot attach to process {pid}: {one_line(error)}') from None
         try:
             if gate_children:
                 session.enable_child_gating()
@@ -126,12 +126,12 @@ class Hooker:
             text = one_line(error.args[0] if error.args else error)  # args[2] is the JS stack
             if text.startswith('no redirector at '):
                 raise HookError(
-                    f"no redirector at {self.ipc_path}: start one with 'underpass redirector ... --ipc {self.ipc_path}' "
-                    f'or pass --ipc PATH of a running one'
-                )
-            raise HookError(f'hook failed in process {pid}: {text}')
+                    f'no redirector at {self.ipc_path}: start one with '
+                    f"'underpass redirector ... --ipc {self.ipc_path}' or pass --ipc PATH of a running one"
+                ) from None
+            raise HookError(f'hook failed in process {pid}: {text}') from None
         except (frida.InvalidOperationError, frida.TransportError, frida.ProcessNotFoundError) as error:
-            raise HookError(f'process {pid} went away while being hooked: {one_line(error)}')
+            raise HookError(f'process {pid} went away while being hooked: {one_line(error)}') from None
         if not result.get('hooked', False):
             say(f'process {pid}: {result.get("notice", "cannot be hooked")}; it runs unhooked')
         else:
@@ -158,8 +158,15 @@ class Hooker:
         """Runs on a worker thread: hooks a gated child, then ALWAYS resumes it (or kills the command)."""
         if child.origin == 'exec' and is_static_executable(child.pid):
             self.awaiting_exec.discard(child.pid)
-            name = os.path.basename(os.readlink(f'/proc/{child.pid}/exe')) if os.path.exists(f'/proc/{child.pid}/exe') else child.pid
-            say(f'{name} (process {child.pid}) is statically linked: its lookups and connects cannot be hooked; it runs unhooked')
+            name = (
+                os.path.basename(os.readlink(f'/proc/{child.pid}/exe'))
+                if os.path.exists(f'/proc/{child.pid}/exe')
+                else child.pid
+            )
+            say(
+                f'{name} (process {child.pid}) is statically linked: '
+                'its lookups and connects cannot be hooked; it runs unhooked'
+            )
             try:
                 self.device.resume(child.pid)
             except Exception:
@@ -211,7 +218,7 @@ def is_static_executable(pid):
             table = file.read(phentsize * phnum)
     except OSError:
         return False
-    types = [int.from_bytes(table[i * phentsize:i * phentsize + 4], order) for i in range(phnum)]
+    types = [int.from_bytes(table[i * phentsize : i * phentsize + 4], order) for i in range(phnum)]
     return 3 not in types  # PT_INTERP
 
 
@@ -293,12 +300,19 @@ def run_command(frida, device, hooker, command):
             stub_session = device.attach(pid)
             stub_session.enable_child_gating()
         except frida.PermissionDeniedError:
-            raise HookError("not allowed to trace the command (ptrace is restricted): run after "
-                            "'sudo sysctl kernel.yama.ptrace_scope=0', or as root")
-        except (frida.ProcessNotRespondingError, frida.ProcessNotFoundError, frida.NotSupportedError,
-                frida.InvalidOperationError, frida.TransportError) as error:
+            raise HookError(
+                'not allowed to trace the command (ptrace is restricted): run after '
+                "'sudo sysctl kernel.yama.ptrace_scope=0', or as root"
+            ) from None
+        except (
+            frida.ProcessNotRespondingError,
+            frida.ProcessNotFoundError,
+            frida.NotSupportedError,
+            frida.InvalidOperationError,
+            frida.TransportError,
+        ) as error:
             # e.g. hook-run itself runs under strace or gdb: the launcher cannot be traced twice.
-            raise HookError(f'cannot trace the command (is hook-run itself being traced?): {one_line(error)}')
+            raise HookError(f'cannot trace the command (is hook-run itself being traced?): {one_line(error)}') from None
         hooker.expect_exec(pid)
     except BaseException:
         kill_quietly(pid)
@@ -326,7 +340,7 @@ def run_parked(device, hooker, command, program):
         try:
             parking.trace_before_exec(pid)
         except parking.ParkError as error:
-            raise trace_refused(pid, error)
+            raise trace_refused(pid, error) from None
     except BaseException:
         kill_quietly(pid)
         raise
@@ -337,11 +351,13 @@ def run_parked(device, hooker, command, program):
     except parking.Ended as ended:
         # Reaped already. Before the exec it was the stub (the go-ahead failed): the command never ran.
         if not ended.after_exec:
-            raise HookError(f'{command[0]} did not start (the launcher exited with status {exit_code(ended.status)})')
+            raise HookError(
+                f'{command[0]} did not start (the launcher exited with status {exit_code(ended.status)})'
+            ) from None
         return exit_code(ended.status)  # the dynamic loader failed, as it would have unhooked
     except parking.ParkError as error:
         kill_quietly(pid)
-        raise HookError(f'cannot start {command[0]} hooked: {error}')
+        raise HookError(f'cannot start {command[0]} hooked: {error}') from None
 
     if parked is None:
         # The same line as on_child_added's for a static child.
@@ -356,7 +372,7 @@ def run_parked(device, hooker, command, program):
             kill_quietly(pid)
             if isinstance(error, HookError):
                 raise
-            raise HookError(f'cannot hook {pid}: {one_line(error)}')
+            raise HookError(f'cannot hook {pid}: {one_line(error)}') from None
         try:
             parked.release()
         except parking.Ended as ended:
@@ -364,7 +380,7 @@ def run_parked(device, hooker, command, program):
         except parking.ParkError as error:
             # Hooked but stuck at its entry point: end it rather than wait on it for ever.
             kill_quietly(pid)
-            raise HookError(f'cannot start {command[0]} hooked: {one_line(error)}')
+            raise HookError(f'cannot start {command[0]} hooked: {one_line(error)}') from None
 
     status = wait_for_exit(pid)
     if status is None:
@@ -382,8 +398,10 @@ def trace_refused(pid, error):
         traced = False
     if traced:
         return HookError(f'cannot trace the command (is hook-run itself being traced?): {one_line(error)}')
-    return HookError("not allowed to trace the command (ptrace is restricted): run after "
-                     "'sudo sysctl kernel.yama.ptrace_scope=0', or as root")
+    return HookError(
+        'not allowed to trace the command (ptrace is restricted): run after '
+        "'sudo sysctl kernel.yama.ptrace_scope=0', or as root"
+    )
 
 
 def exit_code(wait_status):
@@ -502,6 +520,7 @@ def import_frida():
     """
     if 'frida' in sys.modules or 'frida.aio' in sys.modules:
         import frida
+
         return frida
     import types
 

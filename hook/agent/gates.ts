@@ -280,7 +280,7 @@ export function configureGates(zones: readonly string[], base: number, prefix: n
   for (const zone of zones) {
     // PseudoSpace accepts only ASCII host names of at most 253 characters, so a zone that is not ASCII or
     // longer than a length byte can count never matches there either.
-    if (zone.length === 0 || zone.length > 255 || !/^[\x01-\x7f]*$/.test(zone)) continue;
+    if (zone.length === 0 || zone.length > 255 || !isPlainAscii(zone)) continue;
     packed.push(zone.length);
     for (let i = 0; i < zone.length; i++) packed.push(zone.charCodeAt(i));
   }
@@ -307,4 +307,13 @@ export function armGate(name: GateName, target: NativePointer, slowPath: NativeP
   config.add(CONFIG.target + 8 * index).writePointer(target);
   config.add(CONFIG.slow + 8 * index).writePointer(slowPath);
   return gate;
+}
+
+/** True when every character is ASCII and none is NUL (the gate's C side ends strings there). */
+function isPlainAscii(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code === 0 || code > 0x7f) return false;
+  }
+  return true;
 }

@@ -101,7 +101,8 @@ export function normaliseHostName(name: string): string | null {
   return text;
 }
 
-function readU32BigEndian(pointer: NativePointer): number {
+/** Reads an IPv4 address (network byte order) as an unsigned 32-bit number. */
+export function readU32BigEndian(pointer: NativePointer): number {
   return (
     ((pointer.readU8() << 24) |
       (pointer.add(1).readU8() << 16) |

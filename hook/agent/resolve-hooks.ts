@@ -34,7 +34,7 @@ import {
   NO_DATA,
   TRY_AGAIN,
 } from './libc';
-import type { PseudoSpace } from './pseudo-space';
+import { readU32BigEndian, type PseudoSpace } from './pseudo-space';
 import { resolvePseudoName, tryReverse } from './redirector-client';
 import type { ResolveOutcome } from './redirector-client';
 
@@ -334,14 +334,4 @@ function failReentrant(outcome: Failure, result: NativePointer, hErrno: NativePo
   result.writePointer(NULL);
   if (!hErrno.isNull()) hErrno.writeS32(hErrnoFor(outcome));
   return outcome.kind === 'again' ? EAGAIN : ENOENT;
-}
-
-function readU32BigEndian(pointer: NativePointer): number {
-  return (
-    ((pointer.readU8() << 24) |
-      (pointer.add(1).readU8() << 16) |
-      (pointer.add(2).readU8() << 8) |
-      pointer.add(3).readU8()) >>>
-    0
-  );
 }
