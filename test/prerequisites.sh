@@ -2,11 +2,14 @@
 # Installs, from Debian's packages, the real servers and clients the end-to-end tests and the benchmark
 # drive (nothing of ours is mocked, so they must exist). Installs only what is missing; needs root.
 set -euo pipefail
+# Commands, and the Debian package of each. javac, not java: a single-file source launch (`java Client.java`)
+# needs the JDK's compiler, which a JRE lacks; nc is OpenBSD's netcat (the tests use its -N).
 declare -A pkg=(
   [redis-server]=redis-server [redis-cli]=redis-tools [curl]=curl [iperf3]=iperf3
   [ip]=iproute2 [nft]=nftables [tinyproxy]=tinyproxy [psql]=postgresql-client
   [ssh]=openssh-client [sshd]=openssh-server [microsocks]=microsocks [rsvg-convert]=librsvg2-bin
-  [gcc]=gcc
+  [gcc]=gcc [mariadb]=mariadb-client [mariadbd]=mariadb-server [ruby]=ruby [php]=php-cli [nc]=netcat-openbsd
+  [javac]=default-jdk-headless
 )
 missing=()
 for cmd in "${!pkg[@]}"; do
