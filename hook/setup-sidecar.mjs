@@ -11,8 +11,18 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const venv = path.join(root, '.venv');
 const python = path.join(venv, 'bin', 'python');
 
+// As npm's postinstall (`npm install -g` of the package), a failure must not undo the install: the daemons
+// work without the sidecar, and hook-run says how to finish when it is missing.
+const postinstall = process.argv.includes('--postinstall');
+
 function fail(message) {
   console.error(`setup-sidecar: ${message}`);
+  if (postinstall) {
+    console.error(
+      `setup-sidecar: hook-run needs the sidecar: run 'node ${path.join(root, 'hook', 'setup-sidecar.mjs')}' once it can reach PyPI`,
+    );
+    process.exit(0);
+  }
   process.exit(1);
 }
 
