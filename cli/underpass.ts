@@ -3,6 +3,7 @@
  * only turns flags into options and errors into one line; each program lives in its own folder.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, isUnderpassError } from '../protocol/errors';
 import type { ProxyEvent } from '../proxy/proxy';
@@ -21,6 +22,7 @@ const load = {
   server: () => require('../server/server') as typeof import('../server/server'),
   proxy: () => require('../proxy/proxy') as typeof import('../proxy/proxy'),
   redirector: () => require('../redirector/redirector') as typeof import('../redirector/redirector'),
+  service: () => require('./service') as typeof import('./service'),
 };
 
 const version = (JSON.parse(fs.readFileSync(`${__dirname}/../../package.json`, 'utf8')) as { version: string }).version;
@@ -271,6 +273,58 @@ export function buildProgram(): Command {
         fail('underpass redirector', e);
       }
     });
+
+  const service = program.command('service').description('run a program as a systemd service');
+  service
+    .command('install')
+    .description('write a systemd unit that runs PROGRAM with FLAGS and restarts it on failure')
+    .argument('<program>', `one of ${load.service().SERVICE_PROGRAMS.join(', ')}`)
+    .argument('[flags...]', "the program's own flags, after --")
+    .option('--user', 'a user unit (systemctl --user; the default when not root)')
+    .option('--system', 'a system unit in /etc/systemd/system (the default as root)')
+    .option('--dir <dir>', 'write the unit here instead of where systemd looks')
+    .option('--enable', 'then run systemctl daemon-reload and enable --now')
+    .option('--force', 'replace an existing unit')
+    .action(
+      (
+        name: string,
+        args: string[],
+        flags: { user?: boolean; system?: boolean; dir?: string; enable?: boolean; force?: boolean },
+      ) => {
+        try {
+          const { SERVICE_PROGRAMS, installService } = load.service();
+          const known = SERVICE_PROGRAMS.find((p) => p === name);
+          if (known === undefined)
+            throw new ConfigError(`cannot install '${name}' as a service: choose ${SERVICE_PROGRAMS.join(', ')}`);
+          if (flags.user === true && flags.system === true)
+            throw new ConfigError('--user and --system exclude each other');
+          // The flags are checked now, by the program's own parser, rather than by a unit that fails at boot.
+          const unknown = program.commands.find((c) => c.name() === known)?.parseOptions(args).unknown ?? [];
+          if (unknown.length > 0)
+            throw new ConfigError(`'underpass ${known}' has no flag ${unknown[0]} (see 'underpass ${known} --help')`);
+          const root = typeof process.getuid === 'function' && process.getuid() === 0;
+          const scope = flags.system === true || (flags.user !== true && root) ? 'system' : 'user';
+          const entry = path.resolve(__dirname, '..', '..', 'bin', 'underpass.js');
+          const result = installService({
+            program: known,
+            args,
+            scope,
+            node: process.execPath,
+            entry,
+            ...(flags.dir !== undefined ? { dir: flags.dir } : {}),
+            enable: flags.enable === true,
+            force: flags.force === true,
+          });
+          process.stdout.write(`wrote ${result.path}\n`);
+          if (result.environmentFile !== undefined)
+            process.stdout.write(`wrote ${result.environmentFile} (mode 0600: the token)\n`);
+          if (flags.enable === true) process.stdout.write(`started ${path.basename(result.path)}\n`);
+          else process.stdout.write(`start it with:\n  ${result.next.join('\n  ')}\n`);
+        } catch (e) {
+          fail('underpass service install', e);
+        }
+      },
+    );
 
   program
     .command('run')
