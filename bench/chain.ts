@@ -13,7 +13,17 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { IPC_DELIMITER, IpcEvent } from '../protocol/ipc';
+import {
+  encodeIpcMessage,
+  IPC_DELIMITER,
+  IPC_REPLY_EVENT,
+  IpcMessages,
+  tryDecodeIpcMessage,
+  tryParseIpcReply,
+  type IpcReply,
+  type IpcRequest,
+  type IpcRequestKind,
+} from '../protocol/ipc';
 import { freePort, HOOK_RUN_LAUNCHER, tmpDir, UNDERPASS } from '../test/harness';
 import { exec, onCleanup, Proc, type ExecResult } from './proc';
 
@@ -99,9 +109,8 @@ export class BenchChain {
 
   /** Resolves `name`'s pseudo name through the redirector's IPC (as the hook does); returns the address. */
   async pseudoAddress(name: string): Promise<string> {
-    const reply = await ipcRequest(this.ipcPath, IpcEvent.resolve, { name: this.host(name) });
-    if (reply.ok !== true || typeof reply.address !== 'string')
-      throw new Error(`the redirector did not resolve ${name}: ${JSON.stringify(reply)}`);
+    const reply = await ipcRequest(this.ipcPath, 'resolve', { name: this.host(name) });
+    if (!reply.ok) throw new Error(`the redirector did not resolve ${name}: ${JSON.stringify(reply)}`);
     return reply.address;
   }
 
@@ -110,15 +119,15 @@ export class BenchChain {
    * settles once the claim is written (a claim has no reply).
    */
   claim(socket: net.Socket): Promise<void> {
-    const data = {
-      address: socket.remoteAddress,
-      port: socket.remotePort,
-      localAddress: socket.localAddress,
-      localPort: socket.localPort,
+    const data: IpcRequest<'claim'> = {
+      address: socket.remoteAddress ?? '',
+      port: socket.remotePort ?? 0,
+      localAddress: socket.localAddress ?? '',
+      localPort: socket.localPort ?? 0,
     };
     return new Promise((resolve, reject) => {
       const ipc = net.connect(this.ipcPath, () =>
-        ipc.end(JSON.stringify({ type: IpcEvent.claim, data }) + IPC_DELIMITER, () => resolve()),
+        ipc.end(encodeIpcMessage(IpcMessages.claim.event, data), () => resolve()),
       );
       ipc.on('error', reject);
     });
@@ -141,30 +150,33 @@ export class BenchChain {
   }
 }
 
-/** One node-ipc request on its own connection (PROTOCOL.md §2), as the hook sends it. */
-export function ipcRequest(
+/** One node-ipc request on its own connection (PROTOCOL.md §2), as the hook sends it; the reply parsed as the hook parses it. */
+export function ipcRequest<K extends IpcRequestKind>(
   socketPath: string,
-  type: string,
-  data: unknown,
+  kind: K,
+  data: IpcRequest<K>,
   timeoutMs = 10_000,
-): Promise<Record<string, unknown>> {
+): Promise<IpcReply<K>> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(socketPath);
     let buffer = '';
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new Error(`IPC ${type} got no reply within ${timeoutMs} ms`));
+      reject(new Error(`IPC ${kind} got no reply within ${timeoutMs} ms`));
     }, timeoutMs);
     socket.setEncoding('utf8');
-    socket.on('connect', () => socket.write(JSON.stringify({ type, data }) + IPC_DELIMITER));
+    socket.on('connect', () => socket.write(encodeIpcMessage(IpcMessages[kind].event, data)));
     socket.on('data', (d: string) => {
       buffer += d;
       const end = buffer.indexOf(IPC_DELIMITER);
       if (end < 0) return;
       clearTimeout(timer);
       socket.destroy();
-      const message = JSON.parse(buffer.slice(0, end)) as { type: string; data: Record<string, unknown> };
-      resolve(message.data);
+      const message = tryDecodeIpcMessage(buffer.slice(0, end));
+      const reply = message?.type === IPC_REPLY_EVENT ? tryParseIpcReply(kind, message.data) : null;
+      if (reply === null)
+        reject(new Error(`IPC ${kind}: the redirector sent something that is not a reply: ${buffer.slice(0, end)}`));
+      else resolve(reply);
     });
     socket.on('error', (e) => {
       clearTimeout(timer);

@@ -4,22 +4,33 @@
  * written to be shown as one line that says what to do.
  */
 
-export type ErrorCode =
-  | 'UP_ERR_PROTOCOL'
-  | 'UP_ERR_FRAME_TOO_LARGE'
-  | 'UP_ERR_BAD_MESSAGE'
-  | 'UP_ERR_AUTH'
-  | 'UP_ERR_CONFIG'
-  | 'UP_ERR_UNREACHABLE'
-  | 'UP_ERR_TLS'
-  | 'UP_ERR_NOT_FOUND'
-  | 'UP_ERR_OFFLINE'
-  | 'UP_ERR_TARGET_REFUSED'
-  | 'UP_ERR_FORBIDDEN'
-  | 'UP_ERR_LIMIT'
-  | 'UP_ERR_NO_REDIRECTOR'
-  | 'UP_ERR_BUSY'
-  | 'UP_ERR_RESET';
+/** Every code, as listed in PROTOCOL.md "Error codes". */
+export const ERROR_CODES = [
+  'UP_ERR_PROTOCOL',
+  'UP_ERR_FRAME_TOO_LARGE',
+  'UP_ERR_BAD_MESSAGE',
+  'UP_ERR_AUTH',
+  'UP_ERR_CONFIG',
+  'UP_ERR_UNREACHABLE',
+  'UP_ERR_TLS',
+  'UP_ERR_NOT_FOUND',
+  'UP_ERR_OFFLINE',
+  'UP_ERR_TARGET_REFUSED',
+  'UP_ERR_FORBIDDEN',
+  'UP_ERR_LIMIT',
+  'UP_ERR_NO_REDIRECTOR',
+  'UP_ERR_BUSY',
+  'UP_ERR_RESET',
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+const KNOWN_CODES: ReadonlySet<string> = new Set(ERROR_CODES);
+
+/** Whether `value` (a peer's header or message field) is one of the codes above. */
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && KNOWN_CODES.has(value);
+}
 
 const brand = Symbol.for('underpass.error');
 

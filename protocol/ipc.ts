@@ -1,18 +1,13 @@
 /**
- * Hook ↔ redirector signalling, version 1.
+ * The IPC's messages, hook → redirector, in one table (IpcMessages): for each request kind the event it
+ * travels as, the schema of its data and the schema of its reply (null for a notification, which gets no
+ * reply). The wire form is in ipc-wire.ts (re-exported here); PROTOCOL.md §2 describes each message.
  *
- * The redirector serves this over node-ipc on a Unix socket; the hook, which runs inside an unmodified
- * process and cannot load node-ipc, speaks node-ipc's wire form directly: every message is the UTF-8 JSON
- * object `{"type": EVENT, "data": DATA}` followed by one form feed (0x0C). JSON never contains a raw 0x0C
- * (it is escaped as \f inside strings), so the delimiter cannot occur inside a message.
- *
- * One request per connection: the hook connects, writes one request, reads one reply (not for a claim,
- * whose reply it does not wait for), closes. A hooked thread that blocks in connect() therefore gets the
- * reply to its own request and nobody else's, and an app that closes every descriptor cannot break a
- * connection the hook keeps, because it keeps none.
- *
- * This file is pure and shared by the agent (compiled into hook/agent) and the redirector: it must not
- * import anything from Node.
+ * Everything read from the other side is parsed with these schemas, never cast: the redirector parses
+ * each request (tryParseIpcRequest), the tests and the bench each reply (tryParseIpcReply). The agent
+ * cannot load zod (json-shape.ts says why); it checks replies against the JSON Schemas that
+ * `agentIpcTable` writes from the same table when hook/build-agent.mjs bundles it. Its types come from
+ * here as type-only imports, which cost the bundle nothing.
  *
  * Version notes. v1 as first shipped: hello, resolve, open-tunnel, reverse. Added within v1: `claim`, and
  * `features` in the hello reply announcing it. IPC_VERSION did not change, because the hello check is an
@@ -20,67 +15,68 @@
  * admitted by the redirector's slower /proc owner check; a newer agent claims only when hello listed
  * `claim` (an older redirector would ignore the event, and each claim costs an IPC connection).
  */
+import { z } from 'zod';
+import { IPC_REPLY_EVENT } from './ipc-wire';
+import { assertShape, type JsonShape } from './json-shape';
 
-export const IPC_VERSION = 1;
+export {
+  encodeIpcMessage,
+  formatIPv4,
+  inPseudoNet,
+  IPC_DELIMITER,
+  IPC_MAX_MESSAGE,
+  IPC_REPLY_EVENT,
+  IPC_VERSION,
+  tryDecodeIpcMessage,
+  tryParseIPv4,
+  trySockaddrIPv4,
+  type IpcMessage,
+  type IPv4Endpoint,
+} from './ipc-wire';
 
-/** node-ipc's default delimiter. */
-export const IPC_DELIMITER = '\f';
-
-/** Largest message either side accepts, delimiter included (characters). */
-export const IPC_MAX_MESSAGE = 16 * 1024;
-
-/**
- * Request events, hook → redirector, and the reply event each gets. node-ipc reserves `connect`, `data`,
- * `error`, `close`, `start` and `socket.disconnected` for its own use, so no event may take those names.
- */
-export const IpcEvent = {
-  hello: 'hello',
-  resolve: 'resolve',
-  connect: 'open-tunnel',
-  reverse: 'reverse',
-  claim: 'claim',
-  reply: 'reply',
-} as const;
+const port = z.number().int().min(1).max(65535);
+/** A dotted quad, checked loosely (its length): the redirector looks it up in its own tables. */
+const dottedQuad = z.string().min(7).max(15);
+const ok = z.literal(true);
 
 /** Optional requests a redirector serves, announced in its hello reply. */
 export type IpcFeature = 'claim';
 
-export interface HelloRequest {
-  v: number;
-  pid: number;
-}
+export const HelloRequest = z.object({ v: z.number().int(), pid: z.number().int() });
+export type HelloRequest = z.infer<typeof HelloRequest>;
 
-export interface HelloReply {
-  ok: true;
-  v: number;
+export const HelloReply = z.object({
+  ok,
+  v: z.number().int(),
   /** Zones whose names are pseudo names, lower case, no trailing dot (e.g. `underpass.internal`). */
-  zones: string[];
+  zones: z.array(z.string()),
   /** The loopback sub-range pseudo addresses come from, as dotted quad and prefix length. */
-  pseudoNet: { base: string; prefix: number };
-  /** Optional requests this redirector serves; absent from older redirectors. */
-  features?: IpcFeature[];
-}
+  pseudoNet: z.object({ base: z.string(), prefix: z.number().int() }),
+  /**
+   * Optional requests this redirector serves (IpcFeature); absent from older redirectors. Any string is
+   * taken, so that a newer redirector's features do not turn an older hook away.
+   */
+  features: z.array(z.string()).optional(),
+});
+export type HelloReply = z.infer<typeof HelloReply>;
 
-export interface ResolveRequest {
-  name: string;
-}
+export const ResolveRequest = z.object({ name: z.string().min(1).max(1024) });
+export type ResolveRequest = z.infer<typeof ResolveRequest>;
 
-export interface ResolveReply {
-  ok: true;
-  name: string;
+export const ResolveReply = z.object({
+  ok,
+  name: z.string(),
   /** Dotted-quad IPv4 pseudo address, inside `pseudoNet`. */
-  address: string;
-}
+  address: z.string(),
+});
+export type ResolveReply = z.infer<typeof ResolveReply>;
 
-export interface ConnectRequest {
-  /** Pseudo address the app connects to (IPv4 dotted quad; a v4-mapped IPv6 destination is sent as IPv4). */
-  address: string;
-  port: number;
-}
+/** The pseudo address the app connects to (a v4-mapped IPv6 destination is sent as IPv4), and the port. */
+export const ConnectRequest = z.object({ address: dottedQuad, port });
+export type ConnectRequest = z.infer<typeof ConnectRequest>;
 
-export interface ConnectReply {
-  ok: true;
-}
+export const ConnectReply = z.object({ ok });
+export type ConnectReply = z.infer<typeof ConnectReply>;
 
 /**
  * A hooked app's word that the connection it just opened to a pseudo destination is its own: sent once
@@ -88,114 +84,113 @@ export interface ConnectReply {
  * listener then admits the accepted socket with these four ends at once, without the /proc owner check.
  * The IPC socket is its user's alone, so a claim proves the connection belongs to the redirector's user.
  * It is a notification: the hook closes right after writing it, and the redirector sends nothing back.
+ * `address`/`port` is the pseudo destination (as in ConnectRequest); `localAddress`/`localPort` the app
+ * socket's own end, from getsockname() (IPv4; a v4-mapped address is sent as IPv4).
  */
-export interface ClaimRequest {
-  /** The pseudo destination, IPv4 dotted quad (as in ConnectRequest). */
-  address: string;
-  port: number;
-  /** The app socket's own end, from getsockname(); IPv4, a v4-mapped address sent as IPv4. */
-  localAddress: string;
-  localPort: number;
-}
+export const ClaimRequest = z.object({ address: z.ipv4(), port, localAddress: z.ipv4(), localPort: port });
+export type ClaimRequest = z.infer<typeof ClaimRequest>;
 
-export interface ReverseRequest {
-  address: string;
-}
+export const ReverseRequest = z.object({ address: dottedQuad });
+export type ReverseRequest = z.infer<typeof ReverseRequest>;
 
-export interface ReverseReply {
-  ok: true;
-  name: string;
-}
+export const ReverseReply = z.object({ ok, name: z.string() });
+export type ReverseReply = z.infer<typeof ReverseReply>;
 
 /** Stable error codes a reply may carry; the hook maps them to errno / EAI_* values. */
-export type IpcErrorCode =
-  | 'NOT_FOUND' // not a publication: getaddrinfo answers EAI_NONAME
-  | 'REFUSED' // service offline, wrong port, target refused: connect() fails with ECONNREFUSED
-  | 'UNAVAILABLE' // redirector has no session to the server: EAI_AGAIN / ECONNREFUSED
-  | 'BAD_REQUEST';
+export const IPC_ERROR_CODES = [
+  'NOT_FOUND', // not a publication: getaddrinfo answers EAI_NONAME
+  'REFUSED', // service offline, wrong port, target refused: connect() fails with ECONNREFUSED
+  'UNAVAILABLE', // redirector has no session to the server: EAI_AGAIN / ECONNREFUSED
+  'BAD_REQUEST', // the request did not fit its schema
+] as const;
+export type IpcErrorCode = (typeof IPC_ERROR_CODES)[number];
 
-export interface ErrorReply {
-  ok: false;
-  code: IpcErrorCode;
-  message: string;
-}
-
-export type Reply<T> = T | ErrorReply;
-
-export interface IpcMessage {
-  type: string;
-  data: unknown;
-}
-
-/** Encodes one message in node-ipc's wire form. */
-export function encodeIpcMessage(type: string, data: unknown): string {
-  return JSON.stringify({ type, data }) + IPC_DELIMITER;
-}
+export const ErrorReply = z.object({ ok: z.literal(false), code: z.enum(IPC_ERROR_CODES), message: z.string() });
+export type ErrorReply = z.infer<typeof ErrorReply>;
 
 /**
- * Decodes one complete message (without its delimiter). Returns null for anything that is not a
- * `{type: string, data}` object, so a caller can answer BAD_REQUEST instead of throwing.
+ * Every request: its event, its data's schema, its reply's schema (null: a notification). node-ipc
+ * reserves `connect`, `data`, `error`, `close`, `start` and `socket.disconnected` for its own use, so
+ * no event may take those names.
  */
-export function tryDecodeIpcMessage(text: string): IpcMessage | null {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    return null;
-  }
-  if (typeof parsed !== 'object' || parsed === null) return null;
-  const { type, data } = parsed as { type?: unknown; data?: unknown };
-  if (typeof type !== 'string') return null;
-  return { type, data };
+export const IpcMessages = {
+  hello: { event: 'hello', request: HelloRequest, reply: HelloReply },
+  resolve: { event: 'resolve', request: ResolveRequest, reply: ResolveReply },
+  connect: { event: 'open-tunnel', request: ConnectRequest, reply: ConnectReply },
+  reverse: { event: 'reverse', request: ReverseRequest, reply: ReverseReply },
+  claim: { event: 'claim', request: ClaimRequest, reply: null },
+} as const;
+
+export type IpcKind = keyof typeof IpcMessages;
+/** The requests the redirector answers. */
+export type IpcRequestKind = { [K in IpcKind]: (typeof IpcMessages)[K]['reply'] extends null ? never : K }[IpcKind];
+/** The requests it only hears. */
+export type IpcNotificationKind = Exclude<IpcKind, IpcRequestKind>;
+export type IpcRequest<K extends IpcKind> = z.infer<(typeof IpcMessages)[K]['request']>;
+/** A request's successful reply. */
+export type IpcSuccess<K extends IpcRequestKind> = z.infer<NonNullable<(typeof IpcMessages)[K]['reply']>>;
+/** What the redirector may answer a request: its successful reply, or an error reply. */
+export type IpcReply<K extends IpcRequestKind> = IpcSuccess<K> | ErrorReply;
+
+/** Event names by request kind, and `reply`. */
+export const IpcEvent = {
+  hello: IpcMessages.hello.event,
+  resolve: IpcMessages.resolve.event,
+  connect: IpcMessages.connect.event,
+  reverse: IpcMessages.reverse.event,
+  claim: IpcMessages.claim.event,
+  reply: IPC_REPLY_EVENT,
+} as const;
+
+const requestSchemas: { [K in IpcKind]: z.ZodType<IpcRequest<K>> } = {
+  hello: HelloRequest,
+  resolve: ResolveRequest,
+  connect: ConnectRequest,
+  reverse: ReverseRequest,
+  claim: ClaimRequest,
+};
+
+const replySchemas: { [K in IpcRequestKind]: z.ZodType<IpcReply<K>> } = {
+  hello: z.union([HelloReply, ErrorReply]),
+  resolve: z.union([ResolveReply, ErrorReply]),
+  connect: z.union([ConnectReply, ErrorReply]),
+  reverse: z.union([ReverseReply, ErrorReply]),
+};
+
+/** A request's data, parsed; null when it does not fit the request's schema. */
+export function tryParseIpcRequest<K extends IpcKind>(kind: K, data: unknown): IpcRequest<K> | null {
+  const parsed = requestSchemas[kind].safeParse(data);
+  return parsed.success ? parsed.data : null;
 }
 
-/** Parses dotted-quad IPv4 to an unsigned 32-bit number, or null. Used on the agent's hot path. */
-export function tryParseIPv4(text: string): number | null {
-  const parts = text.split('.');
-  if (parts.length !== 4) return null;
-  let value = 0;
-  for (const part of parts) {
-    if (part.length === 0 || part.length > 3) return null;
-    const n = Number(part);
-    if (!Number.isInteger(n) || n < 0 || n > 255) return null;
-    value = value * 256 + n;
-  }
-  return value >>> 0;
+/** A reply's data, parsed (the success shape of `kind`, or an error reply); null for anything else. */
+export function tryParseIpcReply<K extends IpcRequestKind>(kind: K, data: unknown): IpcReply<K> | null {
+  const parsed = replySchemas[kind].safeParse(data);
+  return parsed.success ? parsed.data : null;
 }
 
-export function formatIPv4(value: number): string {
-  return [value >>> 24, (value >>> 16) & 255, (value >>> 8) & 255, value & 255].join('.');
+/** The table as the agent carries it: each kind's event, and each reply's JSON Schema. */
+export interface AgentIpcTable {
+  events: { [K in IpcKind]: (typeof IpcMessages)[K]['event'] };
+  replies: { [K in IpcRequestKind]: JsonShape<IpcReply<K>> };
 }
 
-/** True when `address` (host-order u32) lies in `base/prefix`. */
-export function inPseudoNet(address: number, base: number, prefix: number): boolean {
-  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-  return (address & mask) >>> 0 === (base & mask) >>> 0;
+/** The JSON Schema of a reply, in the subset json-shape.ts checks. */
+function replyShape<K extends IpcRequestKind>(kind: K): JsonShape<IpcReply<K>> {
+  const schema: unknown = z.toJSONSchema(replySchemas[kind], { io: 'input', unrepresentable: 'throw' });
+  assertShape(schema, `the ${kind} reply`);
+  return schema;
 }
 
-/** An IPv4 endpoint, as the IPC carries it. */
-export interface IPv4Endpoint {
-  address: string;
-  port: number;
-}
-
-/** Linux's address families (hook/agent/libc.ts has them too; this file may not import the agent's). */
-const SOCKADDR_AF_INET = 2;
-const SOCKADDR_AF_INET6 = 10;
-
-/**
- * The IPv4 endpoint of a sockaddr_in (AF_INET) or of a v4-mapped sockaddr_in6 (AF_INET6 `::ffff:a.b.c.d`),
- * as getsockname() fills them on Linux; null for anything else. `family` is sa_family as the machine reads
- * it (host order); `bytes` is the whole sockaddr, whose port and address are in network order.
- */
-export function trySockaddrIPv4(family: number, bytes: Uint8Array): IPv4Endpoint | null {
-  let at: number;
-  if (family === SOCKADDR_AF_INET && bytes.length >= 8) at = 4;
-  else if (family === SOCKADDR_AF_INET6 && bytes.length >= 24) {
-    for (let i = 8; i < 18; i++) if (bytes[i] !== 0) return null;
-    if (bytes[18] !== 0xff || bytes[19] !== 0xff) return null;
-    at = 20;
-  } else return null;
-  const port = (bytes[2]! << 8) | bytes[3]!;
-  return { address: `${bytes[at]!}.${bytes[at + 1]!}.${bytes[at + 2]!}.${bytes[at + 3]!}`, port };
+/** Written into the agent's bundle by hook/build-agent.mjs; the tests check it against the zod schemas. */
+export function agentIpcTable(): AgentIpcTable {
+  return {
+    events: IpcEvent,
+    replies: {
+      hello: replyShape('hello'),
+      resolve: replyShape('resolve'),
+      connect: replyShape('connect'),
+      reverse: replyShape('reverse'),
+    },
+  };
 }

@@ -6,6 +6,7 @@
  * is one HTTP/2 CONNECT stream (RFC 9113 §8.5) with its own flow-control window, so a stalled reader
  * holds back only its own stream, and opening a tunnel costs one HEADERS frame, not a TCP or TLS handshake.
  */
+import { z } from 'zod';
 import type { ErrorCode } from './errors';
 
 export const WIRE_VERSION = 1;
@@ -47,32 +48,35 @@ export const Headers = {
   errorMessage: 'underpass-error-message',
 } as const;
 
-/** Answer to GET /v1/session. */
-export interface SessionInfo {
-  v: number;
-  account: string;
-  /** The zone pseudo names live under, e.g. `underpass.internal`. */
-  zone: string;
-  /** Present when the server can resume this session after a dropped link (PROTOCOL.md "Resumption"). */
-  resume?: ResumeInfo;
-}
-
-export interface ResumeInfo {
+export const ResumeInfo = z.object({
   /** Secret to present as `underpass-resume` on the next GET /v1/session after a drop. */
-  token: string;
+  token: z.string(),
   /** Whether this session is the one the presented token named, with its tunnels still open. */
-  resumed: boolean;
+  resumed: z.boolean(),
   /** How long the server keeps a dropped session's tunnels for the endpoint to come back (ms). */
-  graceMs: number;
-}
+  graceMs: z.number(),
+});
+export type ResumeInfo = z.infer<typeof ResumeInfo>;
+
+/** Answer to GET /v1/session. */
+export const SessionInfo = z.object({
+  v: z.number().int(),
+  account: z.string(),
+  /** The zone pseudo names live under, e.g. `underpass.internal`. */
+  zone: z.string(),
+  /** Present when the server can resume this session after a dropped link (PROTOCOL.md "Resumption"). */
+  resume: ResumeInfo.optional(),
+});
+export type SessionInfo = z.infer<typeof SessionInfo>;
 
 /** Answer to GET /v1/names/<name>. */
-export interface NameInfo {
-  name: string;
-  host: string;
-  port: number;
-  online: boolean;
-}
+export const NameInfo = z.object({
+  name: z.string(),
+  host: z.string(),
+  port: z.number().int().min(1).max(65535),
+  online: z.boolean(),
+});
+export type NameInfo = z.infer<typeof NameInfo>;
 
 /** HTTP status a refusal travels with, per error code. */
 export const StatusOf: Partial<Record<ErrorCode, number>> = {

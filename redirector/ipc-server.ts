@@ -11,39 +11,29 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import RootIPC from 'node-ipc';
-import { z } from 'zod';
 import { UnderpassError } from '../protocol/errors';
-import { IPC_MAX_MESSAGE, IpcEvent, type ErrorReply } from '../protocol/ipc';
+import {
+  IPC_MAX_MESSAGE,
+  IpcEvent,
+  IpcMessages,
+  tryParseIpcRequest,
+  type ErrorReply,
+  type IpcKind,
+  type IpcNotificationKind,
+  type IpcReply,
+  type IpcRequest,
+  type IpcRequestKind,
+} from '../protocol/ipc';
 import type { Logger } from '../runtime/log';
 
-/** Request schemas, by request kind (the event on the wire is `IpcEvent[kind]`). */
-const Schemas = {
-  hello: z.object({ v: z.number().int(), pid: z.number().int() }).passthrough(),
-  resolve: z.object({ name: z.string().min(1).max(1024) }).passthrough(),
-  connect: z.object({ address: z.string().min(7).max(15), port: z.number().int().min(1).max(65535) }).passthrough(),
-  reverse: z.object({ address: z.string().min(7).max(15) }).passthrough(),
-  claim: z
-    .object({
-      address: z.ipv4(),
-      port: z.number().int().min(1).max(65535),
-      localAddress: z.ipv4(),
-      localPort: z.number().int().min(1).max(65535),
-    })
-    .passthrough(),
-} as const;
-
-type Requests = { [K in keyof typeof Schemas]: z.infer<(typeof Schemas)[K]> };
-
 /**
- * Requests nobody waits to hear back from: the hook writes a claim and closes at once, so a reply would
- * only meet a closed socket (and cost an EPIPE, with its stack trace, per tunneled connection).
+ * What the redirector answers, by request kind (protocol/ipc.ts IpcMessages): each handler returns the
+ * reply's data. A notification's handler returns nothing: the hook writes a claim and closes at once, so
+ * a reply would only meet a closed socket (and cost an EPIPE, with its stack trace, per tunneled
+ * connection).
  */
-type Notification = 'claim';
-const NOTIFICATIONS: ReadonlySet<keyof typeof Schemas> = new Set<Notification>(['claim']);
-
-/** What the redirector answers; each handler returns the reply's data (nothing, for a notification). */
-export type IpcHandlers = {
-  [K in keyof Requests]: (request: Requests[K]) => K extends Notification ? void : Promise<object> | object;
+export type IpcHandlers = { [K in IpcRequestKind]: (request: IpcRequest<K>) => Promise<IpcReply<K>> | IpcReply<K> } & {
+  [K in IpcNotificationKind]: (request: IpcRequest<K>) => void;
 };
 
 interface IpcSocket extends net.Socket {
@@ -91,8 +81,8 @@ export class IpcServer {
     });
     this.ipc.serve(this.socketPath);
     const server = this.ipc.server;
-    for (const kind of Object.keys(Schemas) as Array<keyof typeof Schemas>) {
-      server.on(IpcEvent[kind], (data: unknown, socket: IpcSocket) => void this.dispatch(kind, data, socket));
+    for (const kind of Object.keys(IpcMessages) as IpcKind[]) {
+      server.on(IpcMessages[kind].event, (data: unknown, socket: IpcSocket) => void this.dispatch(kind, data, socket));
     }
     // node-ipc publishes a new connection as ('connect', socket) — and a peer's message typed "connect"
     // as ('connect', data, socket); only the first kind is a connection.
@@ -130,17 +120,17 @@ export class IpcServer {
     }
   }
 
-  private async dispatch(event: keyof typeof Schemas, data: unknown, socket: IpcSocket): Promise<void> {
+  private async dispatch(kind: IpcKind, data: unknown, socket: IpcSocket): Promise<void> {
     let reply: object;
-    const parsed = Schemas[event].safeParse(data);
-    if (!parsed.success) {
-      reply = { ok: false, code: 'BAD_REQUEST', message: `malformed ${event} request` } satisfies ErrorReply;
+    const request = tryParseIpcRequest(kind, data);
+    if (request === null) {
+      reply = { ok: false, code: 'BAD_REQUEST', message: `malformed ${kind} request` } satisfies ErrorReply;
     } else {
       try {
-        const handler = this.handlers[event] as (r: unknown) => Promise<object | void> | object | void;
-        reply = (await handler(parsed.data)) ?? {};
+        const handler = this.handlers[kind] as (r: typeof request) => Promise<object | void> | object | void;
+        reply = (await handler(request)) ?? {};
       } catch (e) {
-        this.logger.warn(`IPC ${event} failed: ${e instanceof Error ? e.message : String(e)}`);
+        this.logger.warn(`IPC ${kind} failed: ${e instanceof Error ? e.message : String(e)}`);
         reply = {
           ok: false,
           code: 'UNAVAILABLE',
@@ -149,7 +139,7 @@ export class IpcServer {
       }
     }
     // A notification's sender closed its socket right after writing: nothing goes back.
-    if (!NOTIFICATIONS.has(event) && socket !== undefined && !socket.destroyed)
+    if (IpcMessages[kind].reply !== null && socket !== undefined && !socket.destroyed)
       this.ipc.server.emit(socket, IpcEvent.reply, reply);
   }
 }

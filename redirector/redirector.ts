@@ -13,7 +13,7 @@
 import http2 from 'node:http2';
 import net from 'node:net';
 import path from 'node:path';
-import { ConfigError, isUnderpassError, TunnelError, UnderpassError } from '../protocol/errors';
+import { ConfigError, isUnderpassError, TunnelError, UnderpassError, UnreachableError } from '../protocol/errors';
 import {
   IPC_VERSION,
   type ClaimRequest,
@@ -24,10 +24,11 @@ import {
   type ReverseReply,
 } from '../protocol/ipc';
 import { tryNormalizeHostname, tryParsePseudoName } from '../protocol/names';
-import { Headers, Paths, type NameInfo, type SessionInfo } from '../protocol/wire';
+import { Headers, NameInfo, Paths, type SessionInfo } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
 import { ResumableStream } from '../runtime/resumable-stream';
-import { readBody, refusalFrom, ServerLink, type LinkOptions } from '../runtime/server-link';
+import { getJson, refusalFrom } from '../runtime/requests';
+import { ServerLink, type LinkOptions } from '../runtime/server-link';
 import { abort, splice } from '../runtime/splice';
 import { CLAIM_WAIT_MS, ClaimTable } from './claims';
 import { IpcServer } from './ipc-server';
@@ -163,20 +164,16 @@ export class Redirector {
     const live = this.link.current();
     if (cached && (Date.now() - cached.at < NAME_TTL_MS || !live)) return cached.info;
     if (!live) throw new UnderpassError('UP_ERR_UNREACHABLE', 'no session to the tunnel server (reconnecting)');
-    const stream = live.session.request(
-      { ':method': 'GET', ':path': Paths.names + encodeURIComponent(host), ...this.headersFor(host) },
-      { endStream: true },
+    const info = await getJson(
+      live.session,
+      { ':path': Paths.names + encodeURIComponent(host), ...this.headersFor(host) },
+      NameInfo,
+      {
+        refused: `lookup of ${host} failed`,
+        closed: (e) => new UnreachableError(`the session closed during a name lookup${e ? ` (${e.message})` : ''}`, e),
+        malformed: `the server sent a malformed answer to the lookup of ${host}`,
+      },
     );
-    const headers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
-      stream.once('response', resolve);
-      stream.once('error', reject);
-      stream.once('close', () =>
-        reject(new UnderpassError('UP_ERR_UNREACHABLE', 'the session closed during a name lookup')),
-      );
-    });
-    const body = await readBody(stream);
-    if (Number(headers[':status']) !== 200) throw refusalFrom(headers, `lookup of ${host} failed`);
-    const info = JSON.parse(body.toString('utf8')) as NameInfo;
     this.names.set(host, { info, at: Date.now() });
     return info;
   }

@@ -11,18 +11,12 @@
 import { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
 import { ControlDecoder, encodeControl, ServerMessage, type EndpointMessage } from '../protocol/control';
-import {
-  AuthError,
-  ConfigError,
-  isUnderpassError,
-  ProtocolError,
-  UnderpassError,
-  UnreachableError,
-} from '../protocol/errors';
+import { ConfigError, isUnderpassError, ProtocolError, UnderpassError, UnreachableError } from '../protocol/errors';
 import { formatHostPort, tryParseHostPort, type HostPort } from '../protocol/names';
-import { Headers, Paths, WIRE_VERSION, type SessionInfo } from '../protocol/wire';
+import { Headers, Paths, SessionInfo, WIRE_VERSION } from '../protocol/wire';
 import { keepalive, KEEPALIVE_MS, raiseSessionWindow, sessionOptions } from './h2';
 import type { Logger } from './log';
+import { getJson, refusalFrom } from './requests';
 import type { ResumableStream } from './resumable-stream';
 import { GRACE_MS, TunnelTable } from './tunnel-table';
 import { candidateRoutes, describeRoute, openRoute, proxyFor, type Route, type TransportKind } from './transport';
@@ -83,37 +77,6 @@ function describeDialError(error: NodeJS.ErrnoException, where: string): Underpa
   return new UnreachableError(
     `cannot reach the tunnel server at ${where} (${code || error.message}): check --server and that 'underpass server' runs there`,
     error,
-  );
-}
-
-/** Reads a whole (small) response body; refuses more than `limit` bytes. */
-export function readBody(stream: http2.ClientHttp2Stream, limit = 64 * 1024): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    stream.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limit) {
-        stream.close(http2.constants.NGHTTP2_CANCEL);
-        reject(new UnderpassError('UP_ERR_PROTOCOL', `response larger than ${limit} bytes`));
-        return;
-      }
-      chunks.push(chunk);
-    });
-    stream.on('end', () => resolve(Buffer.concat(chunks)));
-    stream.on('error', reject);
-  });
-}
-
-/** A refusal read from response headers as an UnderpassError. */
-export function refusalFrom(headers: http2.IncomingHttpHeaders, fallback: string): UnderpassError {
-  const code = headers[Headers.errorCode];
-  const message = headers[Headers.errorMessage];
-  const status = Number(headers[':status']);
-  if (status === 401) return new AuthError();
-  return new UnderpassError(
-    (typeof code === 'string' && code.startsWith('UP_ERR_') ? code : 'UP_ERR_PROTOCOL') as UnderpassError['code'],
-    typeof message === 'string' && message !== '' ? message : `${fallback} (HTTP ${status})`,
   );
 }
 
@@ -343,24 +306,14 @@ export class ServerLink extends EventEmitter {
 
   private async hello(session: http2.ClientHttp2Session): Promise<SessionInfo> {
     const resume = this.resumeToken === null ? {} : { [Headers.resume]: this.resumeToken };
-    const stream = session.request(
-      { ':method': 'GET', ':path': Paths.session, ...this.authHeaders(), ...resume },
-      { endStream: true },
-    );
-    const headers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
-      stream.once('response', resolve);
-      stream.once('error', (e: Error) =>
-        reject(new UnreachableError(`the tunnel server at ${this.where} closed the session (${e.message})`, e)),
-      );
-      stream.once('close', () => reject(new UnreachableError(`the tunnel server at ${this.where} closed the session`)));
+    const info = await getJson(session, { ':path': Paths.session, ...this.authHeaders(), ...resume }, SessionInfo, {
+      refused: 'the server refused the session',
+      closed: (e) =>
+        new UnreachableError(`the tunnel server at ${this.where} closed the session${e ? ` (${e.message})` : ''}`, e),
+      malformed: 'the server sent a malformed session answer',
     });
-    const body = await readBody(stream);
-    if (Number(headers[':status']) !== 200) throw refusalFrom(headers, 'the server refused the session');
-    const parsed = JSON.parse(body.toString('utf8')) as SessionInfo;
-    if (typeof parsed.zone !== 'string' || typeof parsed.account !== 'string')
-      throw new UnderpassError('UP_ERR_PROTOCOL', 'the server sent a malformed session answer');
-    this.resumeToken = typeof parsed.resume?.token === 'string' ? parsed.resume.token : null;
-    return parsed;
+    this.resumeToken = info.resume?.token ?? null;
+    return info;
   }
 
   private onClosed(session: http2.ClientHttp2Session): void {

@@ -24,7 +24,7 @@
  * RPC: `init({ipcPath})` says hello to the redirector, learns zones and pseudo network, installs the
  * hooks and returns what it did; it throws when the redirector cannot be reached. `dispose()` reverts.
  */
-import { IPC_VERSION } from '../../protocol/ipc';
+import { IPC_VERSION } from '../../protocol/ipc-wire';
 import type { HelloReply } from '../../protocol/ipc';
 import { installConnectHooks } from './connect-hooks';
 import { configureGates } from './gates';
@@ -70,7 +70,7 @@ function init(options: InitOptions): InitResult {
 function sayHello(ipcPath: string): HelloReply {
   let reply;
   try {
-    reply = ipcRequest<HelloReply>('hello', { v: IPC_VERSION, pid: Process.id });
+    reply = ipcRequest('hello', { v: IPC_VERSION, pid: Process.id });
   } catch (error) {
     throw new Error(`no redirector at ${ipcPath}: ${error instanceof Error ? error.message : String(error)}`);
   }

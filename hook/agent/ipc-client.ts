@@ -11,9 +11,11 @@
  * Reads are bounded by IPC_MAX_MESSAGE and a receive timeout, so a hung redirector stalls one call for at
  * most IPC_TIMEOUT_SECONDS instead of hanging the app.
  */
-import { encodeIpcMessage, IPC_MAX_MESSAGE, IpcEvent, tryDecodeIpcMessage } from '../../protocol/ipc';
-import type { ErrorReply } from '../../protocol/ipc';
+import type { IpcNotificationKind, IpcReply, IpcRequest, IpcRequestKind } from '../../protocol/ipc';
+import { encodeIpcMessage, IPC_MAX_MESSAGE, IPC_REPLY_EVENT, tryDecodeIpcMessage } from '../../protocol/ipc-wire';
+import { fitsShape } from '../../protocol/json-shape';
 import { errnoOf } from './hooks';
+import { ipcTable } from './ipc-table';
 import { AF_UNIX, EINTR, libcFunctions, SO_RCVTIMEO, SO_SNDTIMEO, SOCK_CLOEXEC, SOCK_STREAM, SOL_SOCKET } from './libc';
 
 /** Upper bound on one request's wait for the redirector (seconds). */
@@ -46,28 +48,20 @@ export function getIpcPath(): string {
   return ipcPath;
 }
 
-/** A successful reply `{ok: true, ...}` or the redirector's error reply. */
-export type IpcReply<T> = T | ErrorReply;
-
 /**
- * Sends one request and returns the redirector's reply data. Throws IpcTransportError when the
- * redirector is unreachable, silent past the timeout, or answers something that is not a reply.
+ * Sends one request and returns the redirector's reply data, checked against the request's reply schema
+ * (protocol/ipc.ts IpcMessages, as ipc-table.ts carries it). Throws IpcTransportError when the redirector
+ * is unreachable, silent past the timeout, or answers something that is not a reply to this request.
  */
-export function ipcRequest<T>(event: keyof typeof IpcEvent, data: unknown): IpcReply<T> {
+export function ipcRequest<K extends IpcRequestKind>(kind: K, data: IpcRequest<K>): IpcReply<K> {
   const fd = openChannel(IPC_TIMEOUT_SECONDS * 1000);
   try {
-    writeAll(fd, encodeIpcMessage(IpcEvent[event], data));
-    const text = readMessage(fd);
-    const message = tryDecodeIpcMessage(text);
-    if (
-      message === null ||
-      message.type !== IpcEvent.reply ||
-      typeof message.data !== 'object' ||
-      message.data === null
-    ) {
-      throw new IpcTransportError('PROTOCOL', 'redirector sent something that is not a reply');
+    writeAll(fd, encodeIpcMessage(ipcTable.events[kind], data));
+    const message = tryDecodeIpcMessage(readMessage(fd));
+    if (message === null || message.type !== IPC_REPLY_EVENT || !fitsShape(ipcTable.replies[kind], message.data)) {
+      throw new IpcTransportError('PROTOCOL', `redirector sent something that is not a ${kind} reply`);
     }
-    return message.data as IpcReply<T>;
+    return message.data;
   } finally {
     libcFunctions().close(fd);
   }
@@ -78,10 +72,10 @@ export function ipcRequest<T>(event: keyof typeof IpcEvent, data: unknown): IpcR
  * for the app: the calling thread never waits for the redirector to get round to it, only (at most
  * `timeoutMs`) for the socket to take the message. Throws IpcTransportError when it cannot be sent.
  */
-export function ipcNotify(event: keyof typeof IpcEvent, data: unknown, timeoutMs: number): void {
+export function ipcNotify<K extends IpcNotificationKind>(kind: K, data: IpcRequest<K>, timeoutMs: number): void {
   const fd = openChannel(timeoutMs);
   try {
-    writeAll(fd, encodeIpcMessage(IpcEvent[event], data));
+    writeAll(fd, encodeIpcMessage(ipcTable.events[kind], data));
   } finally {
     libcFunctions().close(fd);
   }

@@ -7,7 +7,7 @@
  * every name with tldts authoritatively; bundling tldts here was measured and rejected (see
  * `normaliseHostName`).
  */
-import { formatIPv4, inPseudoNet, tryParseIPv4 } from '../../protocol/ipc';
+import { formatIPv4, inPseudoNet, tryParseIPv4 } from '../../protocol/ipc-wire';
 import type { HelloReply } from '../../protocol/ipc';
 import { AF_INET, AF_INET6 } from './libc';
 

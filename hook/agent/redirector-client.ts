@@ -3,8 +3,8 @@
  * small set of outcomes each hook maps to a C error (EAI_*, h_errno, errno); and the one thing they tell
  * it, a claim, whose failure the app never sees.
  */
-import { trySockaddrIPv4 } from '../../protocol/ipc';
-import type { ConnectReply, HelloReply, IPv4Endpoint, ResolveReply, ReverseReply } from '../../protocol/ipc';
+import { trySockaddrIPv4 } from '../../protocol/ipc-wire';
+import type { HelloReply, IPv4Endpoint } from '../../protocol/ipc';
 import { ipcNotify, IpcTransportError, ipcRequest } from './ipc-client';
 import { ECONNREFUSED, EINPROGRESS, EINTR, ETIMEDOUT, getLibc, libcFunctions } from './libc';
 
@@ -12,7 +12,7 @@ export type ResolveOutcome = { kind: 'ok'; name: string; address: string } | { k
 
 export function resolvePseudoName(name: string): ResolveOutcome {
   try {
-    const reply = ipcRequest<ResolveReply>('resolve', { name });
+    const reply = ipcRequest('resolve', { name });
     if (reply.ok) return { kind: 'ok', name: reply.name, address: reply.address };
     return reply.code === 'NOT_FOUND' || reply.code === 'BAD_REQUEST' ? { kind: 'not-found' } : { kind: 'again' };
   } catch (error) {
@@ -24,7 +24,7 @@ export function resolvePseudoName(name: string): ResolveOutcome {
 /** 0 when the redirector holds a tunnel for `address:port`, else the errno connect() must fail with. */
 export function requestConnect(address: string, port: number): number {
   try {
-    const reply = ipcRequest<ConnectReply>('connect', { address, port });
+    const reply = ipcRequest('connect', { address, port });
     return reply.ok ? 0 : ECONNREFUSED;
   } catch (error) {
     warnOnce(error);
@@ -35,7 +35,7 @@ export function requestConnect(address: string, port: number): number {
 /** The pseudo name of a pseudo address, or null when the redirector knows none. */
 export function tryReverse(address: string): string | null {
   try {
-    const reply = ipcRequest<ReverseReply>('reverse', { address });
+    const reply = ipcRequest('reverse', { address });
     return reply.ok ? reply.name : null;
   } catch (error) {
     warnOnce(error);

@@ -10,7 +10,7 @@
  * Reverse lookups (getnameinfo, gethostbyaddr[_r]) of a pseudo address answer the pseudo name, so that
  * an app that prints its peer's name sees the name it asked for.
  */
-import { formatIPv4 } from '../../protocol/ipc';
+import { formatIPv4 } from '../../protocol/ipc-wire';
 import { replaceExport, tryReadCString } from './hooks';
 import {
   AF_INET,

@@ -1,15 +1,22 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
+  agentIpcTable,
   encodeIpcMessage,
   formatIPv4,
   inPseudoNet,
   IpcEvent,
+  IpcMessages,
   tryDecodeIpcMessage,
+  tryParseIpcReply,
+  tryParseIpcRequest,
   tryParseIPv4,
   trySockaddrIPv4,
   type ClaimRequest,
+  type IpcKind,
+  type IpcRequestKind,
 } from '../../protocol/ipc';
+import { fitsShape } from '../../protocol/json-shape';
 
 describe('protocol/ipc: hook ↔ redirector messages', function () {
   it("speaks node-ipc's wire form: JSON then a form feed", function () {
@@ -62,5 +69,119 @@ describe('protocol/ipc: hook ↔ redirector messages', function () {
     assert.equal(trySockaddrIPv4(10, loopback6), null, '::1 is not IPv4');
     assert.equal(trySockaddrIPv4(10, mapped.slice(0, 20)), null, 'truncated');
     assert.equal(trySockaddrIPv4(1, v4), null, 'AF_UNIX');
+  });
+
+  describe('the message table', function () {
+    const requests: Array<[IpcKind, unknown, boolean]> = [
+      ['hello', { v: 1, pid: 42 }, true],
+      ['hello', { v: 1 }, false],
+      ['hello', { v: 1.5, pid: 42 }, false],
+      ['resolve', { name: 'redis.default.underpass.internal' }, true],
+      ['resolve', { name: '' }, false],
+      ['resolve', { name: 42 }, false],
+      ['resolve', { name: 'x'.repeat(1025) }, false],
+      ['connect', { address: '127.77.0.1', port: 6379 }, true],
+      ['connect', { address: '127.77.0.1', port: 0 }, false],
+      ['connect', { address: '127.77.0.1', port: 65536 }, false],
+      ['connect', { address: '1.2.3', port: 80 }, false],
+      ['reverse', { address: '127.77.0.1' }, true],
+      ['reverse', { address: '127.77.0.1.12345' }, false],
+      ['claim', { address: '127.77.0.1', port: 6379, localAddress: '127.0.0.1', localPort: 40000 }, true],
+      ['claim', { address: 'localhost', port: 6379, localAddress: '127.0.0.1', localPort: 40000 }, false],
+      ['claim', { address: '127.77.0.1', port: 6379, localAddress: '127.0.0.1' }, false],
+      ['resolve', null, false],
+      ['resolve', 'redis', false],
+    ];
+    for (const [kind, data, fits] of requests) {
+      it(`${fits ? 'takes' : 'refuses'} the ${kind} request ${JSON.stringify(data)?.slice(0, 60)}`, function () {
+        assert.equal(tryParseIpcRequest(kind, data) !== null, fits);
+      });
+    }
+
+    const replies: Array<[IpcRequestKind, unknown, boolean]> = [
+      [
+        'hello',
+        {
+          ok: true,
+          v: 1,
+          zones: ['underpass.internal'],
+          pseudoNet: { base: '127.77.0.0', prefix: 16 },
+          features: ['claim'],
+        },
+        true,
+      ],
+      ['hello', { ok: true, v: 1, zones: ['underpass.internal'], pseudoNet: { base: '127.77.0.0', prefix: 16 } }, true],
+      [
+        'hello',
+        {
+          ok: true,
+          v: 1,
+          zones: ['underpass.internal'],
+          pseudoNet: { base: '127.77.0.0', prefix: 16 },
+          features: ['claim', 'later'],
+        },
+        true,
+      ],
+      ['hello', { ok: true, v: 1, zones: 'underpass.internal', pseudoNet: { base: '127.77.0.0', prefix: 16 } }, false],
+      ['resolve', { ok: true, name: 'redis.default.underpass.internal', address: '127.77.0.1' }, true],
+      ['resolve', { ok: true, name: 'redis.default.underpass.internal' }, false],
+      ['resolve', { ok: false, code: 'NOT_FOUND', message: 'no such publication' }, true],
+      ['resolve', { ok: false, code: 'NOT_FOUND' }, false],
+      ['connect', { ok: false, code: 'LATER', message: 'a code this side does not know' }, false],
+      ['connect', { ok: true }, true],
+      ['connect', { ok: 'yes' }, false],
+      ['connect', {}, false],
+      ['reverse', { ok: true, name: 'redis.default.underpass.internal' }, true],
+      ['reverse', { ok: true, name: 7 }, false],
+    ];
+    const table = agentIpcTable();
+    for (const [kind, data, fits] of replies) {
+      it(`${fits ? 'takes' : 'refuses'} the ${kind} reply ${JSON.stringify(data).slice(0, 60)}, in zod and in the agent`, function () {
+        assert.equal(tryParseIpcReply(kind, data) !== null, fits, "the redirector's zod schema");
+        assert.equal(fitsShape(table.replies[kind], data), fits, "the agent's check of the JSON Schema");
+      });
+    }
+
+    it('judges fuzzed replies the same in zod and in the agent', function () {
+      const kinds: IpcRequestKind[] = ['hello', 'resolve', 'connect', 'reverse'];
+      const reply = fc.oneof(
+        fc.record(
+          { ok: fc.boolean(), name: fc.oneof(fc.string(), fc.integer()), address: fc.string() },
+          { requiredKeys: [] },
+        ),
+        fc.record(
+          { ok: fc.constant(false), code: fc.constantFrom('NOT_FOUND', 'REFUSED', 'LATER'), message: fc.string() },
+          { requiredKeys: ['ok'] },
+        ),
+        fc.record(
+          {
+            ok: fc.constant(true),
+            v: fc.oneof(fc.integer(), fc.double()),
+            zones: fc.array(fc.string()),
+            pseudoNet: fc.record({ base: fc.string(), prefix: fc.integer() }, { requiredKeys: [] }),
+            features: fc.array(fc.oneof(fc.string(), fc.integer())),
+          },
+          { requiredKeys: ['ok', 'zones'] },
+        ),
+        fc.anything(),
+      );
+      fc.assert(
+        fc.property(fc.constantFrom(...kinds), reply, (kind, data) => {
+          assert.equal(fitsShape(table.replies[kind], data), tryParseIpcReply(kind, data) !== null);
+        }),
+        { numRuns: 2000 },
+      );
+    });
+
+    it("names each request by the event node-ipc carries it as, none of them node-ipc's own", function () {
+      const reserved = new Set(['connect', 'data', 'error', 'close', 'start', 'socket.disconnected']);
+      for (const kind of Object.keys(IpcMessages) as IpcKind[]) {
+        assert.equal(IpcEvent[kind], IpcMessages[kind].event);
+        assert.ok(!reserved.has(IpcMessages[kind].event), kind);
+      }
+      assert.equal(IpcMessages.connect.event, 'open-tunnel');
+      assert.equal(IpcMessages.claim.reply, null, 'a claim is a notification');
+      assert.deepEqual(table.events, IpcEvent);
+    });
   });
 });
