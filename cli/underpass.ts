@@ -23,6 +23,8 @@ const load = {
   proxy: () => require('../proxy/proxy') as typeof import('../proxy/proxy'),
   redirector: () => require('../redirector/redirector') as typeof import('../redirector/redirector'),
   service: () => require('./service') as typeof import('./service'),
+  fallbacks: () => require('../redirector/fallback-listeners') as typeof import('../redirector/fallback-listeners'),
+  forward: () => require('../redirector/forward') as typeof import('../redirector/forward'),
 };
 
 const version = (JSON.parse(fs.readFileSync(`${__dirname}/../../package.json`, 'utf8')) as { version: string }).version;
@@ -88,6 +90,10 @@ function linkOptions(flags: EndpointFlags, logger: Logger): LinkOptions {
     ...(flags.proxy !== undefined ? { proxy: flags.proxy } : {}),
   };
 }
+
+type RedirectorFlags = EndpointFlags & { ipc: string; pseudoNet: string; serviceKey: string[] } & FallbackFlags;
+/** The redirector's doors for programs the hook cannot enter (redirector/fallback-listeners.ts). */
+type FallbackFlags = { dns: string; socks?: string; httpProxy?: string };
 
 /** Flags every endpoint (proxy, redirector) shares. */
 function endpointOptions(command: Command): Command {
@@ -254,7 +260,10 @@ export function buildProgram(): Command {
       (v: string, acc: string[]) => [...acc, v],
       [] as string[],
     )
-    .action(async (flags: EndpointFlags & { ipc: string; pseudoNet: string; serviceKey: string[] }) => {
+    .option('--dns <host:port>', "DNS responder for the zone, for programs the hook cannot enter ('off': none)", 'auto')
+    .option('--socks <host:port>', 'SOCKS5 listener with remote names (curl --socks5-hostname), on loopback')
+    .option('--http-proxy <host:port>', 'HTTP CONNECT proxy listener (curl -x), on loopback')
+    .action(async (flags: RedirectorFlags) => {
       const logger = load.log().createLogger('redirector', flags.logFormat);
       try {
         const { Redirector, parseServiceKey } = load.redirector();
@@ -265,12 +274,30 @@ export function buildProgram(): Command {
           pseudoNet: flags.pseudoNet,
           serviceKeys,
           logger,
+          fallbacks: load.fallbacks().fallbackOptions(flags),
         });
         const info = await redirector.start();
         logger.info(`serving hooks on ${flags.ipc}`, { zone: info.zone, account: info.account });
         onSignals(() => redirector.stop(), logger);
       } catch (e) {
         fail('underpass redirector', e);
+      }
+    });
+
+  program
+    .command('forward')
+    .description('a plain local port whose connections reach a publication, like ssh -L (stays in the foreground)')
+    .argument('<[local-host:]local-port>', 'where to listen (host default 127.0.0.1)')
+    .argument('<name:port>', 'the publication: its pseudo name and published port')
+    .option('--ipc <path>', 'Unix socket of the redirector', defaultIpcPath())
+    .addOption(logFormat())
+    .action(async (local: string, target: string, flags: { ipc: string; logFormat: LogFormat }) => {
+      const logger = load.log().createLogger('forward', flags.logFormat);
+      try {
+        const forward = await load.forward().startForward({ local, target, ipcPath: flags.ipc, logger });
+        onSignals(() => forward.stop(), logger);
+      } catch (e) {
+        fail('underpass forward', e);
       }
     });
 

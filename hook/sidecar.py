@@ -23,6 +23,7 @@ import threading
 import time
 
 import parking
+import unhookable
 
 PROG = 'hook-run'
 DEBUG = os.environ.get('UNDERPASS_HOOK_DEBUG', '') not in ('', '0')
@@ -546,6 +547,10 @@ def main(argv):
     except UsageError as error:
         say(f'{error} (usage: hook-run [--ipc PATH] -- COMMAND [ARGS...] | hook-run [--ipc PATH] --pid PID)')
         return 2
+    if options['command'] is not None:
+        status = unhookable.run_if_unhookable(options['command'], options['ipc'], say)
+        if status is not None:
+            return status
     add_venv_site_packages()
     try:
         frida = import_frida()

@@ -45,6 +45,17 @@ export type IpcFeature = 'claim';
 export const HelloRequest = z.object({ v: z.number().int(), pid: z.number().int() });
 export type HelloRequest = z.infer<typeof HelloRequest>;
 
+/** Where a redirector serves unhooked clients, each as `HOST:PORT`; a listener it does not run is absent. */
+export const HelloListeners = z.object({
+  /** DNS responder for the zone (UDP and TCP). */
+  dns: z.string().optional(),
+  /** SOCKS5 with remote names. */
+  socks: z.string().optional(),
+  /** HTTP proxy (CONNECT). */
+  httpProxy: z.string().optional(),
+});
+export type HelloListeners = z.infer<typeof HelloListeners>;
+
 export const HelloReply = z.object({
   ok,
   v: z.number().int(),
@@ -57,6 +68,8 @@ export const HelloReply = z.object({
    * taken, so that a newer redirector's features do not turn an older hook away.
    */
   features: z.array(z.string()).optional(),
+  /** Its listeners for programs the hook cannot enter (issue 12); absent from older redirectors. */
+  listeners: HelloListeners.optional(),
 });
 export type HelloReply = z.infer<typeof HelloReply>;
 

@@ -34,6 +34,8 @@ import { CLAIM_WAIT_MS, ClaimTable } from './claims';
 import { IpcServer } from './ipc-server';
 import { PeerOwners, type ConnectionEnds } from './peer-owner';
 import { PseudoAddressTable } from './pseudo-table';
+import { FallbackListeners, type FallbackOptions } from './fallback-listeners';
+import { DialError, type OpenedTunnel, type TunnelDialer } from './tunnel-dialer';
 
 export interface RedirectorOptions {
   link: LinkOptions;
@@ -46,6 +48,8 @@ export interface RedirectorOptions {
   serviceKeys?: Map<string, string>;
   /** How long an unclaimed accepted connection waits for a hook's claim before the /proc check (ms). */
   claimWaitMs?: number;
+  /** DNS responder, SOCKS5 and HTTP CONNECT listeners for unhooked programs (none unless given). */
+  fallbacks?: FallbackOptions;
 }
 
 /** One pseudo address:port the redirector listens on, and the tunnels parked for it. */
@@ -67,6 +71,10 @@ const NAME_TTL_MS = 30_000;
 
 function ignoreError(): void {}
 
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
 /** Parses `--service-key PSEUDO_NAME=KEY`; throws ConfigError with the fix. */
 export function parseServiceKey(spec: string): [host: string, key: string] {
   const eq = spec.indexOf('=');
@@ -76,7 +84,7 @@ export function parseServiceKey(spec: string): [host: string, key: string] {
   return [host, spec.slice(eq + 1)];
 }
 
-export class Redirector {
+export class Redirector implements TunnelDialer {
   readonly link: ServerLink;
   readonly table: PseudoAddressTable;
   private readonly ipc: IpcServer;
@@ -86,6 +94,7 @@ export class Redirector {
   private readonly sockets = new Set<net.Socket>();
   private readonly peerOwners = new PeerOwners();
   private readonly claims = new ClaimTable();
+  private readonly fallbacks: FallbackListeners;
 
   constructor(private readonly options: RedirectorOptions) {
     this.table = new PseudoAddressTable(
@@ -107,6 +116,13 @@ export class Redirector {
       },
       options.logger,
     );
+    this.fallbacks = new FallbackListeners(options.fallbacks ?? { dns: null, socks: null, httpProxy: null }, {
+      dialer: this,
+      resolve: (name) => this.handleResolve(name),
+      zone: () => this.info?.zone ?? null,
+      pseudoNet: { base: this.table.base, prefix: this.table.prefix },
+      logger: options.logger,
+    });
   }
 
   private get log(): Logger {
@@ -123,6 +139,10 @@ export class Redirector {
         throw isUnderpassError(e) ? e : new UnderpassError('UP_ERR_PROTOCOL', String(e));
       });
     }
+    await this.fallbacks.start().catch((e: unknown) => {
+      this.link.stop();
+      throw e;
+    });
     await this.ipc.start();
     return info;
   }
@@ -135,6 +155,7 @@ export class Redirector {
 
   stop(): void {
     this.ipc.stop();
+    this.fallbacks.stop();
     for (const l of this.listeners.values()) {
       l.server.close();
       for (const p of l.parked) p.tunnel.stream.close(http2.constants.NGHTTP2_CANCEL);
@@ -155,6 +176,7 @@ export class Redirector {
       zones: [this.zone()],
       pseudoNet: { base: this.table.baseAddress, prefix: this.table.prefix },
       features: ['claim'],
+      listeners: this.fallbacks.describe(),
     };
   }
 
@@ -279,7 +301,7 @@ export class Redirector {
    * with the proxy's answer: the stream on success, the refusal otherwise.
    */
   private requestTunnel(
-    listener: Listener,
+    listener: Pick<Listener, 'host' | 'port'>,
     onRefused?: (error: UnderpassError) => void,
   ): { stream: http2.ClientHttp2Stream | null; answered: Promise<Answered> } {
     const live = this.link.current();
@@ -415,15 +437,67 @@ export class Redirector {
       );
   }
 
+  /** An answered tunnel as a leg that outlives a dropped session (registered for resumption). */
+  private legOf(authority: string, tunnel: Answered): ResumableStream {
+    const leg = new ResumableStream(authority);
+    leg.attach(tunnel.stream, 0);
+    this.link.tunnels.add(tunnel.id, leg);
+    return leg;
+  }
+
+  /** Joins an answered tunnel to a client socket. */
+  private carry(authority: string, tunnel: Answered, socket: net.Socket): void {
+    splice(socket, this.legOf(authority, tunnel));
+  }
+
+  /**
+   * A tunnel to `name:port` for the listeners of unhooked clients (SOCKS5, HTTP CONNECT; issue 12),
+   * opened on this session without a pseudo listener. Rejects with DialError saying why.
+   */
+  async dial(name: string, port: number): Promise<OpenedTunnel> {
+    const zone = this.info?.zone;
+    if (zone === undefined) throw new DialError('unavailable', 'no session to the tunnel server yet');
+    // An IPv4 destination that is a pseudo address (resolved through the DNS responder) stands for its name.
+    const parsed = tryParsePseudoName((net.isIPv4(name) ? this.table.tryNameOf(name) : null) ?? name, zone);
+    if (!parsed)
+      throw new DialError(
+        'outside-zone',
+        `${name} is not a pseudo name under ${zone}: only publications go through this redirector`,
+      );
+    let info: NameInfo;
+    try {
+      info = await this.lookup(parsed.host);
+    } catch (e) {
+      const gone = isUnderpassError(e) && (e.code === 'UP_ERR_NOT_FOUND' || e.code === 'UP_ERR_FORBIDDEN');
+      throw new DialError(
+        gone ? 'no-such-name' : 'unavailable',
+        gone ? `${parsed.host} is not a publication` : errorText(e),
+      );
+    }
+    if (info.port !== port)
+      throw new DialError('refused', `${parsed.host} is published on port ${info.port}, not ${port}`);
+    const target = { host: parsed.host, port };
+    let tunnel: Answered;
+    try {
+      tunnel = await this.requestTunnel(target).answered;
+    } catch (e) {
+      const busy = isUnderpassError(e) && ['UP_ERR_UNREACHABLE', 'UP_ERR_LIMIT', 'UP_ERR_BUSY'].includes(e.code);
+      throw new DialError(busy ? 'unavailable' : 'refused', errorText(e));
+    }
+    const authority = `${target.host}:${port}`;
+    return {
+      carry: (socket) => this.carry(authority, tunnel, socket),
+      open: () => this.legOf(authority, tunnel),
+      cancel: () => tunnel.stream.close(http2.constants.NGHTTP2_CANCEL),
+    };
+  }
+
   /** An admitted connection: join it to a parked tunnel, or open one now. */
   private joinTunnel(listener: Listener, socket: net.Socket): void {
     const authority = `${listener.host}:${listener.port}`;
     const parked = this.takeParked(listener);
     if (parked) {
-      const leg = new ResumableStream(authority);
-      leg.attach(parked.stream, 0);
-      this.link.tunnels.add(parked.id, leg);
-      splice(socket, leg);
+      this.carry(authority, parked, socket);
       return;
     }
     // Optimistic: the app's first bytes travel right behind the tunnel request and wait at the server

@@ -1,0 +1,127 @@
+/**
+ * The redirector's doors for clients the hook cannot enter (issue 12; seed 000's "local routing agent"):
+ * the DNS responder (`--dns`), the SOCKS5 listener (`--socks`) and the HTTP CONNECT listener
+ * (`--http-proxy`). This module starts and stops them and says where they are, for the hello reply that
+ * `hook-run` reads before it runs a program it cannot hook.
+ *
+ * The DNS responder is on by default (`auto`): on port 53 of the pseudo range's reserved address
+ * (dns-responder.ts says which and why), because a private resolv.conf can name no other port. Binding
+ * port 53 needs root (or a lowered net.ipv4.ip_unprivileged_port_start); when it cannot be had, `auto`
+ * logs one line and the redirector runs without it. An explicit `--dns HOST:PORT` that cannot be bound
+ * stops the redirector at start, as a taken `--socks` or `--http-proxy` port does.
+ */
+import type { ErrorReply, HelloListeners, ResolveReply } from '../protocol/ipc';
+import type { HostPort } from '../protocol/names';
+import type { Logger } from '../runtime/log';
+import { defaultResponderAddress, DnsResponder } from './dns-responder';
+import { httpProxyConnections } from './http-connect-listener';
+import { LoopbackListener, parseLoopbackAddress } from './loopback-listener';
+import { socksConnections } from './socks-listener';
+import type { TunnelDialer } from './tunnel-dialer';
+
+export interface FallbackOptions {
+  /** `auto`: the reserved address on port 53 when it can be bound; null: no responder. */
+  dns: HostPort | 'auto' | null;
+  socks: HostPort | null;
+  httpProxy: HostPort | null;
+}
+
+/** The three flags as given (`--dns` defaults to `auto`; `off` turns the responder off); throws ConfigError. */
+export function fallbackOptions(flags: { dns?: string; socks?: string; httpProxy?: string }): FallbackOptions {
+  const dns = flags.dns ?? 'auto';
+  return {
+    dns: dns === 'auto' ? 'auto' : dns === 'off' ? null : parseLoopbackAddress(dns, '--dns'),
+    socks: flags.socks === undefined ? null : parseLoopbackAddress(flags.socks, '--socks'),
+    httpProxy: flags.httpProxy === undefined ? null : parseLoopbackAddress(flags.httpProxy, '--http-proxy'),
+  };
+}
+
+export interface FallbackDependencies {
+  dialer: TunnelDialer;
+  resolve: (name: string) => Promise<ResolveReply | ErrorReply>;
+  zone: () => string | null;
+  /** The pseudo range, host-order base and prefix length. */
+  pseudoNet: { base: number; prefix: number };
+  logger: Logger;
+}
+
+export class FallbackListeners {
+  private dns: DnsResponder | null = null;
+  private socks: LoopbackListener | null = null;
+  private httpProxy: LoopbackListener | null = null;
+
+  constructor(
+    private readonly options: FallbackOptions,
+    private readonly deps: FallbackDependencies,
+  ) {}
+
+  /** Starts what was asked for; rejects with ConfigError (and leaves nothing open) when one cannot listen. */
+  async start(): Promise<void> {
+    const { dialer, logger } = this.deps;
+    try {
+      await this.startDns();
+      if (this.options.socks !== null) {
+        this.socks = new LoopbackListener({
+          ...this.options.socks,
+          label: 'SOCKS5 listener (--socks)',
+          logger,
+          onConnection: socksConnections(dialer, logger),
+        });
+        await this.socks.start();
+        logger.info(`SOCKS5 listener on ${this.socks.address} (curl --socks5-hostname; pseudo names only)`);
+      }
+      if (this.options.httpProxy !== null) {
+        this.httpProxy = new LoopbackListener({
+          ...this.options.httpProxy,
+          label: 'HTTP proxy listener (--http-proxy)',
+          logger,
+          onConnection: httpProxyConnections(dialer, logger),
+        });
+        await this.httpProxy.start();
+        logger.info(`HTTP proxy on ${this.httpProxy.address} (CONNECT, curl -x; pseudo names only)`);
+      }
+    } catch (e) {
+      this.stop();
+      throw e;
+    }
+  }
+
+  private async startDns(): Promise<void> {
+    const { dns } = this.options;
+    if (dns === null) return;
+    const { base, prefix } = this.deps.pseudoNet;
+    const at = dns === 'auto' ? { host: defaultResponderAddress(base, prefix), port: 53 } : dns;
+    const responder = new DnsResponder({
+      ...at,
+      zone: this.deps.zone,
+      resolve: this.deps.resolve,
+      logger: this.deps.logger,
+    });
+    try {
+      await responder.start();
+    } catch (e) {
+      if (dns !== 'auto') throw e;
+      this.deps.logger.info(
+        `no DNS responder for programs hook-run cannot enter: ${e instanceof Error ? e.message : String(e)}`,
+      );
+      return;
+    }
+    this.dns = responder;
+    this.deps.logger.info(`DNS responder for the zone on ${responder.address} (UDP and TCP)`);
+  }
+
+  stop(): void {
+    this.dns?.stop();
+    this.socks?.stop();
+    this.httpProxy?.stop();
+  }
+
+  /** Where the listeners are, as the hello reply carries it. */
+  describe(): HelloListeners {
+    return {
+      ...(this.dns !== null ? { dns: this.dns.address } : {}),
+      ...(this.socks !== null ? { socks: this.socks.address } : {}),
+      ...(this.httpProxy !== null ? { httpProxy: this.httpProxy.address } : {}),
+    };
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * `underpass forward [LOCAL_HOST:]LOCAL_PORT NAME:PORT` (issue 12): a plain local port whose connections
+ * reach a publication, like `ssh -L`, for the clients nothing else serves (an app that allows no
+ * injection and has no proxy setting).
+ *
+ * Design: the command listens and relays itself, and reaches the publication the way a hooked app does —
+ * it resolves NAME over the redirector's IPC (which opens the redirector's listener on the pseudo
+ * address), connects there, and claims each connection over IPC so the listener admits it at once. The
+ * alternative, asking the redirector to open the forward port for the lifetime of an IPC connection,
+ * would add a long-lived request kind to the IPC table and tie the port to that connection; this way
+ * needs nothing new of the redirector, a forward survives a redirector restart (pseudo addresses are
+ * kept), and "port in use" is the command's own error. The cost is one local hop per byte, next to a
+ * path that already crosses the network twice.
+ *
+ * Access: the forward port is a LoopbackListener, so only its user (the redirector's: the IPC socket
+ * admits no other) and root get through, as at every listener of the redirector.
+ */
+import net from 'node:net';
+import { ConfigError, UnderpassError } from '../protocol/errors';
+import { IPC_VERSION, type ErrorReply, type HelloReply, type ResolveReply } from '../protocol/ipc';
+import { tryParseHostPort } from '../protocol/names';
+import { ipcNotify, ipcRequest } from '../runtime/ipc-client';
+import type { Logger } from '../runtime/log';
+import { splice } from '../runtime/splice';
+import { LoopbackListener, parseLoopbackAddress } from './loopback-listener';
+
+export interface ForwardOptions {
+  /** `[LOCAL_HOST:]LOCAL_PORT` as given. */
+  local: string;
+  /** `NAME:PORT` as given. */
+  target: string;
+  ipcPath: string;
+  logger: Logger;
+}
+
+export interface RunningForward {
+  /** Where it listens, `HOST:PORT`. */
+  address: string;
+  stop(): void;
+}
+
+function isErrorReply(reply: unknown): reply is ErrorReply {
+  return typeof reply === 'object' && reply !== null && (reply as { ok?: unknown }).ok === false;
+}
+
+/** Checks the redirector, resolves the publication and listens; rejects with one line saying what to do. */
+export async function startForward(options: ForwardOptions): Promise<RunningForward> {
+  const { ipcPath, logger } = options;
+  const local = parseLoopbackAddress(
+    /^\d+$/.test(options.local) ? `127.0.0.1:${options.local}` : options.local,
+    'the local address',
+  );
+  const target = tryParseHostPort(options.target);
+  if (target === null)
+    throw new ConfigError(`'${options.target}' is not NAME:PORT (for example pg.default.underpass.internal:5432)`);
+
+  const hello = (await ipcRequest(ipcPath, 'hello', { v: IPC_VERSION, pid: process.pid })) as HelloReply | ErrorReply;
+  if (isErrorReply(hello))
+    throw new UnderpassError('UP_ERR_NO_REDIRECTOR', `the redirector at ${ipcPath}: ${hello.message}`);
+  if (hello.v !== IPC_VERSION)
+    throw new UnderpassError(
+      'UP_ERR_NO_REDIRECTOR',
+      `the redirector at ${ipcPath} speaks IPC version ${hello.v}, this command ${IPC_VERSION}: run the same version of both`,
+    );
+  const resolved = (await ipcRequest(ipcPath, 'resolve', { name: target.host })) as ResolveReply | ErrorReply;
+  if (isErrorReply(resolved)) {
+    throw new UnderpassError(
+      resolved.code === 'NOT_FOUND' ? 'UP_ERR_NOT_FOUND' : 'UP_ERR_UNREACHABLE',
+      `${target.host}: ${resolved.message}`,
+    );
+  }
+  // A blocking connect's request: proves the port is the published one, and leaves a tunnel parked for
+  // the first client. A service that is offline only now is said, not fatal: it may come up.
+  const opened = (await ipcRequest(ipcPath, 'connect', { address: resolved.address, port: target.port })) as
+    { ok: true } | ErrorReply;
+  if (isErrorReply(opened)) {
+    if (/is not published on port/.test(opened.message)) throw new UnderpassError('UP_ERR_NOT_FOUND', opened.message);
+    logger.warn(`${target.host}:${target.port} refuses tunnels for now (${opened.message}); forwarding anyway`);
+  }
+
+  const upstream = { address: resolved.address, port: target.port };
+  const listener = new LoopbackListener({
+    ...local,
+    label: 'forward',
+    logger,
+    onConnection: (client) => relay(client, upstream, ipcPath, logger),
+  });
+  const bound = await listener.start();
+  const address = `${bound.address}:${bound.port}`;
+  logger.info(`forwarding ${address} to ${resolved.name}:${target.port}`);
+  return { address, stop: () => listener.stop() };
+}
+
+/** One client: a connection to the redirector's listener, claimed as ours, spliced to the client. */
+function relay(client: net.Socket, upstream: { address: string; port: number }, ipcPath: string, logger: Logger): void {
+  const server = net.connect({ host: upstream.address, port: upstream.port, allowHalfOpen: true, noDelay: true });
+  let connected = false;
+  server.once('connect', () => {
+    connected = true;
+    ipcNotify(ipcPath, 'claim', {
+      address: upstream.address,
+      port: upstream.port,
+      localAddress: server.localAddress,
+      localPort: server.localPort,
+    });
+  });
+  server.on('error', (e: NodeJS.ErrnoException) => {
+    if (!connected)
+      logger.warn(
+        `a forwarded connection could not reach ${upstream.address}:${upstream.port} (${e.code ?? e.message}): is the redirector still running?`,
+      );
+  });
+  splice(client, server);
+}

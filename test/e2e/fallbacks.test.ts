@@ -1,0 +1,322 @@
+/**
+ * Issue 12, "programs the hook cannot enter": the redirector's DNS responder (dig, UDP and TCP), a Go
+ * program built here reaching a publication under hook-run through it, curl through the SOCKS5 listener
+ * (--socks5-hostname) and the HTTP proxy (CONNECT, and plain absolute-form requests), `underpass forward`
+ * carrying psql to a real PostgreSQL, and another user's connection refused at the SOCKS listener. Every
+ * program is real and runs as its own process; nothing of ours is mocked.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { Chain, freePort, lineEchoServer, Program, PYTHON, run, tmpDir, UNDERPASS, which } from '../harness';
+
+/** The bin directory of Debian's PostgreSQL server (initdb, postgres), or null. */
+function postgresBin(): string | null {
+  const base = '/usr/lib/postgresql';
+  if (!fs.existsSync(base)) return null;
+  const versions = fs
+    .readdirSync(base)
+    .filter((v) => fs.existsSync(path.join(base, v, 'bin', 'initdb')))
+    .sort((a, b) => Number(b) - Number(a));
+  return versions.length === 0 ? null : path.join(base, versions[0]!, 'bin');
+}
+
+/** `command args` as the postgres user when we are root (the server refuses to run as root). */
+function asPostgresUser(command: string, args: string[]): [string, string[]] {
+  return process.getuid?.() === 0 ? ['runuser', ['-u', 'postgres', '--', command, ...args]] : [command, args];
+}
+
+describe('programs the hook cannot enter: DNS responder, SOCKS5, HTTP proxy, forward', function () {
+  let chain: Chain;
+  let dir: string;
+  let echoPort: number;
+  let webPort: number;
+  let pgPort: number;
+  let socksPort: number;
+  let httpPort: number;
+  // A range of our own, so that a redirector of another test run on this machine does not hold its port 53.
+  const second = 150 + (process.pid % 70);
+  const pseudoNet = `127.${second}.0.0/16`;
+  const responder = `127.${second}.255.255`;
+  const page = 'a page behind the firewall\n';
+  const extra: Program[] = [];
+
+  before(async function () {
+    dir = tmpDir('fallbacks');
+    fs.chmodSync(dir, 0o755);
+    echoPort = await freePort();
+    webPort = await freePort();
+    pgPort = await freePort();
+    socksPort = await freePort();
+    httpPort = await freePort();
+    fs.mkdirSync(path.join(dir, 'www'));
+    fs.writeFileSync(path.join(dir, 'www', 'page.txt'), page);
+    extra.push(lineEchoServer(echoPort, { upper: true }));
+    extra.push(
+      new Program('web', PYTHON, [
+        '-m',
+        'http.server',
+        String(webPort),
+        '--bind',
+        '127.0.0.1',
+        '--directory',
+        path.join(dir, 'www'),
+      ]),
+    );
+
+    const pgBin = postgresBin();
+    assert.ok(pgBin !== null, "PostgreSQL's server (initdb) is missing: run 'npm run prerequisites'");
+    const data = path.join(dir, 'pg');
+    const [initdb, initArgs] = asPostgresUser(path.join(pgBin, 'initdb'), [
+      '-D',
+      data,
+      '-U',
+      'postgres',
+      '--auth=trust',
+      '--no-sync',
+      '-E',
+      'UTF8',
+      '--locale=C',
+    ]);
+    if (process.getuid?.() === 0) fs.chmodSync(dir, 0o777);
+    const init = await run(initdb, initArgs, { cwd: dir });
+    assert.equal(init.code, 0, `initdb failed:\n${init.stderr}${init.stdout}`);
+    const [postgres, pgArgs] = asPostgresUser(path.join(pgBin, 'postgres'), [
+      '-D',
+      data,
+      '-p',
+      String(pgPort),
+      '-k',
+      dir,
+      '-c',
+      'listen_addresses=127.0.0.1',
+      '-c',
+      'fsync=off',
+    ]);
+    const pg = new Program('postgres', postgres, pgArgs, { cwd: dir });
+    extra.push(pg);
+    await pg.waitFor(/ready to accept connections/);
+
+    chain = await new Chain([`echo=127.0.0.1:${echoPort}`, `web=127.0.0.1:${webPort}`, `pg=127.0.0.1:${pgPort}`], {
+      redirectorArgs: [
+        '--pseudo-net',
+        pseudoNet,
+        '--socks',
+        `127.0.0.1:${socksPort}`,
+        '--http-proxy',
+        `127.0.0.1:${httpPort}`,
+      ],
+    }).start();
+  });
+
+  after(async function () {
+    await chain?.stop();
+    await Promise.all(extra.map((p) => p.stop()));
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const dig = (args: string[]): ReturnType<typeof run> => run('dig', ['+tries=1', '+time=5', `@${responder}`, ...args]);
+
+  it('the DNS responder answers pseudo names with the address hooked processes get, and refuses the rest', async function () {
+    if (process.getuid?.() !== 0) this.skip(); // the responder takes port 53 by default only as root
+    assert.ok(which('dig') !== null, "dig is missing: run 'npm run prerequisites'");
+    await chain.redirector.waitFor(new RegExp(`DNS responder for the zone on ${responder.replace(/\./g, '\\.')}:53`));
+    const host = chain.host('echo');
+    const hooked = await chain.hookRun([PYTHON, '-c', `import socket; print(socket.gethostbyname('${host}'))`]);
+    const address = hooked.stdout.trim();
+    assert.match(address, new RegExp(`^127\\.${second}\\.`), hooked.stderr);
+    for (const transport of ['+notcp', '+tcp']) {
+      const a = await dig([transport, '+short', host, 'A']);
+      assert.equal(a.stdout.trim(), address, a.stderr);
+      const aaaa = await dig([transport, '+noall', '+comments', '+answer', host, 'AAAA']);
+      assert.match(aaaa.stdout, /status: NOERROR/);
+      assert.match(aaaa.stdout, /ANSWER: 0/);
+      const unknown = await dig([transport, '+noall', '+comments', `nothing.default.underpass.internal`, 'A']);
+      assert.match(unknown.stdout, /status: NXDOMAIN/);
+      // Outside the zone: refused at once, never forwarded anywhere.
+      const outside = await dig([transport, '+noall', '+comments', 'example.invalid', 'A']);
+      assert.match(outside.stdout, /status: REFUSED/);
+    }
+  });
+
+  it('a Go program (its own resolver) reaches a publication under hook-run, through the DNS responder', async function () {
+    if (process.getuid?.() !== 0) this.skip(); // the namespace's resolv.conf needs the responder on port 53
+    const go = which('go');
+    assert.ok(go !== null, 'go is missing');
+    const src = path.join(dir, 'godial');
+    fs.mkdirSync(src);
+    fs.writeFileSync(path.join(src, 'go.mod'), 'module godial\n\ngo 1.21\n');
+    fs.writeFileSync(
+      path.join(src, 'main.go'),
+      `package main
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+)
+
+func main() {
+	conn, err := net.Dial("tcp", os.Args[1])
+	if err != nil {
+		fmt.Println("dial failed:", err)
+		os.Exit(2)
+	}
+	fmt.Fprintf(conn, "from go\\n")
+	line, err := bufio.NewReader(conn).ReadString('\\n')
+	if err != nil {
+		fmt.Println("read failed:", err)
+		os.Exit(3)
+	}
+	fmt.Print(line)
+}
+`,
+    );
+    const build = await run(go!, ['build', '-o', path.join(src, 'godial'), '.'], {
+      cwd: src,
+      env: { CGO_ENABLED: '0', GOFLAGS: '-mod=mod', GOTOOLCHAIN: 'local', GOPROXY: 'off' },
+      timeoutMs: 240_000,
+    });
+    assert.equal(build.code, 0, build.stderr);
+    const r = await chain.hookRun([path.join(src, 'godial'), `${chain.host('echo')}:${echoPort}`]);
+    assert.equal(r.stdout, 'FROM GO\n', r.stderr);
+    assert.equal(r.code, 0);
+    assert.match(
+      r.stderr.trim(),
+      new RegExp(
+        `^hook-run: process \\d+: godial is a Go program: [^\\n]*DNS responder ${responder.replace(/\./g, '\\.')} [^\\n]*runs unhooked$`,
+      ),
+    );
+    // The machine's own resolv.conf is untouched.
+    assert.doesNotMatch(fs.readFileSync('/etc/resolv.conf', 'utf8'), new RegExp(responder.replace(/\./g, '\\.')));
+  });
+
+  it('curl --socks5-hostname reaches a publication; a name outside the zone is refused', async function () {
+    const url = `http://${chain.host('web')}:${webPort}/page.txt`;
+    const r = await run('curl', ['-sS', '--max-time', '20', '--socks5-hostname', `127.0.0.1:${socksPort}`, url]);
+    assert.equal(r.stdout, page, r.stderr);
+    const wrong = await run('curl', [
+      '-sS',
+      '--max-time',
+      '20',
+      '--socks5-hostname',
+      `127.0.0.1:${socksPort}`,
+      'http://example.invalid/',
+    ]);
+    assert.notEqual(wrong.code, 0);
+    assert.equal(wrong.stdout, '');
+    await chain.redirector.waitFor(
+      /SOCKS5: refused example\.invalid:80: example\.invalid is not a pseudo name under underpass\.internal/,
+    );
+  });
+
+  it('curl -x reaches a publication with CONNECT and with a plain request; outside the zone gets a 403', async function () {
+    const url = `http://${chain.host('web')}:${webPort}/page.txt`;
+    const proxy = `http://127.0.0.1:${httpPort}`;
+    const tunnel = await run('curl', ['-sS', '--max-time', '20', '-p', '-x', proxy, url]);
+    assert.equal(tunnel.stdout, page, tunnel.stderr);
+    const plain = await run('curl', ['-sS', '--max-time', '20', '-x', proxy, url]);
+    assert.equal(plain.stdout, page, plain.stderr);
+    const wrong = await run('curl', ['-sS', '--max-time', '20', '-p', '-x', proxy, 'http://example.invalid/']);
+    assert.notEqual(wrong.code, 0);
+    assert.match(wrong.stderr, /403/);
+    const wrongPlain = await run('curl', ['-sS', '--max-time', '20', '-x', proxy, 'http://example.invalid/']);
+    assert.match(wrongPlain.stdout, /^underpass: example\.invalid is not a pseudo name under underpass\.internal/);
+  });
+
+  it("another user's connection to the SOCKS5 listener is refused; its own user's gets through", async function () {
+    if (process.getuid?.() !== 0) this.skip(); // needs root to run a process as another user
+    const url = `http://${chain.host('web')}:${webPort}/page.txt`;
+    const nobody = (await run('id', ['-u', 'nobody'])).stdout.trim();
+    const other = await run('runuser', [
+      '-u',
+      'nobody',
+      '--',
+      'curl',
+      '-sS',
+      '--max-time',
+      '20',
+      '--socks5-hostname',
+      `127.0.0.1:${socksPort}`,
+      url,
+    ]);
+    assert.notEqual(other.code, 0);
+    assert.equal(other.stdout, '');
+    await chain.redirector.waitFor(
+      new RegExp(
+        `refused a connection to 127\\.0\\.0\\.1:${socksPort} from 127\\.0\\.0\\.1:\\d+: its socket belongs to uid ${nobody}`,
+      ),
+    );
+    const same = await run('curl', ['-sS', '--max-time', '20', '--socks5-hostname', `127.0.0.1:${socksPort}`, url]);
+    assert.equal(same.stdout, page, same.stderr);
+  });
+
+  it('underpass forward carries psql to a real PostgreSQL, and stops with status 0', async function () {
+    const local = await freePort();
+    const forward = new Program('forward', process.execPath, [
+      UNDERPASS,
+      'forward',
+      String(local),
+      `${chain.host('pg')}:${pgPort}`,
+      '--ipc',
+      chain.ipcPath,
+    ]);
+    extra.push(forward);
+    await forward.waitFor(
+      new RegExp(`forwarding 127\\.0\\.0\\.1:${local} to ${chain.host('pg').replace(/\./g, '\\.')}:${pgPort}`),
+    );
+    for (let i = 0; i < 3; i++) {
+      const r = await run('psql', [
+        '-h',
+        '127.0.0.1',
+        '-p',
+        String(local),
+        '-U',
+        'postgres',
+        '-tAc',
+        `select ${i} + 40`,
+      ]);
+      assert.equal(r.stdout.trim(), String(i + 40), r.stderr);
+    }
+    forward.child.kill('SIGINT');
+    assert.deepEqual(await forward.exited, { code: 0, signal: null });
+  });
+
+  it('underpass forward says in one line: unknown name, wrong port, port in use, no redirector', async function () {
+    const local = await freePort();
+    const forward = (args: string[]): ReturnType<typeof run> => run(process.execPath, [UNDERPASS, 'forward', ...args]);
+    const lastLine = (r: { stderr: string }): string => r.stderr.trim().split('\n').pop()!;
+    const unknown = await forward([
+      String(local),
+      `nothing.default.underpass.internal:${pgPort}`,
+      '--ipc',
+      chain.ipcPath,
+    ]);
+    assert.equal(unknown.code, 1);
+    assert.match(lastLine(unknown), /^underpass forward: nothing\.default\.underpass\.internal: [^\n]+$/);
+    const wrongPort = await forward([String(local), `${chain.host('pg')}:1`, '--ipc', chain.ipcPath]);
+    assert.equal(wrongPort.code, 1);
+    assert.match(lastLine(wrongPort), /^underpass forward: [^\n]*is not published on port 1$/);
+    const holder = net.createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    const held = (holder.address() as net.AddressInfo).port;
+    const inUse = await forward([`127.0.0.1:${held}`, `${chain.host('pg')}:${pgPort}`, '--ipc', chain.ipcPath]);
+    assert.equal(inUse.code, 1);
+    assert.match(
+      lastLine(inUse),
+      new RegExp(
+        `^underpass forward: cannot listen on 127\\.0\\.0\\.1:${held} for the forward \\(another program holds it\\): choose another port$`,
+      ),
+    );
+    holder.close();
+    const missing = path.join(dir, 'nobody-here.sock');
+    const none = await forward([String(local), `${chain.host('pg')}:${pgPort}`, '--ipc', missing]);
+    assert.equal(none.code, 1);
+    assert.equal(
+      none.stderr.trim(),
+      `underpass forward: no redirector at ${missing}: start one with 'underpass redirector ... --ipc ${missing}' or pass --ipc PATH of a running one`,
+    );
+  });
+});
