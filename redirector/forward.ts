@@ -17,7 +17,7 @@
  */
 import net from 'node:net';
 import { ConfigError, UnderpassError } from '../protocol/errors';
-import { IPC_VERSION, type ErrorReply, type HelloReply, type ResolveReply } from '../protocol/ipc';
+import { IPC_VERSION } from '../protocol/ipc';
 import { tryParseHostPort } from '../protocol/names';
 import { ipcNotify, ipcRequest } from '../runtime/ipc-client';
 import type { Logger } from '../runtime/log';
@@ -39,10 +39,6 @@ export interface RunningForward {
   stop(): void;
 }
 
-function isErrorReply(reply: unknown): reply is ErrorReply {
-  return typeof reply === 'object' && reply !== null && (reply as { ok?: unknown }).ok === false;
-}
-
 /** Checks the redirector, resolves the publication and listens; rejects with one line saying what to do. */
 export async function startForward(options: ForwardOptions): Promise<RunningForward> {
   const { ipcPath, logger } = options;
@@ -54,16 +50,15 @@ export async function startForward(options: ForwardOptions): Promise<RunningForw
   if (target === null)
     throw new ConfigError(`'${options.target}' is not NAME:PORT (for example pg.default.underpass.internal:5432)`);
 
-  const hello = (await ipcRequest(ipcPath, 'hello', { v: IPC_VERSION, pid: process.pid })) as HelloReply | ErrorReply;
-  if (isErrorReply(hello))
-    throw new UnderpassError('UP_ERR_NO_REDIRECTOR', `the redirector at ${ipcPath}: ${hello.message}`);
+  const hello = await ipcRequest(ipcPath, 'hello', { v: IPC_VERSION, pid: process.pid });
+  if (!hello.ok) throw new UnderpassError('UP_ERR_NO_REDIRECTOR', `the redirector at ${ipcPath}: ${hello.message}`);
   if (hello.v !== IPC_VERSION)
     throw new UnderpassError(
       'UP_ERR_NO_REDIRECTOR',
       `the redirector at ${ipcPath} speaks IPC version ${hello.v}, this command ${IPC_VERSION}: run the same version of both`,
     );
-  const resolved = (await ipcRequest(ipcPath, 'resolve', { name: target.host })) as ResolveReply | ErrorReply;
-  if (isErrorReply(resolved)) {
+  const resolved = await ipcRequest(ipcPath, 'resolve', { name: target.host });
+  if (!resolved.ok) {
     throw new UnderpassError(
       resolved.code === 'NOT_FOUND' ? 'UP_ERR_NOT_FOUND' : 'UP_ERR_UNREACHABLE',
       `${target.host}: ${resolved.message}`,
@@ -71,9 +66,8 @@ export async function startForward(options: ForwardOptions): Promise<RunningForw
   }
   // A blocking connect's request: proves the port is the published one, and leaves a tunnel parked for
   // the first client. A service that is offline only now is said, not fatal: it may come up.
-  const opened = (await ipcRequest(ipcPath, 'connect', { address: resolved.address, port: target.port })) as
-    { ok: true } | ErrorReply;
-  if (isErrorReply(opened)) {
+  const opened = await ipcRequest(ipcPath, 'connect', { address: resolved.address, port: target.port });
+  if (!opened.ok) {
     if (/is not published on port/.test(opened.message)) throw new UnderpassError('UP_ERR_NOT_FOUND', opened.message);
     logger.warn(`${target.host}:${target.port} refuses tunnels for now (${opened.message}); forwarding anyway`);
   }
@@ -97,12 +91,9 @@ function relay(client: net.Socket, upstream: { address: string; port: number }, 
   let connected = false;
   server.once('connect', () => {
     connected = true;
-    ipcNotify(ipcPath, 'claim', {
-      address: upstream.address,
-      port: upstream.port,
-      localAddress: server.localAddress,
-      localPort: server.localPort,
-    });
+    const { localAddress, localPort } = server;
+    if (localAddress === undefined || localPort === undefined) return; // closed meanwhile: nothing to claim
+    ipcNotify(ipcPath, 'claim', { address: upstream.address, port: upstream.port, localAddress, localPort });
   });
   server.on('error', (e: NodeJS.ErrnoException) => {
     if (!connected)

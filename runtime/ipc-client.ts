@@ -5,7 +5,19 @@
  */
 import net from 'node:net';
 import { UnderpassError } from '../protocol/errors';
-import { encodeIpcMessage, IPC_DELIMITER, IPC_MAX_MESSAGE, IpcEvent, tryDecodeIpcMessage } from '../protocol/ipc';
+import {
+  encodeIpcMessage,
+  IPC_DELIMITER,
+  IPC_MAX_MESSAGE,
+  IPC_REPLY_EVENT,
+  IpcMessages,
+  tryDecodeIpcMessage,
+  tryParseIpcReply,
+  type IpcNotificationKind,
+  type IpcReply,
+  type IpcRequest,
+  type IpcRequestKind,
+} from '../protocol/ipc';
 
 /** How long one request may wait for its reply (ms): the redirector answers a resolve after one round trip. */
 const REPLY_TIMEOUT_MS = 20_000;
@@ -25,12 +37,12 @@ function connectError(ipcPath: string, e: NodeJS.ErrnoException): UnderpassError
   return new UnderpassError('UP_ERR_NO_REDIRECTOR', noRedirectorMessage(ipcPath));
 }
 
-/** Sends one request and resolves with its reply's data (unchecked: the caller validates it). */
-export function ipcRequest(
+/** Sends one request and resolves with its reply, parsed by the IPC table's schema (an error reply is a reply). */
+export function ipcRequest<K extends IpcRequestKind>(
   ipcPath: string,
-  kind: Exclude<keyof typeof IpcEvent, 'reply' | 'claim'>,
-  data: object,
-): Promise<unknown> {
+  kind: K,
+  data: IpcRequest<K>,
+): Promise<IpcReply<K>> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(ipcPath);
     let text = '';
@@ -51,7 +63,7 @@ export function ipcRequest(
       done();
       reject(connectError(ipcPath, e));
     });
-    socket.once('connect', () => socket.write(encodeIpcMessage(IpcEvent[kind], data)));
+    socket.once('connect', () => socket.write(encodeIpcMessage(IpcMessages[kind].event, data)));
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => {
       text += chunk;
@@ -59,9 +71,10 @@ export function ipcRequest(
       if (end < 0 && text.length <= IPC_MAX_MESSAGE) return;
       done();
       const message = end < 0 ? null : tryDecodeIpcMessage(text.slice(0, end));
-      if (message === null || message.type !== IpcEvent.reply)
+      const reply = message?.type === IPC_REPLY_EVENT ? tryParseIpcReply(kind, message.data) : null;
+      if (reply === null)
         reject(new UnderpassError('UP_ERR_PROTOCOL', `the redirector at ${ipcPath} sent a malformed reply`));
-      else resolve(message.data);
+      else resolve(reply);
     });
     socket.once('end', () => {
       done();
@@ -71,8 +84,8 @@ export function ipcRequest(
 }
 
 /** Sends a notification (a claim): written, then the connection is closed; nothing comes back. */
-export function ipcNotify(ipcPath: string, kind: 'claim', data: object): void {
+export function ipcNotify<K extends IpcNotificationKind>(ipcPath: string, kind: K, data: IpcRequest<K>): void {
   const socket = net.connect(ipcPath);
   socket.on('error', () => undefined);
-  socket.once('connect', () => socket.end(encodeIpcMessage(IpcEvent[kind], data)));
+  socket.once('connect', () => socket.end(encodeIpcMessage(IpcMessages[kind].event, data)));
 }
