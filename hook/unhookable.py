@@ -243,8 +243,8 @@ def run_if_unhookable(command, ipc_path, say):
     else:
         how = (
             'the redirector runs no DNS responder on port 53 to resolve pseudo names for it: start the redirector '
-            'as root with the default --dns (the last address of --pseudo-net, port 53), or reach them through '
-            "'underpass forward'"
+            "as root, or after 'sudo sysctl net.ipv4.ip_unprivileged_port_start=53', without --dns off; or reach "
+            "them through 'underpass forward'"
         )
     if pid is None:
         proxy = listeners.get('socks')
