@@ -25,6 +25,7 @@ const load = {
   service: () => require('./service') as typeof import('./service'),
   fallbacks: () => require('../redirector/fallback-listeners') as typeof import('../redirector/fallback-listeners'),
   forward: () => require('../redirector/forward') as typeof import('../redirector/forward'),
+  tokens: () => require('../server/tokens') as typeof import('../server/tokens'),
 };
 
 const version = (JSON.parse(fs.readFileSync(`${__dirname}/../../package.json`, 'utf8')) as { version: string }).version;
@@ -301,6 +302,94 @@ export function buildProgram(): Command {
       }
     });
 
+  const token = program.command('token').description("issue, list and revoke tokens in a server's data dir");
+  const repeatable = (v: string, acc: string[]): string[] => [...acc, v];
+  token
+    .command('create')
+    .description('issue a token; prints it once, alone on the last line (only its hash is kept)')
+    .requiredOption('--data-dir <dir>', "the server's data dir (a running server takes the token at once)")
+    .requiredOption('--account <name>', 'the account the token acts as')
+    .option('--expires <duration>', 'lifetime: 30d, 12h, 90m, 2s (default: never)')
+    .option('--publish <glob>', 'publication names it may publish (repeatable; default: any)', repeatable, [])
+    .option('--connect <glob>', 'NAME.OWNER it may reach, e.g. "*.alice" (repeatable; default: any)', repeatable, [])
+    .option('--name <label>', 'a label for lists and the audit log')
+    .action(
+      (flags: {
+        dataDir: string;
+        account: string;
+        expires?: string;
+        publish: string[];
+        connect: string[];
+        name?: string;
+      }) => {
+        try {
+          const tokens = load.tokens();
+          const created = tokens.createToken(flags.dataDir, {
+            account: flags.account,
+            ...(flags.expires !== undefined ? { expiresInMs: tokens.parseExpires(flags.expires) } : {}),
+            publish: flags.publish,
+            connect: flags.connect,
+            ...(flags.name !== undefined ? { name: flags.name } : {}),
+          });
+          const until = created.entry.expires !== undefined ? `expires ${created.entry.expires}` : 'never expires';
+          process.stdout.write(
+            `token ${created.id} for account ${created.entry.account}, ${until}\n${created.token}\n`,
+          );
+        } catch (e) {
+          fail('underpass token create', e);
+        }
+      },
+    );
+  token
+    .command('list')
+    .description('every issued token: id, account, scopes, expiry, last use')
+    .requiredOption('--data-dir <dir>', "the server's data dir")
+    .option('--json', 'one JSON object per line')
+    .action((flags: { dataDir: string; json?: boolean }) => {
+      try {
+        const listed = load.tokens().listTokens(flags.dataDir);
+        for (const t of listed) {
+          if (flags.json === true) {
+            const { digest: _digest, ...shown } = t;
+            process.stdout.write(JSON.stringify(shown) + '\n');
+            continue;
+          }
+          const state =
+            t.revoked !== undefined
+              ? `revoked ${t.revoked}`
+              : t.expires !== undefined && Date.parse(t.expires) <= Date.now()
+                ? `expired ${t.expires}`
+                : t.expires !== undefined
+                  ? `expires ${t.expires}`
+                  : 'no expiry';
+          const scopes = [
+            t.publish !== undefined ? `publish ${t.publish.join(',')}` : '',
+            t.connect !== undefined ? `connect ${t.connect.join(',')}` : '',
+          ].filter((x) => x !== '');
+          process.stdout.write(
+            `${t.id}  ${t.account}  ${state}  last use ${t.lastUsed ?? 'never'}` +
+              `${scopes.length > 0 ? `  ${scopes.join('  ')}` : ''}${t.name !== undefined ? `  (${t.name})` : ''}\n`,
+          );
+        }
+        if (listed.length === 0 && flags.json !== true) process.stdout.write('no tokens issued\n');
+      } catch (e) {
+        fail('underpass token list', e);
+      }
+    });
+  token
+    .command('revoke')
+    .description('revoke a token: a running server ends its sessions and resets their tunnels at once')
+    .argument('<id>', 'the token id (from token list), or the token itself')
+    .requiredOption('--data-dir <dir>', "the server's data dir")
+    .action((id: string, flags: { dataDir: string }) => {
+      try {
+        const revoked = load.tokens().revokeToken(flags.dataDir, id);
+        process.stdout.write(`revoked token ${revoked.id} of account ${revoked.account} (${revoked.revoked ?? ''})\n`);
+      } catch (e) {
+        fail('underpass token revoke', e);
+      }
+    });
+
   const service = program.command('service').description('run a program as a systemd service');
   service
     .command('install')
@@ -364,6 +453,11 @@ export function buildProgram(): Command {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // `underpass token list | head`: a reader that left is not an error.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+    throw e;
+  });
   if (argv[0] === 'run') {
     // Loaded only for `run`: the hook's controller is not needed by the daemons.
     const { runHookCli } = require('../hook/run') as typeof import('../hook/run');

@@ -38,7 +38,12 @@ export function refusalFrom(headers: http2.IncomingHttpHeaders, fallback: string
   const code = headers[Headers.errorCode];
   const message = headers[Headers.errorMessage];
   const status = Number(headers[':status']);
-  if (status === 401) return new AuthError();
+  // The server says why when a token it issued has ended (revoked, expired); a wrong token gets the
+  // default line, which says where the right one is.
+  if (status === 401)
+    return typeof message === 'string' && message.startsWith('token ')
+      ? new AuthError(`the server rejected the token: ${message}`)
+      : new AuthError();
   return new UnderpassError(
     isErrorCode(code) ? code : 'UP_ERR_PROTOCOL',
     typeof message === 'string' && message !== '' ? message : `${fallback} (HTTP ${status})`,

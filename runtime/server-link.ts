@@ -11,7 +11,14 @@
 import { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
 import { ControlDecoder, encodeControl, ServerMessage, type EndpointMessage } from '../protocol/control';
-import { ConfigError, isUnderpassError, ProtocolError, UnderpassError, UnreachableError } from '../protocol/errors';
+import {
+  AuthError,
+  ConfigError,
+  isUnderpassError,
+  ProtocolError,
+  UnderpassError,
+  UnreachableError,
+} from '../protocol/errors';
 import { formatHostPort, tryParseHostPort, type HostPort } from '../protocol/names';
 import { Headers, Paths, SessionInfo, WIRE_VERSION } from '../protocol/wire';
 import { keepalive, KEEPALIVE_MS, raiseSessionWindow, sessionOptions } from './h2';
@@ -338,6 +345,12 @@ export class ServerLink extends EventEmitter {
         () => this.options.logger.info('reconnected to the tunnel server', { server: this.where }),
         (e: unknown) => {
           const message = isUnderpassError(e) ? e.message : String(e);
+          if (e instanceof AuthError && this.tunnels.size > 0) {
+            // A token the server no longer takes (revoked, expired) will not resume anything: the apps
+            // see their resets now rather than at the end of the grace period.
+            this.options.logger.error(`the tunnel server refused the token (${message}); resetting every tunnel`);
+            this.tunnels.abortAll(`the tunnel server refused the token: ${message}`);
+          }
           this.options.logger.warn(`reconnect failed: ${message}`, { retryInMs: delay });
           this.schedule();
         },

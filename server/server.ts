@@ -40,6 +40,7 @@ import { WS_PATH } from '../runtime/transport';
 import { Accounts, AuthThrottle, loadAccountsFile, loadOrCreateToken, secretsEqual } from './accounts';
 import { ensureIdentity } from './certificate';
 import { PublicationStore, type Publication } from './store';
+import { appendAudit, TokenStore, tryTokenId, type TokenGrant } from './tokens';
 
 export interface ServerOptions {
   host: string;
@@ -80,6 +81,8 @@ interface EndpointSession {
 interface ProxySession {
   id: number;
   account: string;
+  /** The issued token's scopes the proxy authenticated with, if it used one. */
+  grant: TokenGrant | undefined;
   session: http2.Http2Session;
   endpoint: EndpointSession;
   control: http2.ServerHttp2Stream;
@@ -134,6 +137,11 @@ export class TunnelServer {
   private readonly throttle = new AuthThrottle();
   /** Sessions that have presented a valid token. */
   private readonly authenticated = new WeakSet<http2.Http2Session>();
+  private tokens: TokenStore | null = null;
+  /** The issued token each session last authenticated with: revoking it ends the session. */
+  private readonly grantOf = new WeakMap<http2.Http2Session, TokenGrant>();
+  /** Each session's transport (TLS socket or carried WebSocket stream), to end it at once. */
+  private readonly transportOf = new WeakMap<http2.Http2Session, Duplex>();
   /** Tunnel requests waiting for a proxy's answer, per requesting session. */
   private readonly pendingBySession = new Map<http2.Http2Session, number>();
   /** Publication id → the proxy session serving it now. */
@@ -169,6 +177,12 @@ export class TunnelServer {
     this.accounts.add(token);
     if (this.options.accountsFile !== undefined) await loadAccountsFile(this.options.accountsFile, this.accounts);
     this.store = await PublicationStore.open(dataDir);
+    this.tokens = new TokenStore(
+      dataDir,
+      (ids, reason) => this.endTokenSessions(ids, reason),
+      (e) => this.log.error(`kept the tokens as they were: ${e.message}`),
+    );
+    this.tokens.start();
 
     // HTTP/1.1 is allowed only to carry the WebSocket upgrade for networks that pass nothing but web
     // traffic; sessions that arrive that way run HTTP/2 in clear inside the WebSocket's TLS.
@@ -226,6 +240,7 @@ export class TunnelServer {
   }
 
   async stop(): Promise<void> {
+    this.tokens?.stop();
     for (const session of this.sessions) session.destroy();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
@@ -235,11 +250,13 @@ export class TunnelServer {
     raiseSessionWindow(session);
     // With the transport: a session destroyed over a link that went silent would wait to flush for ever,
     // and its tunnels would never start their grace period.
+    const transport = markedSocketOf(session) ?? this.carrying;
+    if (transport !== undefined) this.transportOf.set(session, transport);
     keepalive(
       session,
       this.options.keepaliveMs ?? KEEPALIVE_MS,
       () => this.log.warn('dropped a session that stopped answering keepalives'),
-      markedSocketOf(session) ?? this.carrying,
+      transport,
     );
     session.on('error', () => undefined);
     session.once('close', () => this.sessions.delete(session));
@@ -279,7 +296,21 @@ export class TunnelServer {
       stream.session?.close();
       return;
     }
-    const account = token === '' ? null : this.accounts.tryAccountOf(token);
+    let account = token === '' ? null : this.accounts.tryAccountOf(token);
+    let grant: TokenGrant | undefined;
+    if (account === null && this.tokens !== null && tryTokenId(token) !== null) {
+      const verdict = this.tokens.verify(token);
+      if (verdict.ok) {
+        grant = verdict.grant;
+        account = grant.account;
+      } else if (verdict.reason !== 'unknown') {
+        // The right secret of a token that ended: its holder, not a guesser, so no throttle; one line each.
+        this.log.warn(`refused a request: ${verdict.message}`, { remote, token: verdict.id });
+        this.audit({ event: 'token.refused', id: verdict.id, reason: verdict.reason, remote });
+        this.refuse(stream, 'UP_ERR_AUTH', verdict.message);
+        return;
+      }
+    }
     if (account === null) {
       // A session that shows a wrong token is guessing, whatever it showed before: it loses the exemption.
       if (stream.session !== undefined) this.authenticated.delete(stream.session);
@@ -288,7 +319,11 @@ export class TunnelServer {
       this.refuse(stream, 'UP_ERR_AUTH', 'wrong or missing token');
       return;
     }
-    if (stream.session !== undefined) this.authenticated.add(stream.session);
+    if (stream.session !== undefined) {
+      this.authenticated.add(stream.session);
+      if (grant !== undefined) this.grantOf.set(stream.session, grant);
+      else this.grantOf.delete(stream.session);
+    }
     const version = Number(headers[Headers.version] ?? WIRE_VERSION);
     if (version !== WIRE_VERSION) {
       this.refuse(
@@ -306,7 +341,7 @@ export class TunnelServer {
         const resumeId = headers[Headers.resumeTunnel];
         if (typeof resumeId === 'string') this.handleTunnelResume(stream, resumeId, headers[Headers.received]);
         else if (typeof tunnelId === 'string') this.handleProxyAnswer(stream, tunnelId);
-        else this.handleTunnelRequest(stream, account, headers);
+        else this.handleTunnelRequest(stream, account, headers, grant);
       } else if (method === 'GET' && path === Paths.session) {
         const token = headers[Headers.resume];
         const { endpoint, resumed } = this.openEndpoint(
@@ -329,9 +364,10 @@ export class TunnelServer {
           account,
           decodeURIComponent(path.slice(Paths.names.length)),
           typeof key === 'string' ? key : undefined,
+          grant,
         );
       } else if (method === 'POST' && path === Paths.control) {
-        this.handleControl(stream, account);
+        this.handleControl(stream, account, grant);
       } else {
         this.refuse(stream, 'UP_ERR_NOT_FOUND', `no such endpoint: ${String(method)} ${path}`);
       }
@@ -426,12 +462,19 @@ export class TunnelServer {
     leg.attach(stream, received);
   }
 
-  /** Finds the publication a pseudo name stands for, if the account may use it. */
-  private lookup(account: string, host: string, serviceKey?: string): Publication {
+  /** Finds the publication a pseudo name stands for, if the account (and the token's scope) may use it. */
+  private lookup(account: string, host: string, serviceKey?: string, grant?: TokenGrant): Publication {
     const parsed = tryParsePseudoName(host, this.zone);
     const publication = parsed ? this.store.get(parsed.account, parsed.publication) : undefined;
     if (!parsed || !publication)
       throw new UnderpassError('UP_ERR_NOT_FOUND', `${host} is not a publication on this server`);
+    if (grant !== undefined && !grant.mayConnect(`${publication.name}.${publication.account}`)) {
+      this.audit({ event: 'scope.refused', id: grant.id, account, connect: host });
+      throw new UnderpassError(
+        'UP_ERR_FORBIDDEN',
+        `token ${grant.id} may not reach ${host}: its --connect scope does not cover it`,
+      );
+    }
     if (serviceKey !== undefined && !secretsEqual(serviceKey, publication.key)) {
       throw new UnderpassError(
         'UP_ERR_FORBIDDEN',
@@ -452,8 +495,9 @@ export class TunnelServer {
     account: string,
     host: string,
     key: string | undefined,
+    grant: TokenGrant | undefined,
   ): void {
-    const publication = this.lookup(account, host, key);
+    const publication = this.lookup(account, host, key, grant);
     const info: NameInfo = {
       name: publication.name,
       host: pseudoName(publication.name, publication.account, this.zone),
@@ -468,10 +512,11 @@ export class TunnelServer {
     stream: http2.ServerHttp2Stream,
     account: string,
     headers: http2.IncomingHttpHeaders,
+    grant: TokenGrant | undefined,
   ): void {
     const { host, port } = tryParseHostPort(headers[':authority'] ?? '') ?? { host: '', port: 0 };
     const key = headers[Headers.serviceKey];
-    const publication = this.lookup(account, host, typeof key === 'string' ? key : undefined);
+    const publication = this.lookup(account, host, typeof key === 'string' ? key : undefined, grant);
     if (port !== publication.port) {
       throw new UnderpassError('UP_ERR_NOT_FOUND', `${host} is published on port ${publication.port}, not ${port}`);
     }
@@ -574,11 +619,12 @@ export class TunnelServer {
   }
 
   /** Seed figure 4: a proxy's control stream, on which it publishes and receives tunnel requests. */
-  private handleControl(stream: http2.ServerHttp2Stream, account: string): void {
+  private handleControl(stream: http2.ServerHttp2Stream, account: string, grant: TokenGrant | undefined): void {
     const endpoint = this.endpointFor(stream, account);
     const proxy: ProxySession = {
       id: this.nextProxyId++,
       account,
+      grant,
       session: stream.session as http2.Http2Session,
       endpoint,
       control: stream,
@@ -641,7 +687,23 @@ export class TunnelServer {
       });
       return;
     }
+    if (proxy.grant !== undefined && !proxy.grant.mayPublish(name)) {
+      const message = `token ${proxy.grant.id} may not publish '${name}': its --publish scope does not cover it`;
+      this.log.warn(`refused a publication: ${message}`, { account: proxy.account });
+      this.audit({ event: 'scope.refused', id: proxy.grant.id, account: proxy.account, publish: name });
+      this.sendControl(proxy, { type: 'refused', name, code: 'UP_ERR_FORBIDDEN', message });
+      return;
+    }
+    const before = this.store.get(proxy.account, name);
     const publication = await this.store.publish(proxy.account, name, port);
+    if (before === undefined || before.port !== port)
+      this.audit({
+        event: before === undefined ? 'publication.create' : 'publication.port',
+        account: proxy.account,
+        name,
+        port,
+        ...(proxy.grant !== undefined ? { id: proxy.grant.id } : {}),
+      });
     if (proxy.control.destroyed) return;
     const id = pubId(proxy.account, name);
     const previous = this.holders.get(id);
@@ -664,6 +726,40 @@ export class TunnelServer {
     const host = pseudoName(name, proxy.account, this.zone);
     this.log.info('published', { publication: name, host, port, proxy: proxy.id });
     this.sendControl(proxy, { type: 'published', name, host, key: publication.key, port });
+  }
+
+  private audit(fields: Record<string, unknown>): void {
+    try {
+      appendAudit(this.options.dataDir, fields);
+    } catch (e) {
+      this.log.error(`cannot write the audit log: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+
+  /**
+   * Tokens that were revoked or expired lose their sessions now: their tunnels are reset rather than
+   * left for a grace period the token no longer earns, and the session cannot be resumed.
+   */
+  private endTokenSessions(ids: string[], reason: 'revoked' | 'expired'): void {
+    const ended = new Set(ids);
+    for (const session of [...this.sessions]) {
+      const grant = this.grantOf.get(session);
+      if (grant === undefined || !ended.has(grant.id)) continue;
+      const endpoint = this.endpointOf.get(session);
+      const tunnels = endpoint?.tunnels.size ?? 0;
+      this.log.warn(`ending a session: its token ${grant.id} was ${reason}; resetting ${tunnels} tunnel(s)`, {
+        account: grant.account,
+        remote: session.socket?.remoteAddress,
+      });
+      if (endpoint !== undefined) {
+        this.endpoints.delete(endpoint.id);
+        endpoint.tunnels.abortAll(`its token was ${reason}`);
+      }
+      // The transport first: destroying the session alone would try to flush to a peer first.
+      this.transportOf.get(session)?.destroy();
+      session.destroy();
+    }
+    if (reason === 'expired') for (const id of ids) this.audit({ event: 'token.expired', id });
   }
 
   private dropProxy(proxy: ProxySession): void {
