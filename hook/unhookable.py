@@ -152,6 +152,14 @@ def enter_namespace(resolv_file):
     check(libc.mount(resolv_file.encode(), b'/etc/resolv.conf', None, MS_BIND, None), 'mounting /etc/resolv.conf')
 
 
+# The signals hook-run passes on, and SIGCHLD, which says the command ended. They stay blocked in hook-run
+# while it waits (sigwaitinfo), and are unblocked in the child before its exec.
+RELAYED = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)
+# si_code of a signal the kernel sent (the terminal's ^C or ^\, a hangup): the command, in the same
+# foreground process group, got its own copy, so passing it on would deliver it twice.
+SI_KERNEL = 0x80
+
+
 def spawn(program, command, env, resolv_file):
     """Forks and execs the command, in the private namespace when `resolv_file` is given. Returns its pid, or
     raises OSError when the namespace could not be made (the command then never ran)."""
@@ -163,6 +171,7 @@ def spawn(program, command, env, resolv_file):
             if resolv_file is not None:
                 enter_namespace(resolv_file)
             os.set_inheritable(report_write, False)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, (*RELAYED, signal.SIGCHLD))
             os.execve(program, command, env)
         except BaseException as error:  # noqa: B036 - the child must never return into the sidecar
             try:
@@ -179,26 +188,18 @@ def spawn(program, command, env, resolv_file):
 
 
 def wait(pid):
-    """The command's exit status, 128 + N for a death by signal N; SIGTERM and SIGHUP sent to us go to it,
-    the terminal's SIGINT and SIGQUIT reach it directly."""
-    for signo in (signal.SIGINT, signal.SIGQUIT):
-        signal.signal(signo, lambda signo, frame: None)
-    for signo in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signo, lambda signo, frame: forward(pid, signo))
+    """The command's exit status, 128 + N for a death by signal N. SIGINT, SIGQUIT, SIGTERM and SIGHUP that a
+    process sends hook-run go on to the command; the terminal's reach it directly."""
     while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
-    return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-
-
-def forward(pid, signo):
-    try:
-        os.kill(pid, signo)
-    except ProcessLookupError:
-        pass
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        info = signal.sigwaitinfo((*RELAYED, signal.SIGCHLD))
+        if info.si_signo != signal.SIGCHLD and info.si_code != SI_KERNEL:
+            try:
+                os.kill(pid, info.si_signo)
+            except ProcessLookupError:
+                pass
 
 
 def run_if_unhookable(command, ipc_path, say):
@@ -209,6 +210,8 @@ def run_if_unhookable(command, ipc_path, say):
     if kind is None:
         return None
     name = os.path.basename(program)
+    # Blocked before the fork, so that none is lost or takes its default action meanwhile (see wait).
+    signal.pthread_sigmask(signal.SIG_BLOCK, (*RELAYED, signal.SIGCHLD))
     hello = ask_redirector(ipc_path)
     if hello is None:
         say(

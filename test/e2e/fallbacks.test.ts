@@ -1,15 +1,27 @@
 /**
  * Issue 12, "programs the hook cannot enter": the redirector's DNS responder (dig, UDP and TCP), a Go
  * program built here reaching a publication under hook-run through it, curl through the SOCKS5 listener
- * (--socks5-hostname) and the HTTP proxy (CONNECT, and plain absolute-form requests), `underpass forward`
- * carrying psql to a real PostgreSQL, and another user's connection refused at the SOCKS listener. Every
- * program is real and runs as its own process; nothing of ours is mocked.
+ * (--socks5-hostname) and the HTTP proxy (CONNECT, and plain absolute-form requests), signals passed on
+ * to a static program under hook-run, `underpass forward` carrying psql to a real PostgreSQL, and another
+ * user's connection refused at the SOCKS listener. Every program is real and runs as its own process;
+ * nothing of ours is mocked.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { Chain, freePort, lineEchoServer, Program, PYTHON, run, tmpDir, UNDERPASS, which } from '../harness';
+import {
+  Chain,
+  freePort,
+  HOOK_RUN_LAUNCHER,
+  lineEchoServer,
+  Program,
+  PYTHON,
+  run,
+  tmpDir,
+  UNDERPASS,
+  which,
+} from '../harness';
 
 /** The bin directory of Debian's PostgreSQL server (initdb, postgres), or null. */
 function postgresBin(): string | null {
@@ -191,6 +203,38 @@ func main() {
     );
     // The machine's own resolv.conf is untouched.
     assert.doesNotMatch(fs.readFileSync('/etc/resolv.conf', 'utf8'), new RegExp(responder.replace(/\./g, '\\.')));
+  });
+
+  it('hook-run passes SIGINT and SIGTERM sent to it on to a program it cannot hook, and reports its status', async function () {
+    const gcc = which('gcc') ?? which('cc');
+    assert.ok(gcc !== null, "a C compiler is needed to build the static test program: run 'npm run prerequisites'");
+    const source = path.join(dir, 'waiter.c');
+    fs.writeFileSync(
+      source,
+      `#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
+static volatile sig_atomic_t got;
+static void on(int signo) { got = signo; }
+int main(void) {
+  signal(SIGINT, on); signal(SIGTERM, on);
+  printf("ready\\n"); fflush(stdout);
+  while (!got) pause();
+  printf("got %d\\n", got);
+  return 7;
+}
+`,
+    );
+    const binary = path.join(dir, 'waiter');
+    const cc = await run(gcc!, ['-static', '-O0', '-o', binary, source]);
+    assert.equal(cc.code, 0, cc.stderr);
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      const hooked = new Program('hook-run', HOOK_RUN_LAUNCHER, ['--ipc', chain.ipcPath, '--', binary]);
+      extra.push(hooked);
+      await hooked.waitFor(/^ready$/m, 20_000, 'stdout');
+      assert.deepEqual(await hooked.stop(signal), { code: 7, signal: null }, hooked.stderr);
+      assert.equal(hooked.stdout, `ready\ngot ${signal === 'SIGINT' ? 2 : 15}\n`);
+    }
   });
 
   it('curl --socks5-hostname reaches a publication; a name outside the zone is refused', async function () {
