@@ -8,8 +8,17 @@ import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, isUnderpassError } from '../protocol/errors';
 import type { ProxyEvent } from '../proxy/proxy';
 import type { LogFormat, Logger } from '../runtime/log';
+import {
+  DEFAULT_LISTEN,
+  DEFAULT_PSEUDO_NET,
+  DEFAULT_TRANSPORT,
+  DEFAULT_ZONE,
+  GRACE_MS,
+  KEEPALIVE_MS,
+  TRANSPORT_KINDS,
+} from '../protocol/defaults';
 import { defaultIpcPath } from '../runtime/paths';
-import type { LinkOptions } from '../runtime/server-link';
+import type { LinkOptions } from '../runtime/link-config';
 import type { TransportKind } from '../runtime/transport';
 
 // Each program's modules (TLS, HTTP/2, WebSocket, certificate generation, logging) load only when that
@@ -17,11 +26,12 @@ import type { TransportKind } from '../runtime/transport';
 /* eslint-disable @typescript-eslint/no-require-imports */
 const load = {
   log: () => require('../runtime/log') as typeof import('../runtime/log'),
-  link: () => require('../runtime/server-link') as typeof import('../runtime/server-link'),
-  names: () => require('../protocol/names') as typeof import('../protocol/names'),
+  linkConfig: () => require('../runtime/link-config') as typeof import('../runtime/link-config'),
   server: () => require('../server/server') as typeof import('../server/server'),
   proxy: () => require('../proxy/proxy') as typeof import('../proxy/proxy'),
+  proxyConfig: () => require('../proxy/config') as typeof import('../proxy/config'),
   redirector: () => require('../redirector/redirector') as typeof import('../redirector/redirector'),
+  redirectorConfig: () => require('../redirector/config') as typeof import('../redirector/config'),
   service: () => require('./service') as typeof import('./service'),
   fallbacks: () => require('../redirector/fallback-listeners') as typeof import('../redirector/fallback-listeners'),
   forward: () => require('../redirector/forward') as typeof import('../redirector/forward'),
@@ -81,14 +91,14 @@ function linkOptions(flags: EndpointFlags, logger: Logger): LinkOptions {
   if (!ca) throw new ConfigError("missing --ca FILE (the server's DATA_DIR/tls/cert.pem)");
   if (!token) throw new ConfigError('missing --token TOKEN (the server prints where its token is)');
   return {
-    server: load.link().parseHostPort(server, '--server'),
+    server: load.linkConfig().parseHostPort(server, '--server'),
     ca: readCa(ca),
     token,
     logger,
     transport: flags.transport,
     keepaliveMs: flags.keepalive * 1000,
     graceMs: flags.grace * 1000,
-    ...(flags.proxy !== undefined ? { proxy: flags.proxy } : {}),
+    proxy: flags.proxy,
   };
 }
 
@@ -104,8 +114,8 @@ function endpointOptions(command: Command): Command {
     .option('--token <token>', 'token the server accepts (env UNDERPASS_TOKEN)')
     .addOption(
       new Option('--transport <kind>', 'tls, wss (WebSocket over HTTPS), or auto: try each')
-        .choices(['auto', 'tls', 'wss'])
-        .default('auto'),
+        .choices(TRANSPORT_KINDS)
+        .default(DEFAULT_TRANSPORT),
     )
     .option(
       '--proxy <url>',
@@ -116,28 +126,27 @@ function endpointOptions(command: Command): Command {
     .addOption(logFormat());
 }
 
+/** A flag's value as a number of seconds (its range is the program's config to check). */
+export function seconds(flag: string): (value: string) => number {
+  return (value) => {
+    const n = value.trim() === '' ? NaN : Number(value);
+    if (!Number.isFinite(n)) throw new ConfigError(`${flag} '${value}' is not a number of seconds`);
+    return n;
+  };
+}
+
 const keepaliveOption = (): Option =>
   new Option('--keepalive <seconds>', 'PING interval; a peer silent for two intervals is taken for dead')
-    .default(15)
-    .argParser((v: string) => {
-      const n = Number(v);
-      if (!(n > 0 && n <= 3600))
-        throw new ConfigError(`--keepalive '${v}' must be a number of seconds between 0 and 3600`);
-      return n;
-    });
+    .default(KEEPALIVE_MS / 1000)
+    .argParser(seconds('--keepalive'));
 
 const graceOption = (): Option =>
   new Option(
     '--grace <seconds>',
     'how long tunneled connections wait for a dropped session to come back before they are reset',
   )
-    .default(30)
-    .argParser((v: string) => {
-      const n = Number(v);
-      if (!(n >= 0 && n <= 86_400))
-        throw new ConfigError(`--grace '${v}' must be a number of seconds between 0 and 86400`);
-      return n;
-    });
+    .default(GRACE_MS / 1000)
+    .argParser(seconds('--grace'));
 
 const logFormat = (): Option =>
   new Option('--log-format <format>', 'log lines as readable text or JSON').choices(['text', 'json']).default('text');
@@ -156,7 +165,7 @@ export function buildProgram(): Command {
   program
     .command('server')
     .description('run the public publishing/tunneling server')
-    .option('--listen <host:port>', 'address to listen on', '0.0.0.0:7443')
+    .option('--listen <host:port>', 'address to listen on', DEFAULT_LISTEN)
     .requiredOption('--data-dir <dir>', 'directory for the certificate, token and publications')
     .option('--token <token>', 'token proxies and redirectors present (default: generated into DATA_DIR/token)')
     .option(
@@ -165,7 +174,7 @@ export function buildProgram(): Command {
     )
     .option('--cert <file>', 'TLS certificate (PEM) instead of the generated one')
     .option('--key <file>', 'TLS private key (PEM) for --cert')
-    .option('--zone <zone>', 'DNS zone pseudo names live under', 'underpass.internal')
+    .option('--zone <zone>', 'DNS zone pseudo names live under', DEFAULT_ZONE)
     .addOption(keepaliveOption())
     .addOption(graceOption())
     .addOption(logFormat())
@@ -184,7 +193,7 @@ export function buildProgram(): Command {
       }) => {
         const logger = load.log().createLogger('server', flags.logFormat);
         try {
-          const listen = load.link().parseHostPort(flags.listen, '--listen');
+          const listen = load.linkConfig().parseHostPort(flags.listen, '--listen');
           if ((flags.cert === undefined) !== (flags.key === undefined))
             throw new ConfigError('--cert and --key go together: pass both or neither');
           const server = new (load.server().TunnelServer)({
@@ -195,7 +204,7 @@ export function buildProgram(): Command {
             accountsFile: flags.accounts,
             cert:
               flags.cert !== undefined && flags.key !== undefined ? { cert: flags.cert, key: flags.key } : undefined,
-            zone: load.names().zone(flags.zone),
+            zone: flags.zone,
             keepaliveMs: flags.keepalive * 1000,
             graceMs: flags.grace * 1000,
             logger,
@@ -231,8 +240,8 @@ export function buildProgram(): Command {
     .action(async (flags: EndpointFlags & { publish: string[]; json?: boolean }) => {
       const logger = load.log().createLogger('proxy', flags.logFormat);
       try {
-        if (flags.publish.length === 0) throw new ConfigError('nothing to publish: add --publish NAME=HOST:PORT');
-        const { ServiceProxy, parsePublish } = load.proxy();
+        const { parsePublish } = load.proxyConfig();
+        const { ServiceProxy } = load.proxy();
         const proxy = new ServiceProxy({
           link: linkOptions(flags, logger),
           targets: flags.publish.map(parsePublish),
@@ -254,7 +263,7 @@ export function buildProgram(): Command {
 
   endpointOptions(program.command('redirector').description('serve hooks on this machine and tunnel their connections'))
     .option('--ipc <path>', 'Unix socket hooks connect to', defaultIpcPath())
-    .option('--pseudo-net <cidr>', 'loopback range pseudo addresses come from', '127.77.0.0/16')
+    .option('--pseudo-net <cidr>', 'loopback range pseudo addresses come from', DEFAULT_PSEUDO_NET)
     .option(
       '--service-key <name=key>',
       "present a publication's service key (another account's publication; repeatable)",
@@ -267,7 +276,8 @@ export function buildProgram(): Command {
     .action(async (flags: RedirectorFlags) => {
       const logger = load.log().createLogger('redirector', flags.logFormat);
       try {
-        const { Redirector, parseServiceKey } = load.redirector();
+        const { parseServiceKey } = load.redirectorConfig();
+        const { Redirector } = load.redirector();
         const serviceKeys = new Map(flags.serviceKey.map(parseServiceKey));
         const redirector = new Redirector({
           link: linkOptions(flags, logger),

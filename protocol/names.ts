@@ -9,9 +9,6 @@
 import { parse } from 'tldts';
 import { ConfigError } from './errors';
 
-export const DEFAULT_ZONE = 'underpass.internal';
-export const DEFAULT_ACCOUNT = 'default';
-
 // tldts validates a host name only on its extraction path, so extraction stays on; a result that differs
 // from the input means the input was a URL or had other parts, and is refused.
 const parseOptions = { allowPrivateDomains: true, validateHostname: true } as const;

@@ -8,19 +8,12 @@ import { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
 import net from 'node:net';
 import type { ServerMessage } from '../protocol/control';
-import { ConfigError } from '../protocol/errors';
-import { label, tryParseHostPort } from '../protocol/names';
 import { Headers, type SessionInfo } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
 import { ResumableStream } from '../runtime/resumable-stream';
-import { ServerLink, type LinkOptions } from '../runtime/server-link';
+import { ServerLink } from '../runtime/server-link';
 import { abort, splice } from '../runtime/splice';
-
-export interface Target {
-  name: string;
-  host: string;
-  port: number;
-}
+import { proxyConfig, type ProxyConfig, type ProxyOptions, type Target } from './config';
 
 /** What `--json` prints, one object a line. */
 export type ProxyEvent =
@@ -29,42 +22,18 @@ export type ProxyEvent =
   | { event: 'disconnected' }
   | { event: 'reconnected' };
 
-/** Parses `NAME=HOST:PORT`; throws ConfigError with the fix. */
-export function parsePublish(spec: string): Target {
-  const eq = spec.indexOf('=');
-  const fail = (why: string): never => {
-    throw new ConfigError(`--publish '${spec}': ${why} (expected NAME=HOST:PORT, e.g. redis=127.0.0.1:6379)`);
-  };
-  if (eq <= 0) return fail('missing NAME=');
-  const name = label(spec.slice(0, eq), 'publication name');
-  const target = tryParseHostPort(spec.slice(eq + 1));
-  if (target === null) return fail(`'${spec.slice(eq + 1)}' is not HOST:PORT with a valid host and port`);
-  return { name, ...target };
-}
-
-export interface ProxyOptions {
-  link: LinkOptions;
-  targets: Target[];
-  logger: Logger;
-  /** How long connecting to a target may take (ms). */
-  connectTimeoutMs?: number;
-}
-
 export class ServiceProxy extends EventEmitter {
   readonly link: ServerLink;
   /** Service key → target (seed step 335: the proxy keeps the mapping). */
   private readonly byKey = new Map<string, Target>();
   private wasUp = false;
 
-  constructor(private readonly options: ProxyOptions) {
+  private readonly options: ProxyConfig;
+
+  constructor(options: ProxyOptions) {
     super();
-    const names = new Set<string>();
-    for (const t of options.targets) {
-      if (names.has(t.name))
-        throw new ConfigError(`--publish names '${t.name}' twice: give each publication its own NAME`);
-      names.add(t.name);
-    }
-    this.link = new ServerLink(options.link);
+    this.options = proxyConfig(options);
+    this.link = new ServerLink(this.options.link);
     this.link.on('up', (_session: http2.ClientHttp2Session, info: SessionInfo) => this.publishAll(info));
     this.link.on('message', (message: ServerMessage) => this.handleServerMessage(message));
     this.link.on('down', () => this.emitEvent({ event: 'disconnected' }));
@@ -140,7 +109,7 @@ export class ServiceProxy extends EventEmitter {
       return;
     }
     const socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true });
-    const timeout = setTimeout(() => socket.destroy(new Error('ETIMEDOUT')), this.options.connectTimeoutMs ?? 10_000);
+    const timeout = setTimeout(() => socket.destroy(new Error('ETIMEDOUT')), this.options.connectTimeoutMs);
     socket.once('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timeout);
       if (socket.connecting || socket.bytesRead + socket.bytesWritten === 0) {

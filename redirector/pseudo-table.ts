@@ -10,9 +10,8 @@
  */
 import fs from 'node:fs';
 import { ConfigError } from '../protocol/errors';
+import { DEFAULT_PSEUDO_NET } from '../protocol/defaults';
 import { formatIPv4, inPseudoNet, tryParseIPv4 } from '../protocol/ipc';
-
-export const DEFAULT_PSEUDO_NET = '127.77.0.0/16';
 
 export class PseudoAddressTable {
   readonly base: number;

@@ -13,7 +13,7 @@
 import http2 from 'node:http2';
 import net from 'node:net';
 import path from 'node:path';
-import { ConfigError, isUnderpassError, TunnelError, UnderpassError, UnreachableError } from '../protocol/errors';
+import { isUnderpassError, TunnelError, UnderpassError, UnreachableError } from '../protocol/errors';
 import {
   IPC_VERSION,
   type ClaimRequest,
@@ -23,34 +23,20 @@ import {
   type ResolveReply,
   type ReverseReply,
 } from '../protocol/ipc';
-import { tryNormalizeHostname, tryParsePseudoName } from '../protocol/names';
+import { tryParsePseudoName } from '../protocol/names';
 import { Headers, NameInfo, Paths, type SessionInfo } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
 import { ResumableStream } from '../runtime/resumable-stream';
 import { getJson, refusalFrom } from '../runtime/requests';
-import { ServerLink, type LinkOptions } from '../runtime/server-link';
+import { ServerLink } from '../runtime/server-link';
 import { abort, splice } from '../runtime/splice';
-import { CLAIM_WAIT_MS, ClaimTable } from './claims';
+import { ClaimTable } from './claims';
+import { redirectorConfig, type RedirectorConfig, type RedirectorOptions } from './config';
 import { IpcServer } from './ipc-server';
 import { PeerOwners, type ConnectionEnds } from './peer-owner';
 import { PseudoAddressTable } from './pseudo-table';
-import { FallbackListeners, type FallbackOptions } from './fallback-listeners';
+import { FallbackListeners } from './fallback-listeners';
 import { DialError, type OpenedTunnel, type TunnelDialer } from './tunnel-dialer';
-
-export interface RedirectorOptions {
-  link: LinkOptions;
-  ipcPath: string;
-  pseudoNet?: string;
-  logger: Logger;
-  /** How long a tunnel opened for a blocking connect waits for its accept (ms). */
-  parkMs?: number;
-  /** Service keys to present, by pseudo name (publications of other accounts). */
-  serviceKeys?: Map<string, string>;
-  /** How long an unclaimed accepted connection waits for a hook's claim before the /proc check (ms). */
-  claimWaitMs?: number;
-  /** DNS responder, SOCKS5 and HTTP CONNECT listeners for unhooked programs (none unless given). */
-  fallbacks?: FallbackOptions;
-}
 
 /** One pseudo address:port the redirector listens on, and the tunnels parked for it. */
 interface Listener {
@@ -75,15 +61,6 @@ function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
-/** Parses `--service-key PSEUDO_NAME=KEY`; throws ConfigError with the fix. */
-export function parseServiceKey(spec: string): [host: string, key: string] {
-  const eq = spec.indexOf('=');
-  const host = eq > 0 ? tryNormalizeHostname(spec.slice(0, eq)) : null;
-  if (host === null || eq === spec.length - 1)
-    throw new ConfigError(`--service-key '${spec}' is not PSEUDO_NAME=KEY (the key the publishing proxy printed)`);
-  return [host, spec.slice(eq + 1)];
-}
-
 export class Redirector implements TunnelDialer {
   readonly link: ServerLink;
   readonly table: PseudoAddressTable;
@@ -96,7 +73,10 @@ export class Redirector implements TunnelDialer {
   private readonly claims = new ClaimTable();
   private readonly fallbacks: FallbackListeners;
 
-  constructor(private readonly options: RedirectorOptions) {
+  private readonly options: RedirectorConfig;
+
+  constructor(options: RedirectorOptions) {
+    this.options = redirectorConfig(options);
     this.table = new PseudoAddressTable(
       options.pseudoNet,
       path.join(path.dirname(options.ipcPath), `${path.basename(options.ipcPath)}.addresses.json`),
@@ -116,7 +96,7 @@ export class Redirector implements TunnelDialer {
       },
       options.logger,
     );
-    this.fallbacks = new FallbackListeners(options.fallbacks ?? { dns: null, socks: null, httpProxy: null }, {
+    this.fallbacks = new FallbackListeners(this.options.fallbacks, {
       dialer: this,
       resolve: (name) => this.handleResolve(name),
       zone: () => this.info?.zone ?? null,
@@ -133,7 +113,7 @@ export class Redirector implements TunnelDialer {
     const info = await this.link.start();
     this.info = info;
     // A wrong service key is said at start, in one line, not discovered by an app later.
-    for (const host of this.options.serviceKeys?.keys() ?? []) {
+    for (const host of this.options.serviceKeys.keys()) {
       await this.lookup(host).catch((e: unknown) => {
         this.link.stop();
         throw isUnderpassError(e) ? e : new UnderpassError('UP_ERR_PROTOCOL', String(e));
@@ -149,7 +129,7 @@ export class Redirector implements TunnelDialer {
 
   /** Request headers: the token, and the service key of `host` when one was given. */
   private headersFor(host: string): http2.OutgoingHttpHeaders {
-    const key = this.options.serviceKeys?.get(host);
+    const key = this.options.serviceKeys.get(host);
     return key === undefined ? this.link.authHeaders() : { ...this.link.authHeaders(), [Headers.serviceKey]: key };
   }
 
@@ -274,7 +254,7 @@ export class Redirector implements TunnelDialer {
         const i = listener.parked.indexOf(entry);
         if (i >= 0) listener.parked.splice(i, 1);
         stream.close(http2.constants.NGHTTP2_CANCEL);
-      }, this.options.parkMs ?? 10_000),
+      }, this.options.parkMs),
     };
     entry.timer.unref();
     stream.once('close', () => {
@@ -416,7 +396,7 @@ export class Redirector implements TunnelDialer {
           () => decide('owner check'),
           () => undecided,
         ),
-      this.options.claimWaitMs ?? CLAIM_WAIT_MS,
+      this.options.claimWaitMs,
     );
     timer.unref();
     // After the owner check, the wait for a claim lasts as long as the connection: a claim that comes

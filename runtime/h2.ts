@@ -45,9 +45,6 @@ export function raiseSessionWindow(session: http2.Http2Session): void {
   else raise();
 }
 
-/** Default interval between keepalive PINGs (ms). */
-export const KEEPALIVE_MS = 15_000;
-
 /**
  * Sends a PING every `intervalMs`; when one is still unanswered at the next tick the peer is taken for
  * dead: `onDead` runs and the session is destroyed. A dead peer is thus noticed within two intervals.

@@ -11,57 +11,25 @@
 import { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
 import { ControlDecoder, encodeControl, ServerMessage, type EndpointMessage } from '../protocol/control';
-import {
-  AuthError,
-  ConfigError,
-  isUnderpassError,
-  ProtocolError,
-  UnderpassError,
-  UnreachableError,
-} from '../protocol/errors';
-import { formatHostPort, tryParseHostPort, type HostPort } from '../protocol/names';
+import { AuthError, isUnderpassError, ProtocolError, UnderpassError, UnreachableError } from '../protocol/errors';
+import { formatHostPort } from '../protocol/names';
 import { Headers, Paths, SessionInfo, WIRE_VERSION } from '../protocol/wire';
-import { keepalive, KEEPALIVE_MS, raiseSessionWindow, sessionOptions } from './h2';
-import type { Logger } from './log';
+import { keepalive, raiseSessionWindow, sessionOptions } from './h2';
+import { linkConfig, type LinkConfig, type LinkOptions } from './link-config';
 import { getJson, refusalFrom } from './requests';
 import type { ResumableStream } from './resumable-stream';
-import { GRACE_MS, TunnelTable } from './tunnel-table';
-import { candidateRoutes, describeRoute, openRoute, proxyFor, type Route, type TransportKind } from './transport';
-
-export type ServerAddress = HostPort;
-
-/** Parses `HOST:PORT` (`[v6]:PORT` for IPv6); throws ConfigError with the fix. */
-export function parseHostPort(input: string, flag: string): ServerAddress {
-  const parsed = tryParseHostPort(input);
-  if (parsed === null) throw new ConfigError(`${flag} '${input}' is not HOST:PORT (for example 127.0.0.1:7443)`);
-  return parsed;
-}
-
-export interface LinkOptions {
-  server: ServerAddress;
-  /** PEM of the CA (or self-signed certificate) that signs the server's certificate. */
-  ca: Buffer;
-  token: string;
-  logger: Logger;
-  /** Interval between keepalive PINGs (ms); a PING unanswered for as long ends the session. */
-  keepaliveMs?: number;
-  /** Which carriers to try (default auto: TLS, then WebSocket). */
-  transport?: TransportKind;
-  /** `--proxy URL`; without it the environment's proxy variables apply, as curl reads them. */
-  proxy?: string;
-  /** How long tunnels wait for a dropped session to come back before they are reset (ms). */
-  graceMs?: number;
-}
+import { TunnelTable } from './tunnel-table';
+import { candidateRoutes, describeRoute, openRoute, proxyFor, type Route } from './transport';
 
 /** While tunnels wait for the session, reconnect attempts come at least this often (ms). */
 const RESUME_RETRY_MS = 1_000;
 
-/** Backoff between reconnect attempts: 250 ms doubling to 30 s, each with ±50 % jitter. */
+/** Backoff between reconnect attempts: `minMs` doubling up to `maxMs`, each with ±50 % jitter. */
 export class Backoff {
   private attempt = 0;
   constructor(
-    private readonly minMs = 250,
-    private readonly maxMs = 30_000,
+    private readonly minMs: number,
+    private readonly maxMs: number,
   ) {}
   next(): number {
     const base = Math.min(this.maxMs, this.minMs * 2 ** this.attempt);
@@ -95,7 +63,8 @@ export class ServerLink extends EventEmitter {
   private info: SessionInfo | null = null;
   /** What the server gave to present after a drop; null before the first session. */
   private resumeToken: string | null = null;
-  private readonly backoff = new Backoff();
+  private readonly config: LinkConfig;
+  private readonly backoff: Backoff;
   private stopped = false;
   private timer: NodeJS.Timeout | null = null;
   private readonly where: string;
@@ -103,14 +72,17 @@ export class ServerLink extends EventEmitter {
   /** The route that worked last; tried first on every reconnect. */
   private preferred: Route | null = null;
 
-  constructor(private readonly options: LinkOptions) {
+  constructor(options: LinkOptions) {
     super();
-    this.where = `${options.server.host}:${options.server.port}`;
-    this.routes = candidateRoutes(options.transport ?? 'auto', proxyFor(options.server, options.proxy));
+    const config = linkConfig(options);
+    this.config = config;
+    this.backoff = new Backoff(config.backoff.minMs, config.backoff.maxMs);
+    this.where = `${config.server.host}:${config.server.port}`;
+    this.routes = candidateRoutes(config.transport, proxyFor(config.server, config.proxy));
     this.tunnels = new TunnelTable({
-      graceMs: options.graceMs ?? GRACE_MS,
+      graceMs: config.graceMs,
       send: (bytes) => this.control?.write(bytes),
-      logger: options.logger,
+      logger: config.logger,
     });
   }
 
@@ -128,7 +100,7 @@ export class ServerLink extends EventEmitter {
 
   /** Headers every request carries. */
   authHeaders(): http2.OutgoingHttpHeaders {
-    return { authorization: `Bearer ${this.options.token}`, [Headers.version]: String(WIRE_VERSION) };
+    return { authorization: `Bearer ${this.config.token}`, [Headers.version]: String(WIRE_VERSION) };
   }
 
   /** Sends a message on the control stream; false while the session is down. */
@@ -162,13 +134,13 @@ export class ServerLink extends EventEmitter {
       try {
         const info = await this.dialRoute(route);
         if (this.preferred !== route)
-          this.options.logger.info(`session to the tunnel server ${this.where} runs over ${describeRoute(route)}`);
+          this.config.logger.info(`session to the tunnel server ${this.where} runs over ${describeRoute(route)}`);
         this.preferred = route;
         return info;
       } catch (e) {
         const error = isUnderpassError(e) ? e : describeDialError(e as NodeJS.ErrnoException, this.where);
         if (error.code === 'UP_ERR_AUTH' || error.code === 'UP_ERR_PROTOCOL') throw error;
-        this.options.logger.debug(`route ${describeRoute(route)} failed: ${error.message}`);
+        this.config.logger.debug(`route ${describeRoute(route)} failed: ${error.message}`);
         failures.push({ route, error });
       }
     }
@@ -180,7 +152,7 @@ export class ServerLink extends EventEmitter {
   }
 
   private async dialRoute(route: Route): Promise<SessionInfo> {
-    const { server, ca } = this.options;
+    const { server, ca } = this.config;
     const stream = await openRoute(route, { host: server.host, port: server.port, ca }).catch((e: unknown) => {
       throw isUnderpassError(e) ? e : describeDialError(e as NodeJS.ErrnoException, this.where);
     });
@@ -215,9 +187,9 @@ export class ServerLink extends EventEmitter {
     this.backoff.reset();
     keepalive(
       session,
-      this.options.keepaliveMs ?? KEEPALIVE_MS,
+      this.config.keepaliveMs,
       () =>
-        this.options.logger.warn('the tunnel server stopped answering keepalives; reconnecting', {
+        this.config.logger.warn('the tunnel server stopped answering keepalives; reconnecting', {
           server: this.where,
         }),
       stream,
@@ -233,13 +205,13 @@ export class ServerLink extends EventEmitter {
   private openControl(session: http2.ClientHttp2Session): void {
     const control = session.request({ ':method': 'POST', ':path': Paths.control, ...this.authHeaders() });
     this.control = control;
-    control.on('error', (e: Error) => this.options.logger.debug(`control stream error: ${e.message}`));
+    control.on('error', (e: Error) => this.config.logger.debug(`control stream error: ${e.message}`));
     control.once('close', () => {
       if (this.control === control) this.control = null;
     });
     control.on('response', (headers) => {
       if (Number(headers[':status']) !== 200) {
-        this.options.logger.error(
+        this.config.logger.error(
           `the server refused the control stream (HTTP ${String(headers[':status'])}): ${String(headers[Headers.errorMessage] ?? '')}`,
         );
         session.close();
@@ -251,7 +223,7 @@ export class ServerLink extends EventEmitter {
       try {
         messages = decoder.push(chunk);
       } catch (e) {
-        this.options.logger.error(
+        this.config.logger.error(
           `the server sent a malformed control message (${isUnderpassError(e) ? e.message : String(e)}); reconnecting`,
         );
         session.destroy();
@@ -271,7 +243,7 @@ export class ServerLink extends EventEmitter {
   private resumeTunnels(session: http2.ClientHttp2Session, info: SessionInfo): void {
     if (info.resume?.resumed !== true) {
       if (this.tunnels.size > 0) {
-        this.options.logger.warn(
+        this.config.logger.warn(
           `the tunnel server no longer knows this session: resetting ${this.tunnels.size} tunnel(s)`,
         );
         this.tunnels.abortAll('the tunnel server no longer knows the session');
@@ -281,7 +253,7 @@ export class ServerLink extends EventEmitter {
     }
     const legs = this.tunnels.detached();
     for (const message of this.tunnels.resume()) this.send(message);
-    if (legs.length > 0) this.options.logger.info(`session resumed: re-opening ${legs.length} tunnel(s)`);
+    if (legs.length > 0) this.config.logger.info(`session resumed: re-opening ${legs.length} tunnel(s)`);
     for (const leg of legs) this.resumeTunnel(session, leg);
   }
 
@@ -331,7 +303,7 @@ export class ServerLink extends EventEmitter {
     this.tunnels.suspend();
     this.emit('down');
     if (this.stopped) return;
-    this.options.logger.warn('lost the session to the tunnel server; reconnecting', { server: this.where });
+    this.config.logger.warn('lost the session to the tunnel server; reconnecting', { server: this.where });
     this.schedule();
   }
 
@@ -342,16 +314,16 @@ export class ServerLink extends EventEmitter {
       this.timer = null;
       if (this.stopped) return;
       this.dial().then(
-        () => this.options.logger.info('reconnected to the tunnel server', { server: this.where }),
+        () => this.config.logger.info('reconnected to the tunnel server', { server: this.where }),
         (e: unknown) => {
           const message = isUnderpassError(e) ? e.message : String(e);
           if (e instanceof AuthError && this.tunnels.size > 0) {
             // A token the server no longer takes (revoked, expired) will not resume anything: the apps
             // see their resets now rather than at the end of the grace period.
-            this.options.logger.error(`the tunnel server refused the token (${message}); resetting every tunnel`);
+            this.config.logger.error(`the tunnel server refused the token (${message}); resetting every tunnel`);
             this.tunnels.abortAll(`the tunnel server refused the token: ${message}`);
           }
-          this.options.logger.warn(`reconnect failed: ${message}`, { retryInMs: delay });
+          this.config.logger.warn(`reconnect failed: ${message}`, { retryInMs: delay });
           this.schedule();
         },
       );

@@ -18,11 +18,12 @@ import tls from 'node:tls';
 import { getProxyForUrl } from 'proxy-from-env';
 import { SocksClient } from 'socks';
 import { createWebSocketStream, WebSocket } from 'ws';
+import type { TRANSPORT_KINDS } from '../protocol/defaults';
 import { ConfigError, UnderpassError, UnreachableError } from '../protocol/errors';
 import { formatHostPort, isIpLiteral } from '../protocol/names';
 import { ALPN } from '../protocol/wire';
 
-export type TransportKind = 'auto' | 'tls' | 'wss';
+export type TransportKind = (typeof TRANSPORT_KINDS)[number];
 
 /** Path of the WebSocket endpoint on the server's port. */
 export const WS_PATH = '/v1/ws';

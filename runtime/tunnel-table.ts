@@ -11,9 +11,6 @@ import { TunnelResetError } from '../protocol/errors';
 import type { Logger } from './log';
 import { ACK_DELAY_MS, type AckSink, ReplayBudget, type ResumableStream } from './resumable-stream';
 
-/** Default time a dropped session's tunnels wait for it (ms). */
-export const GRACE_MS = 30_000;
-
 export interface TunnelTableOptions {
   graceMs: number;
   /** Writes encoded control messages on the session's control stream, when it has one. */

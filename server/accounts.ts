@@ -9,7 +9,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from '../protocol/errors';
-import { DEFAULT_ACCOUNT, label } from '../protocol/names';
+import { DEFAULT_ACCOUNT } from '../protocol/defaults';
+import { label } from '../protocol/names';
 
 function digest(token: string): Buffer {
   return crypto.createHash('sha256').update(token, 'utf8').digest();

@@ -21,7 +21,7 @@ import tlsDefaults, { type TLSSocket } from 'node:tls';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import { ControlDecoder, encodeControl, EndpointMessage, type ServerMessage } from '../protocol/control';
 import { isUnderpassError, UnderpassError, type ErrorCode } from '../protocol/errors';
-import { DEFAULT_ZONE, label, pseudoName, tryParseHostPort, tryParsePseudoName } from '../protocol/names';
+import { label, pseudoName, tryParseHostPort, tryParsePseudoName } from '../protocol/names';
 import {
   Headers,
   Paths,
@@ -31,38 +31,17 @@ import {
   type NameInfo,
   type SessionInfo,
 } from '../protocol/wire';
-import { keepalive, KEEPALIVE_MS, raiseSessionWindow, sessionOptions } from '../runtime/h2';
+import { keepalive, raiseSessionWindow, sessionOptions } from '../runtime/h2';
 import type { Logger } from '../runtime/log';
 import { ResumableStream } from '../runtime/resumable-stream';
 import { splice, type SpliceResult } from '../runtime/splice';
-import { GRACE_MS, TunnelTable } from '../runtime/tunnel-table';
+import { TunnelTable } from '../runtime/tunnel-table';
 import { WS_PATH } from '../runtime/transport';
 import { Accounts, AuthThrottle, loadAccountsFile, loadOrCreateToken, secretsEqual } from './accounts';
 import { ensureIdentity } from './certificate';
+import { serverConfig, type ServerConfig, type ServerOptions } from './config';
 import { PublicationStore, type Publication } from './store';
 import { appendAudit, TokenStore, tryTokenId, type TokenGrant } from './tokens';
-
-export interface ServerOptions {
-  host: string;
-  port: number;
-  dataDir: string;
-  token?: string;
-  /** More accounts and their grants (`--accounts FILE`); the token above is account `default`. */
-  accountsFile?: string;
-  cert?: { cert: string; key: string };
-  zone?: string;
-  logger: Logger;
-  /** How long a tunnel request waits for the proxy's answer (ms). */
-  tunnelTimeoutMs?: number;
-  /** Tunnel requests one proxy session may have waiting at once. */
-  maxPendingPerProxy?: number;
-  /** Tunnel requests one requesting session may have waiting at once. */
-  maxPendingPerSession?: number;
-  /** Interval between keepalive PINGs to every session (ms); two missed answers drop the session. */
-  keepaliveMs?: number;
-  /** How long a dropped endpoint's tunnels wait for it to come back (ms). */
-  graceMs?: number;
-}
 
 /**
  * An endpoint's session as the server knows it: it outlives the HTTP/2 connection that carries it for
@@ -158,24 +137,27 @@ export class TunnelServer {
   certPath = '';
   tokenFile: string | null = null;
 
-  constructor(private readonly options: ServerOptions) {
-    this.zone = options.zone ?? DEFAULT_ZONE;
+  private readonly config: ServerConfig;
+
+  constructor(options: ServerOptions) {
+    this.config = serverConfig(options);
+    this.zone = this.config.zone;
   }
 
   private get log(): Logger {
-    return this.options.logger;
+    return this.config.logger;
   }
 
   /** Opens the data dir, the identity and the store, then listens. Resolves with the bound address. */
   async start(): Promise<AddressInfo> {
-    const { dataDir } = this.options;
+    const { dataDir } = this.config;
     await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
-    const identity = await ensureIdentity(dataDir, this.options.host, this.options.cert);
+    const identity = await ensureIdentity(dataDir, this.config.host, this.config.cert);
     this.certPath = identity.certPath;
-    const { token, file } = await loadOrCreateToken(dataDir, this.options.token);
+    const { token, file } = await loadOrCreateToken(dataDir, this.config.token);
     this.tokenFile = file;
     this.accounts.add(token);
-    if (this.options.accountsFile !== undefined) await loadAccountsFile(this.options.accountsFile, this.accounts);
+    if (this.config.accountsFile !== undefined) await loadAccountsFile(this.config.accountsFile, this.accounts);
     this.store = await PublicationStore.open(dataDir);
     this.tokens = new TokenStore(
       dataDir,
@@ -231,7 +213,7 @@ export class TunnelServer {
     server.on('sessionError', (err) => this.log.debug(`session error: ${err.message}`));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.options.port, this.options.host, () => {
+      server.listen(this.config.port, this.config.host, () => {
         server.off('error', reject);
         resolve();
       });
@@ -254,7 +236,7 @@ export class TunnelServer {
     if (transport !== undefined) this.transportOf.set(session, transport);
     keepalive(
       session,
-      this.options.keepaliveMs ?? KEEPALIVE_MS,
+      this.config.keepaliveMs,
       () => this.log.warn('dropped a session that stopped answering keepalives'),
       transport,
     );
@@ -349,7 +331,7 @@ export class TunnelServer {
           account,
           typeof token === 'string' ? token : undefined,
         );
-        const graceMs = this.options.graceMs ?? GRACE_MS;
+        const graceMs = this.config.graceMs;
         const info: SessionInfo = {
           v: WIRE_VERSION,
           account,
@@ -407,7 +389,7 @@ export class TunnelServer {
       h2: null,
       control: null,
       tunnels: new TunnelTable({
-        graceMs: this.options.graceMs ?? GRACE_MS,
+        graceMs: this.config.graceMs,
         send: (bytes) => endpoint.control?.write(bytes),
         logger: this.log,
         onExpired: () => {
@@ -522,12 +504,12 @@ export class TunnelServer {
     }
     const proxy = this.holders.get(pubId(publication.account, publication.name));
     if (!proxy) throw new UnderpassError('UP_ERR_OFFLINE', `${host} is offline: its service proxy is not connected`);
-    const limit = this.options.maxPendingPerProxy ?? 10_000;
+    const limit = this.config.maxPendingPerProxy;
     if (proxy.pending.size >= limit)
       throw new UnderpassError('UP_ERR_LIMIT', `too many tunnels waiting for ${host}'s proxy`);
     const requester = stream.session as http2.Http2Session;
     const waiting = this.pendingBySession.get(requester) ?? 0;
-    if (waiting >= (this.options.maxPendingPerSession ?? 2_000))
+    if (waiting >= this.config.maxPendingPerSession)
       throw new UnderpassError('UP_ERR_LIMIT', 'too many tunnel requests waiting on this session');
     this.pendingBySession.set(requester, waiting + 1);
 
@@ -536,7 +518,7 @@ export class TunnelServer {
       if (this.tunnels.get(id) !== pending) return;
       this.forget(pending);
       this.refuse(stream, 'UP_ERR_UNREACHABLE', `${host}'s proxy did not answer in time`);
-    }, this.options.tunnelTimeoutMs ?? 15_000);
+    }, this.config.tunnelTimeoutMs);
     timer.unref();
     const onClientClose = (): void => {
       if (this.tunnels.get(id) === pending) this.forget(pending);
@@ -730,7 +712,7 @@ export class TunnelServer {
 
   private audit(fields: Record<string, unknown>): void {
     try {
-      appendAudit(this.options.dataDir, fields);
+      appendAudit(this.config.dataDir, fields);
     } catch (e) {
       this.log.error(`cannot write the audit log: ${e instanceof Error ? e.message : String(e)}`);
     }

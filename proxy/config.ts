@@ -1,0 +1,63 @@
+/**
+ * The service proxy's options: `ProxyOptions` as given, completed from `defaultProxyConfig` and verified
+ * once by `proxyConfig()`, which ServiceProxy calls at construction. The session's own options (`link`)
+ * are completed and verified by ServerLink (runtime/link-config.ts).
+ */
+import { ConfigError } from '../protocol/errors';
+import { label, tryParseHostPort } from '../protocol/names';
+import { complete, verifyMs } from '../runtime/config';
+import type { LinkOptions } from '../runtime/link-config';
+import type { Logger } from '../runtime/log';
+
+/** One publication: its name, and the real server it stands for. */
+export interface Target {
+  name: string;
+  host: string;
+  port: number;
+}
+
+export interface ProxyConfig {
+  link: LinkOptions;
+  /** What to publish: at least one, each name once. */
+  targets: Target[];
+  logger: Logger;
+  /** How long connecting to a target may take (ms). */
+  connectTimeoutMs: number;
+}
+
+type Required = 'link' | 'targets' | 'logger';
+
+export type ProxyOptions = Pick<ProxyConfig, Required> & Partial<Omit<ProxyConfig, Required>>;
+
+export const defaultProxyConfig: Omit<ProxyConfig, Required> = { connectTimeoutMs: 10_000 };
+
+/** The options completed from the defaults and verified; throws ConfigError naming what is wrong. */
+export function proxyConfig(options: ProxyOptions): ProxyConfig {
+  const config: ProxyConfig = complete(defaultProxyConfig, options);
+  verifyProxyConfig(config);
+  return config;
+}
+
+export function verifyProxyConfig(config: ProxyConfig): void {
+  if (config.targets.length === 0) throw new ConfigError('nothing to publish: add --publish NAME=HOST:PORT');
+  const names = new Set<string>();
+  for (const t of config.targets) {
+    if (names.has(t.name))
+      throw new ConfigError(`--publish names '${t.name}' twice: give each publication its own NAME`);
+    names.add(t.name);
+  }
+  verifyMs('the target connect timeout', config.connectTimeoutMs, 3_600_000, 'above zero');
+}
+
+/** Parses `NAME=HOST:PORT`; throws ConfigError with the fix. */
+export function parsePublish(spec: string): Target {
+  const eq = spec.indexOf('=');
+  const fail = (why: string): never => {
+    throw new ConfigError(`--publish '${spec}': ${why} (expected NAME=HOST:PORT, e.g. redis=127.0.0.1:6379)`);
+  };
+  if (eq <= 0) return fail('missing NAME=');
+  const name = label(spec.slice(0, eq), 'publication name');
+  const target = tryParseHostPort(spec.slice(eq + 1));
+  if (target === null) return fail(`'${spec.slice(eq + 1)}' is not HOST:PORT with a valid host and port`);
+  return { name, ...target };
+}

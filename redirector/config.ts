@@ -1,0 +1,64 @@
+/**
+ * The redirector's options: `RedirectorOptions` as given, completed from `defaultRedirectorConfig` and
+ * verified once by `redirectorConfig()`, which Redirector calls at construction. The session's own
+ * options (`link`) are completed and verified by ServerLink (runtime/link-config.ts).
+ */
+import { DEFAULT_PSEUDO_NET } from '../protocol/defaults';
+import { ConfigError } from '../protocol/errors';
+import { tryNormalizeHostname } from '../protocol/names';
+import { complete, verifyMs } from '../runtime/config';
+import type { LinkOptions } from '../runtime/link-config';
+import type { Logger } from '../runtime/log';
+import { CLAIM_WAIT_MS } from './claims';
+import type { FallbackOptions } from './fallback-listeners';
+
+export interface RedirectorConfig {
+  link: LinkOptions;
+  /** The Unix socket hooks connect to. */
+  ipcPath: string;
+  /** The loopback range pseudo addresses come from (CIDR); pseudo-table.ts checks it. */
+  pseudoNet: string;
+  logger: Logger;
+  /** How long a tunnel opened for a blocking connect waits for its accept (ms). */
+  parkMs: number;
+  /** Service keys to present, by pseudo name (publications of other accounts). */
+  serviceKeys: ReadonlyMap<string, string>;
+  /** How long an unclaimed accepted connection waits for a hook's claim before the /proc check (ms). */
+  claimWaitMs: number;
+  /** DNS responder, SOCKS5 and HTTP CONNECT listeners for unhooked programs (none unless given). */
+  fallbacks: FallbackOptions;
+}
+
+type Required = 'link' | 'ipcPath' | 'logger';
+
+export type RedirectorOptions = Pick<RedirectorConfig, Required> & Partial<Omit<RedirectorConfig, Required>>;
+
+export const defaultRedirectorConfig: Omit<RedirectorConfig, Required> = {
+  pseudoNet: DEFAULT_PSEUDO_NET,
+  parkMs: 10_000,
+  serviceKeys: new Map(),
+  claimWaitMs: CLAIM_WAIT_MS,
+  fallbacks: { dns: null, socks: null, httpProxy: null },
+};
+
+/** The options completed from the defaults and verified; throws ConfigError naming what is wrong. */
+export function redirectorConfig(options: RedirectorOptions): RedirectorConfig {
+  const config: RedirectorConfig = complete(defaultRedirectorConfig, options);
+  verifyRedirectorConfig(config);
+  return config;
+}
+
+export function verifyRedirectorConfig(config: RedirectorConfig): void {
+  if (config.ipcPath === '') throw new ConfigError('--ipc is empty: name the Unix socket hooks connect to');
+  verifyMs('the park time', config.parkMs, 3_600_000, 'above zero');
+  verifyMs('the claim wait', config.claimWaitMs, 60_000, 'zero allowed');
+}
+
+/** Parses `--service-key PSEUDO_NAME=KEY`; throws ConfigError with the fix. */
+export function parseServiceKey(spec: string): [host: string, key: string] {
+  const eq = spec.indexOf('=');
+  const host = eq > 0 ? tryNormalizeHostname(spec.slice(0, eq)) : null;
+  if (host === null || eq === spec.length - 1)
+    throw new ConfigError(`--service-key '${spec}' is not PSEUDO_NAME=KEY (the key the publishing proxy printed)`);
+  return [host, spec.slice(eq + 1)];
+}
