@@ -13,7 +13,10 @@
  * `features` in the hello reply announcing it. IPC_VERSION did not change, because the hello check is an
  * exact match and a new number would turn every mixed pair away: an older agent never claims and is
  * admitted by the redirector's slower /proc owner check; a newer agent claims only when hello listed
- * `claim` (an older redirector would ignore the event, and each claim costs an IPC connection).
+ * `claim` (an older redirector would ignore the event, and each claim costs an IPC connection). Then
+ * `moved` in the resolve, open-tunnel and reverse replies (a listener on another port than the published
+ * one): an older agent ignores it and connects to the published port, which is all an older redirector
+ * ever listened on.
  */
 import { z } from 'zod';
 import { IPC_REPLY_EVENT } from './ipc-wire';
@@ -76,11 +79,27 @@ export type HelloReply = z.infer<typeof HelloReply>;
 export const ResolveRequest = z.object({ name: z.string().min(1).max(1024) });
 export type ResolveRequest = z.infer<typeof ResolveRequest>;
 
+/**
+ * Where the redirector listens for a publication when it could not listen on the published port of the
+ * pseudo address (another program holds that port on every local address, or it is privileged): the
+ * hook sends a connect() to `address:port` to `address:listenPort` instead, and getpeername() still
+ * answers `port`. Absent from a reply when the listener sits on the published port itself, as it
+ * normally does.
+ */
+export const MovedPort = z.object({
+  /** The published port, the one the app connects to. */
+  port,
+  /** The port the redirector's listener holds on the same pseudo address. */
+  listenPort: port,
+});
+export type MovedPort = z.infer<typeof MovedPort>;
+
 export const ResolveReply = z.object({
   ok,
   name: z.string(),
   /** Dotted-quad IPv4 pseudo address, inside `pseudoNet`. */
   address: z.string(),
+  moved: MovedPort.optional(),
 });
 export type ResolveReply = z.infer<typeof ResolveReply>;
 
@@ -88,7 +107,7 @@ export type ResolveReply = z.infer<typeof ResolveReply>;
 export const ConnectRequest = z.object({ address: dottedQuad, port });
 export type ConnectRequest = z.infer<typeof ConnectRequest>;
 
-export const ConnectReply = z.object({ ok });
+export const ConnectReply = z.object({ ok, moved: MovedPort.optional() });
 export type ConnectReply = z.infer<typeof ConnectReply>;
 
 /**
@@ -97,8 +116,9 @@ export type ConnectReply = z.infer<typeof ConnectReply>;
  * listener then admits the accepted socket with these four ends at once, without the /proc owner check.
  * The IPC socket is its user's alone, so a claim proves the connection belongs to the redirector's user.
  * It is a notification: the hook closes right after writing it, and the redirector sends nothing back.
- * `address`/`port` is the pseudo destination (as in ConnectRequest); `localAddress`/`localPort` the app
- * socket's own end, from getsockname() (IPv4; a v4-mapped address is sent as IPv4).
+ * `address`/`port` is the pseudo destination the socket really connected to (as in ConnectRequest, but
+ * `listenPort` when the listener moved); `localAddress`/`localPort` the app socket's own end, from
+ * getsockname() (IPv4; a v4-mapped address is sent as IPv4).
  */
 export const ClaimRequest = z.object({ address: z.ipv4(), port, localAddress: z.ipv4(), localPort: port });
 export type ClaimRequest = z.infer<typeof ClaimRequest>;
@@ -106,7 +126,12 @@ export type ClaimRequest = z.infer<typeof ClaimRequest>;
 export const ReverseRequest = z.object({ address: dottedQuad });
 export type ReverseRequest = z.infer<typeof ReverseRequest>;
 
-export const ReverseReply = z.object({ ok, name: z.string() });
+export const ReverseReply = z.object({
+  ok,
+  name: z.string(),
+  /** As in ResolveReply, when the name has a listener: what a hook asks about an address it never resolved. */
+  moved: MovedPort.optional(),
+});
 export type ReverseReply = z.infer<typeof ReverseReply>;
 
 /** Stable error codes a reply may carry; the hook maps them to errno / EAI_* values. */

@@ -9,6 +9,8 @@
  * IPC; the redirector opens the tunnel and answers only once the service proxy reached the real server
  * (seed steps 625–640), parking the ready stream for the accept that follows. A non-blocking connect asks
  * nothing: the tunnel is opened on accept and a failure resets the connection the app already holds.
+ * When another program holds the published port on every local address, the listener takes another port
+ * of the pseudo address and tells the hook which (pseudo-listener.ts).
  */
 import http2 from 'node:http2';
 import net from 'node:net';
@@ -16,6 +18,7 @@ import path from 'node:path';
 import { isUnderpassError, TunnelError, UnderpassError, UnreachableError } from '../protocol/errors';
 import {
   IPC_VERSION,
+  type MovedPort,
   type ClaimRequest,
   type ConnectReply,
   type ErrorReply,
@@ -34,6 +37,7 @@ import { ClaimTable } from './claims';
 import { redirectorConfig, type RedirectorConfig, type RedirectorOptions } from './config';
 import { IpcServer } from './ipc-server';
 import { PeerOwners, type ConnectionEnds } from './peer-owner';
+import { listenOnPseudo, movedListenerWarning } from './pseudo-listener';
 import { PseudoAddressTable } from './pseudo-table';
 import { FallbackListeners } from './fallback-listeners';
 import { DialError, type OpenedTunnel, type TunnelDialer } from './tunnel-dialer';
@@ -42,7 +46,10 @@ import { DialError, type OpenedTunnel, type TunnelDialer } from './tunnel-dialer
 interface Listener {
   host: string;
   address: string;
+  /** The published port. */
   port: number;
+  /** Where the hook must connect instead of `port`, when the listener could not take it. */
+  moved: MovedPort | null;
   server: net.Server;
   parked: Array<{ tunnel: Answered; timer: NodeJS.Timeout }>;
 }
@@ -61,11 +68,20 @@ function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
+/** The `moved` field of a reply about `listener`'s publication: present only when the listener moved. */
+function movedOf(listener: Listener): { moved?: MovedPort } {
+  return listener.moved === null ? {} : { moved: listener.moved };
+}
+
 export class Redirector implements TunnelDialer {
   readonly link: ServerLink;
   readonly table: PseudoAddressTable;
   private readonly ipc: IpcServer;
+  /** By pseudo address and published port. */
   private readonly listeners = new Map<string, Listener>();
+  /** The same, by the address and port each one holds (what a claim names). */
+  private readonly bound = new Map<string, Listener>();
+  private readonly opening = new Map<string, Promise<Listener>>();
   private readonly names = new Map<string, { info: NameInfo; at: number }>();
   private info: SessionInfo | null = null;
   private readonly sockets = new Set<net.Socket>();
@@ -194,26 +210,29 @@ export class Redirector implements TunnelDialer {
       return { ok: false, code: 'UNAVAILABLE', message: isUnderpassError(e) ? e.message : String(e) };
     }
     const address = this.table.addressOf(parsed.host);
+    let listener: Listener;
     try {
-      await this.ensureListener(parsed.host, address, info.port);
+      listener = await this.ensureListener(parsed.host, address, info.port);
     } catch (e) {
-      return { ok: false, code: 'UNAVAILABLE', message: e instanceof Error ? e.message : String(e) };
+      const message = `cannot listen on ${address}:${info.port} for ${parsed.host}: ${e instanceof Error ? e.message : String(e)}`;
+      this.log.warn(message);
+      return { ok: false, code: 'UNAVAILABLE', message };
     }
     this.log.debug('resolved', { name: parsed.host, address, port: info.port });
-    return { ok: true, name: parsed.host, address };
+    return { ok: true, name: parsed.host, address, ...movedOf(listener) };
   }
 
   private handleReverse(address: string): ReverseReply | ErrorReply {
     const name = this.table.tryNameOf(address);
-    return name === null
-      ? { ok: false, code: 'NOT_FOUND', message: `${address} is not a pseudo address` }
-      : { ok: true, name };
+    if (name === null) return { ok: false, code: 'NOT_FOUND', message: `${address} is not a pseudo address` };
+    const listener = [...this.listeners.values()].find((l) => l.address === address);
+    return { ok: true, name, ...(listener === undefined ? {} : movedOf(listener)) };
   }
 
   /** A hook names a connection it opened to one of our listeners: admit it without the /proc check. */
   private handleClaim(claim: ClaimRequest): void {
     // Claims for listeners we do not have would only take room in the table.
-    if (!this.listeners.has(`${claim.address}:${claim.port}`)) {
+    if (!this.bound.has(`${claim.address}:${claim.port}`)) {
       if (this.log.isDebugEnabled())
         this.log.debug(`ignored a claim for ${claim.address}:${claim.port}: no listener there`);
       return;
@@ -239,7 +258,7 @@ export class Redirector implements TunnelDialer {
     }
     try {
       this.park(listener, await this.openTunnel(listener));
-      return { ok: true };
+      return { ok: true, ...movedOf(listener) };
     } catch (e) {
       this.log.info(`tunnel to ${listener.host}:${port} refused: ${isUnderpassError(e) ? e.message : String(e)}`);
       return { ok: false, code: 'REFUSED', message: isUnderpassError(e) ? e.message : String(e) };
@@ -325,27 +344,32 @@ export class Redirector implements TunnelDialer {
     return this.requestTunnel(listener).answered;
   }
 
-  private ensureListener(host: string, address: string, port: number): Promise<void> {
+  /** The listener of `host`'s publication on `address:port`, opened on first use (once, however many ask). */
+  private ensureListener(host: string, address: string, port: number): Promise<Listener> {
     const key = `${address}:${port}`;
-    if (this.listeners.has(key)) return Promise.resolve();
+    const existing = this.listeners.get(key);
+    if (existing) return Promise.resolve(existing);
+    let opening = this.opening.get(key);
+    if (!opening) {
+      opening = this.openListener(host, address, port).finally(() => this.opening.delete(key));
+      this.opening.set(key, opening);
+    }
+    return opening;
+  }
+
+  private async openListener(host: string, address: string, port: number): Promise<Listener> {
     const server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true });
-    const listener: Listener = { host, address, port, server, parked: [] };
+    const listener: Listener = { host, address, port, moved: null, server, parked: [] };
     server.on('connection', (socket) => this.handleAccept(listener, socket));
-    return new Promise((resolve, reject) => {
-      server.once('error', (e: NodeJS.ErrnoException) => {
-        reject(
-          new UnderpassError(
-            'UP_ERR_CONFIG',
-            `cannot listen on ${key} for ${host} (${e.code ?? e.message}): another program holds port ${port} on every address`,
-          ),
-        );
-      });
-      server.listen({ host: address, port, exclusive: true }, () => {
-        this.listeners.set(key, listener);
-        this.log.info('listening for tunneled connections', { name: host, address, port });
-        resolve();
-      });
-    });
+    const binding = await listenOnPseudo(server, address, port);
+    if (binding.moved !== null) {
+      listener.moved = { port, listenPort: binding.listenPort };
+      this.log.warn(await movedListenerWarning(host, address, port, binding));
+    }
+    this.listeners.set(`${address}:${port}`, listener);
+    this.bound.set(`${address}:${binding.listenPort}`, listener);
+    this.log.info('listening for tunneled connections', { name: host, address, port: binding.listenPort });
+    return listener;
   }
 
   /** A tunneled connection arrives: check who connects before anything is read or forwarded. */

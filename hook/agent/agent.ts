@@ -10,8 +10,9 @@
  *
  * So it hooks the entry points through which glibc programs resolve and connect: getaddrinfo and the
  * gethostbyname family (the _r forms too, since Python and others use them), the reverse lookups
- * getnameinfo and gethostbyaddr[_r], connect, and sendto/sendmsg for MSG_FASTOPEN, which connect without
- * calling connect(). freeaddrinfo is deliberately NOT hooked: a pseudo answer is produced by calling the
+ * getnameinfo and gethostbyaddr[_r], connect, sendto/sendmsg for MSG_FASTOPEN, which connect without
+ * calling connect(), and getpeername, for a listener that had to move off the published port
+ * (listen-ports.ts). freeaddrinfo is deliberately NOT hooked: a pseudo answer is produced by calling the
  * real getaddrinfo with the numeric pseudo address, so the list is glibc's own memory, freed correctly by
  * the real freeaddrinfo and never by Frida's GC. Every other name and address goes to the original
  * function untouched and costs no IPC.

@@ -12,7 +12,9 @@
  * Anything else is passed to the function itself with the same arguments: called from inside its own
  * replacement, Interceptor routes the call to the original, and its return value and errno reach the
  * caller untouched. Only pseudo calls go to the function's JS slow path (a NativeCallback), which
- * re-checks with PseudoSpace and keeps every decision.
+ * re-checks with PseudoSpace and keeps every decision. getpeername is the one gate that decides after
+ * the call: the original runs first, and only a pseudo peer goes on to the slow path, which may put its
+ * published port back, and only once some listener moved (`up_config.moved`, listen-ports.ts).
  *
  * Why `Interceptor.replace` and not `replaceFast` (which an earlier attempt used, and which skips a
  * trampoline): a gate stays on the stack while the original runs, and the original may block for a long
@@ -46,12 +48,21 @@ const GATES = [
   'gethostbyaddr',
   'gethostbyaddr_r',
   'getnameinfo',
+  'getpeername',
 ] as const;
 export type GateName = (typeof GATES)[number];
 
 const SLOTS = 16;
-/** struct up_config: u32 base, u32 mask, const u8 *zones, void *target[SLOTS], void *slow[SLOTS]. */
-const CONFIG = { base: 0, mask: 4, zones: 8, target: 16, slow: 16 + 8 * SLOTS, size: 16 + 16 * SLOTS };
+/** struct up_config: u32 base, u32 mask, const u8 *zones, void *target[SLOTS], void *slow[SLOTS], u32 moved. */
+const CONFIG = {
+  base: 0,
+  mask: 4,
+  zones: 8,
+  target: 16,
+  slow: 16 + 8 * SLOTS,
+  moved: 16 + 16 * SLOTS,
+  size: 24 + 16 * SLOTS,
+};
 
 const SOURCE = `
 #define SLOTS ${SLOTS}
@@ -67,6 +78,7 @@ struct up_config {
   const unsigned char * volatile zones;
   void * volatile target[SLOTS];
   void * volatile slow[SLOTS];
+  volatile unsigned int moved;
 };
 
 extern struct up_config up_config;
@@ -254,6 +266,27 @@ int up_getnameinfo (const void * sa, unsigned int len, char * host, unsigned int
   int pseudo = host != 0 && hostlen > 0 && (flags & NI_NUMERICHOST) == 0 && up_pseudo_sockaddr (sa, len);
   return ((up_getnameinfo_fn) (pseudo ? SLOW (10) : TARGET (10))) (sa, len, host, hostlen, serv, servlen, flags);
 }
+
+typedef int (* up_getpeername_fn) (int, void *, unsigned int *);
+typedef void (* up_getpeername_slow_fn) (int, void *, unsigned int);
+
+/* After the call, unlike the others: only a pseudo peer, once some listener moved, may need its port put back. */
+int up_getpeername (int fd, void * sa, unsigned int * len)
+{
+  unsigned int room = len != 0 ? *len : 0;
+  int r = ((up_getpeername_fn) TARGET (11)) (fd, sa, len);
+  if (r == 0 && up_config.moved != 0)
+  {
+    unsigned int n = *len < room ? *len : room;
+    if (up_pseudo_sockaddr (sa, n))
+    {
+      int saved = *__errno_location ();
+      ((up_getpeername_slow_fn) SLOW (11)) (fd, sa, n);
+      *__errno_location () = saved;
+    }
+  }
+  return r;
+}
 `;
 
 /** The compiled gates and their configuration. Never disposed: GumJS frees both at unload, after Interceptor let go. */
@@ -292,6 +325,14 @@ export function configureGates(zones: readonly string[], base: number, prefix: n
   config.add(CONFIG.mask).writeU32(mask);
   config.add(CONFIG.zones).writePointer(data);
   zoneData.push(data);
+}
+
+/**
+ * Lets the getpeername gate enter its slow path from now on: some pseudo listener of this process's
+ * connects sits on another port than the published one (listen-ports.ts). Until then the gate stays in C.
+ */
+export function setPortsMoved(): void {
+  gates().config.add(CONFIG.moved).writeU32(1);
 }
 
 /**

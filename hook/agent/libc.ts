@@ -50,8 +50,8 @@ export const AI = {
 };
 /** struct hostent. */
 export const HOSTENT = { name: 0, aliases: 8, addrtype: 16, length: 20, addrList: 24 };
-/** struct msghdr: only the destination fields. */
-export const MSGHDR = { name: 0, namelen: 8 };
+/** struct msghdr: the destination fields, and its size (to copy one). */
+export const MSGHDR = { name: 0, namelen: 8, size: 56 };
 
 /** The loaded glibc, or null when the process has none (static binary, musl, Go without cgo). */
 export function tryGetLibc(): Module | null {

@@ -7,13 +7,17 @@ import { trySockaddrIPv4 } from '../../protocol/ipc-wire';
 import type { HelloReply, IPv4Endpoint } from '../../protocol/ipc';
 import { ipcNotify, IpcTransportError, ipcRequest } from './ipc-client';
 import { ECONNREFUSED, EINPROGRESS, EINTR, ETIMEDOUT, getLibc, libcFunctions } from './libc';
+import { isKnown, noteListener } from './listen-ports';
 
 export type ResolveOutcome = { kind: 'ok'; name: string; address: string } | { kind: 'not-found' } | { kind: 'again' };
 
 export function resolvePseudoName(name: string): ResolveOutcome {
   try {
     const reply = ipcRequest('resolve', { name });
-    if (reply.ok) return { kind: 'ok', name: reply.name, address: reply.address };
+    if (reply.ok) {
+      noteListener(reply.address, reply.moved);
+      return { kind: 'ok', name: reply.name, address: reply.address };
+    }
     return reply.code === 'NOT_FOUND' || reply.code === 'BAD_REQUEST' ? { kind: 'not-found' } : { kind: 'again' };
   } catch (error) {
     warnOnce(error);
@@ -21,11 +25,16 @@ export function resolvePseudoName(name: string): ResolveOutcome {
   }
 }
 
-/** 0 when the redirector holds a tunnel for `address:port`, else the errno connect() must fail with. */
+/**
+ * 0 when the redirector holds a tunnel for `address:port`, else the errno connect() must fail with. The
+ * reply also says where the listener is (listen-ports.ts).
+ */
 export function requestConnect(address: string, port: number): number {
   try {
     const reply = ipcRequest('connect', { address, port });
-    return reply.ok ? 0 : ECONNREFUSED;
+    if (!reply.ok) return ECONNREFUSED;
+    noteListener(address, reply.moved);
+    return 0;
   } catch (error) {
     warnOnce(error);
     return error instanceof IpcTransportError && error.failure === 'TIMEOUT' ? ETIMEDOUT : ECONNREFUSED;
@@ -36,11 +45,22 @@ export function requestConnect(address: string, port: number): number {
 export function tryReverse(address: string): string | null {
   try {
     const reply = ipcRequest('reverse', { address });
-    return reply.ok ? reply.name : null;
+    if (!reply.ok) return null;
+    noteListener(address, reply.moved);
+    return reply.name;
   } catch (error) {
     warnOnce(error);
     return null;
   }
+}
+
+/**
+ * Makes sure listen-ports.ts knows where `address`'s listener is before a connect that asks nothing
+ * else (non-blocking, or one the redirector could not be asked about): one reverse request, the first
+ * time only. Left unknown when the redirector cannot tell; the connect then keeps the app's port.
+ */
+export function learnListener(address: string): void {
+  if (!isKnown(address)) tryReverse(address);
 }
 
 /**
