@@ -7,7 +7,9 @@
  *
  * Answers: A for a live publication (only what the server says is one); AAAA and other types of such a
  * name: no data (pseudo addresses are IPv4); a name under the zone that is no publication: NXDOMAIN; no
- * session to ask: SERVFAIL; every name outside the zone, and every other opcode or class: REFUSED at
+ * session to ask: SERVFAIL; a publication whose listener had to leave its published port (a local program
+ * holds that port on every address, pseudo-listener.ts): SERVFAIL too, since a program without the hook
+ * would connect to the published port and reach that local program instead; every name outside the zone, and every other opcode or class: REFUSED at
  * once, so that a resolver with this responder first moves on to the system's nameservers.
  *
  * The wire format is dns-packet's (mafintosh/dns-packet, pinned): nothing of DNS is framed here but the
@@ -97,6 +99,7 @@ export async function answerQuery(
   const resolved = await resolve(name);
   if (!resolved.ok)
     return reply(resolved.code === 'NOT_FOUND' ? RCODE.NXDOMAIN : RCODE.SERVFAIL, {}, resolved.code === 'NOT_FOUND');
+  if (resolved.moved !== undefined) return reply(RCODE.SERVFAIL);
   if (question.type !== 'A') return reply(RCODE.NOERROR, {}, true);
   return reply(
     RCODE.NOERROR,

@@ -72,7 +72,9 @@ export async function startForward(options: ForwardOptions): Promise<RunningForw
     logger.warn(`${target.host}:${target.port} refuses tunnels for now (${opened.message}); forwarding anyway`);
   }
 
-  const upstream = { address: resolved.address, port: target.port };
+  // A listener that had to leave the published port (a local program holds it) is where the reply says.
+  const moved = resolved.moved?.port === target.port ? resolved.moved : undefined;
+  const upstream = { address: resolved.address, port: moved?.listenPort ?? target.port };
   const listener = new LoopbackListener({
     ...local,
     label: 'forward',

@@ -10,8 +10,9 @@
  * another port of the same pseudo address, chosen by the kernel, and the hook sends the app's connect()
  * there (hook/agent/listen-ports.ts), so a hooked app reaches the publication whatever listens locally.
  * Only programs without the hook, which connect to the published port themselves, cannot be served: the
- * kernel gives their connections to the local program. `movedListenerWarning` says so, in one line that
- * names the holder and the fix.
+ * kernel gives their connections to the local program (so the DNS responder does not answer such a name).
+ * `movedListenerWarning` says so, in one line that names the holder and the fixes; `underpass forward`
+ * serves them meanwhile, since it reads the listener's port from the resolve reply like the hook.
  */
 import fs from 'node:fs/promises';
 import net from 'node:net';
@@ -64,14 +65,15 @@ export async function movedListenerWarning(
     return (
       `port ${port} is privileged and the redirector is not root: ${served}; programs without the hook ` +
       `cannot reach ${address}:${port} — run 'sysctl net.ipv4.ip_unprivileged_port_start=${port}' (or give the ` +
-      `redirector CAP_NET_BIND_SERVICE) and restart it to serve them too`
+      `redirector CAP_NET_BIND_SERVICE) and restart it, or give them 'underpass forward LOCAL_PORT ${host}:${port}'`
     );
   }
   const holder = await tryDescribeHolder(port);
   return (
     `port ${port} is held ${holder ?? 'by another program on every local address'}: ${served}; a program ` +
-    `without the hook that connects to ${address}:${port} reaches that program instead — make it listen on ` +
-    `127.0.0.1 only (or stop it) and restart the redirector to serve those too`
+    `without the hook that connects to ${address}:${port} reaches that program instead (the DNS responder ` +
+    `answers SERVFAIL for it) — make it listen on 127.0.0.1 only (or stop it) and restart the redirector, or ` +
+    `give those programs 'underpass forward LOCAL_PORT ${host}:${port}'`
   );
 }
 

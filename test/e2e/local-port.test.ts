@@ -5,10 +5,11 @@
  * cannot listen on PSEUDO:P; the real servers, published on that same port P, run on this side. Hooked
  * clients — iperf3 itself, Python's blocking and non-blocking connects — must reach the real ones, see
  * port P as their peer, and be admitted by their claims; an unhooked client meets the local server, which
- * is what the redirector's one warning line says, naming that server and the fix.
+ * is what the redirector's one warning line says, naming that server and the fixes; the DNS responder
+ * does not hand such a name to programs without the hook, and `underpass forward` serves them.
  */
 import assert from 'node:assert/strict';
-import { Chain, PYTHON, Program, freePort, inNetns, lineEchoServer, run, which } from '../harness';
+import { Chain, PYTHON, Program, UNDERPASS, freePort, inNetns, lineEchoServer, run, which } from '../harness';
 import { ClientHost } from '../netns';
 
 describe('a local server on the published port (issue 12)', function () {
@@ -163,5 +164,39 @@ s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20); print
           `a program without the hook that connects to ${address.replace(/\./g, '\\.')}:${echoPort} reaches that program instead`,
       ),
     );
+  });
+
+  it('the DNS responder answers SERVFAIL for that name (a program without the hook would reach the local server), and underpass forward carries it', async function () {
+    assert.ok(which('dig') !== null, "dig is missing: run 'npm run prerequisites'");
+    const m = await chain.redirector.waitFor(/DNS responder for the zone on ([\d.]+):53/);
+    const [dig, digArgs] = inNetns(host.name, 'dig', ['+tries=1', '+time=5', `@${m[1]!}`, chain.host('echo'), 'A']);
+    const answer = await run(dig, digArgs);
+    assert.match(answer.stdout, /status: SERVFAIL/, answer.stdout + answer.stderr);
+    // iperf3 holds its publication's port on *:P as well: no address for that name either.
+    const iperfAnswer = await run(...inNetns(host.name, 'dig', ['+short', `@${m[1]!}`, chain.host('iperf'), 'A']));
+    assert.equal(iperfAnswer.stdout, '', iperfAnswer.stderr);
+
+    const local = await freePort();
+    const [node, forwardArgs] = inNetns(host.name, process.execPath, [
+      UNDERPASS,
+      'forward',
+      String(local),
+      `${chain.host('echo')}:${echoPort}`,
+      '--ipc',
+      chain.ipcPath,
+    ]);
+    const forward = new Program('forward', node, forwardArgs);
+    extra.push(forward);
+    await forward.waitFor(/forwarding 127\.0\.0\.1:\d+ to /);
+    const [py, pyArgs] = inNetns(host.name, PYTHON, [
+      '-c',
+      `import socket, sys
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=20); s.sendall(b'forwarded\\n'); print(s.makefile().readline().strip())`,
+      String(local),
+    ]);
+    const r = await run(py, pyArgs);
+    assert.equal(r.stdout, 'FORWARDED\n', r.stderr + forward.stderr);
+    forward.child.kill('SIGINT');
+    assert.deepEqual(await forward.exited, { code: 0, signal: null });
   });
 });

@@ -16,6 +16,8 @@ const NAME = 'echo.default.underpass.internal';
 async function resolve(name: string): Promise<ResolveReply | ErrorReply> {
   if (name === NAME) return { ok: true, name, address: '127.77.0.1' };
   if (name === 'down.default.underpass.internal') return { ok: false, code: 'UNAVAILABLE', message: 'no session' };
+  if (name === 'moved.default.underpass.internal')
+    return { ok: true, name, address: '127.77.0.2', moved: { port: 5432, listenPort: 40123 } };
   return { ok: false, code: 'NOT_FOUND', message: `${name} is not a publication` };
 }
 
@@ -68,6 +70,15 @@ describe('redirector/dns-responder: answers for the zone', function () {
     const unknown = await answer(query('nothing.default.underpass.internal'));
     assert.equal(unknown.rcode, 'NXDOMAIN');
     assert.equal((await answer(query('down.default.underpass.internal'))).rcode, 'SERVFAIL');
+  });
+
+  it('answers SERVFAIL, with no address, for a publication whose listener moved off its published port', async function () {
+    // A program without the hook would connect to the published port and meet the local program there.
+    for (const type of ['A', 'AAAA'] as const) {
+      const reply = await answer(query('moved.default.underpass.internal', type));
+      assert.equal(reply.rcode, 'SERVFAIL', type);
+      assert.equal(reply.answers?.length, 0);
+    }
   });
 
   it('refuses names outside the zone, other classes and a missing session at once; NOTIMP for other opcodes', async function () {

@@ -48,8 +48,9 @@ describe("redirector/pseudo-listener: a listener's port on its pseudo address", 
       line,
       `port ${port} is held by ${comm} (pid ${process.pid}, uid ${process.getuid?.() ?? 0}) on every local address: ` +
         `hooked apps reach pg.default.underpass.internal:${port} through ${address}:${binding.listenPort}; a program ` +
-        `without the hook that connects to ${address}:${port} reaches that program instead — make it listen on ` +
-        `127.0.0.1 only (or stop it) and restart the redirector to serve those too`,
+        `without the hook that connects to ${address}:${port} reaches that program instead (the DNS responder ` +
+        `answers SERVFAIL for it) — make it listen on 127.0.0.1 only (or stop it) and restart the redirector, or ` +
+        `give those programs 'underpass forward LOCAL_PORT pg.default.underpass.internal:${port}'`,
     );
     assert.doesNotMatch(line, /\n/);
   });
