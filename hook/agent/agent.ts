@@ -20,7 +20,9 @@
  * The hook is thin: what is pseudo, which address a name gets, and whether a tunnel can be opened are
  * the redirector's decisions, asked over a synchronous per-call IPC (ipc-client.ts). Whether a call is
  * pseudo at all is decided first in C by a native gate (gates.ts), so ordinary calls never enter
- * JavaScript. `dispose()` reverts every replacement, leaving the process as it was.
+ * JavaScript. It also keeps Frida's own descriptors out of reach of the app's close() sweeps (fd-guard.ts),
+ * without which a program that closes every descriptor, as ssh does, never exits. `dispose()` reverts
+ * every replacement, leaving the process as it was.
  *
  * RPC: `init({ipcPath})` says hello to the redirector, learns zones and pseudo network, installs the
  * hooks and returns what it did; it throws when the redirector cannot be reached. `dispose()` reverts.
@@ -28,6 +30,7 @@
 import { IPC_VERSION } from '../../protocol/ipc-wire';
 import type { HelloReply } from '../../protocol/ipc';
 import { installConnectHooks } from './connect-hooks';
+import { installFdGuard, revertFdGuard } from './fd-guard';
 import { configureGates } from './gates';
 import { installedHookNames, revertAll } from './hooks';
 import { ipcRequest, setIpcPath } from './ipc-client';
@@ -49,14 +52,18 @@ export interface InitOptions {
 }
 
 let initialised = false;
+/** The functions the descriptor guard replaced (fd-guard.ts). */
+let guarded: string[] = [];
 
 function init(options: InitOptions): InitResult {
-  if (initialised) return { hooked: true, hooks: installedHookNames() };
+  if (initialised) return { hooked: true, hooks: [...installedHookNames(), ...guarded] };
   const unhookable = tryUnhookableReason();
   if (unhookable !== null) return { hooked: false, hooks: [], notice: unhookable };
   const libc = tryGetLibc();
   if (libc === null) return { hooked: false, hooks: [], notice: 'no glibc (libc.so.6) in this process' };
 
+  // First: even a hook that fails below must not leave the process unable to exit after a closefrom().
+  guarded = installFdGuard(libc);
   setIpcPath(options.ipcPath);
   const hello = sayHello(options.ipcPath);
   enableClaims(hello);
@@ -65,7 +72,7 @@ function init(options: InitOptions): InitResult {
   installResolveHooks(libc, space);
   installConnectHooks(libc, space);
   initialised = true;
-  return { hooked: true, hooks: installedHookNames() };
+  return { hooked: true, hooks: [...installedHookNames(), ...guarded] };
 }
 
 function sayHello(ipcPath: string): HelloReply {
@@ -104,6 +111,8 @@ function tryUnhookableReason(): string | null {
 
 function dispose(): void {
   revertAll();
+  revertFdGuard();
+  guarded = [];
   initialised = false;
 }
 
