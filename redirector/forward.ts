@@ -9,19 +9,20 @@
  * alternative, asking the redirector to open the forward port for the lifetime of an IPC connection,
  * would add a long-lived request kind to the IPC table and tie the port to that connection; this way
  * needs nothing new of the redirector, a forward survives a redirector restart (pseudo addresses are
- * kept), and "port in use" is the command's own error. The cost is one local hop per byte, next to a
- * path that already crosses the network twice.
+ * kept; a refused connect resolves the name again, which reopens its listener), and "port in use" is the
+ * command's own error. The cost is one local hop per byte, next to a path that already crosses the
+ * network twice.
  *
  * Access: the forward port is a LoopbackListener, so only its user (the redirector's: the IPC socket
  * admits no other) and root get through, as at every listener of the redirector.
  */
 import net from 'node:net';
 import { ConfigError, UnderpassError } from '../protocol/errors';
-import { IPC_VERSION } from '../protocol/ipc';
+import { IPC_VERSION, type IpcSuccess } from '../protocol/ipc';
 import { tryParseHostPort } from '../protocol/names';
 import { ipcNotify, ipcRequest } from '../runtime/ipc-client';
 import type { Logger } from '../runtime/log';
-import { splice } from '../runtime/splice';
+import { abort, splice } from '../runtime/splice';
 import { LoopbackListener, parseLoopbackAddress } from './loopback-listener';
 
 export interface ForwardOptions {
@@ -72,9 +73,12 @@ export async function startForward(options: ForwardOptions): Promise<RunningForw
     logger.warn(`${target.host}:${target.port} refuses tunnels for now (${opened.message}); forwarding anyway`);
   }
 
-  // A listener that had to leave the published port (a local program holds it) is where the reply says.
-  const moved = resolved.moved?.port === target.port ? resolved.moved : undefined;
-  const upstream = { address: resolved.address, port: moved?.listenPort ?? target.port };
+  const upstream: Upstream = {
+    name: resolved.name,
+    address: resolved.address,
+    port: target.port,
+    listenPort: listenPortOf(resolved, target.port),
+  };
   const listener = new LoopbackListener({
     ...local,
     label: 'forward',
@@ -87,21 +91,61 @@ export async function startForward(options: ForwardOptions): Promise<RunningForw
   return { address, stop: () => listener.stop() };
 }
 
-/** One client: a connection to the redirector's listener, claimed as ours, spliced to the client. */
-function relay(client: net.Socket, upstream: { address: string; port: number }, ipcPath: string, logger: Logger): void {
-  const server = net.connect({ host: upstream.address, port: upstream.port, allowHalfOpen: true, noDelay: true });
-  let connected = false;
+/** Where connections go: the publication's pseudo address (re-resolved after a redirector restart). */
+interface Upstream {
+  name: string;
+  address: string;
+  /** The published port. */
+  port: number;
+  /** Where the redirector listens for it: the published port, unless a local program holds that one. */
+  listenPort: number;
+}
+
+/** A listener that had to leave the published port (a local program holds it) is where the reply says. */
+function listenPortOf(resolved: IpcSuccess<'resolve'>, port: number): number {
+  return resolved.moved?.port === port ? resolved.moved.listenPort : port;
+}
+
+/**
+ * One client, still paused: a connection to the redirector's listener, claimed as ours, then spliced. A
+ * refused connect means the listener is gone (the redirector restarted and nobody resolved the name
+ * since): resolving it again opens it, and the connect is tried once more.
+ */
+function relay(client: net.Socket, upstream: Upstream, ipcPath: string, logger: Logger, retried = false): void {
+  const server = net.connect({ host: upstream.address, port: upstream.listenPort, allowHalfOpen: true, noDelay: true });
+  const giveUp = (why: string): void => {
+    logger.warn(`a forwarded connection could not reach ${upstream.name}:${upstream.port}: ${why}`);
+    abort(client);
+  };
+  const onEarlyError = (e: NodeJS.ErrnoException): void => {
+    server.destroy();
+    if (retried || e.code !== 'ECONNREFUSED') {
+      giveUp(`${e.code ?? e.message}: is the redirector running?`);
+      return;
+    }
+    ipcRequest(ipcPath, 'resolve', { name: upstream.name }).then(
+      (resolved) => {
+        if (!resolved.ok) giveUp(resolved.message);
+        else if (!client.destroyed) {
+          upstream.address = resolved.address;
+          upstream.listenPort = listenPortOf(resolved, upstream.port);
+          relay(client, upstream, ipcPath, logger, true);
+        }
+      },
+      (error: unknown) => giveUp(error instanceof Error ? error.message : String(error)),
+    );
+  };
+  server.once('error', onEarlyError);
   server.once('connect', () => {
-    connected = true;
+    server.off('error', onEarlyError);
+    if (client.destroyed) {
+      server.destroy();
+      return;
+    }
     const { localAddress, localPort } = server;
-    if (localAddress === undefined || localPort === undefined) return; // closed meanwhile: nothing to claim
-    ipcNotify(ipcPath, 'claim', { address: upstream.address, port: upstream.port, localAddress, localPort });
+    if (localAddress !== undefined && localPort !== undefined) {
+      ipcNotify(ipcPath, 'claim', { address: upstream.address, port: upstream.listenPort, localAddress, localPort });
+    }
+    splice(client, server);
   });
-  server.on('error', (e: NodeJS.ErrnoException) => {
-    if (!connected)
-      logger.warn(
-        `a forwarded connection could not reach ${upstream.address}:${upstream.port} (${e.code ?? e.message}): is the redirector still running?`,
-      );
-  });
-  splice(client, server);
 }

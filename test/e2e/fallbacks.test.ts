@@ -254,6 +254,19 @@ int main(void) {
     await chain.redirector.waitFor(
       /SOCKS5: refused example\.invalid:80: example\.invalid is not a pseudo name under underpass\.internal/,
     );
+    // In the zone but no publication, and a publication on a port it is not published on.
+    const socks = (target: string): ReturnType<typeof run> =>
+      run('curl', ['-sS', '--max-time', '20', '--socks5-hostname', `127.0.0.1:${socksPort}`, `http://${target}/`]);
+    const unknown = await socks('nothing.default.underpass.internal:80');
+    assert.notEqual(unknown.code, 0);
+    await chain.redirector.waitFor(
+      /SOCKS5: refused nothing\.default\.underpass\.internal:80: [^\n]*is not a publication/,
+    );
+    const wrongPort = await socks(`${chain.host('web')}:1`);
+    assert.notEqual(wrongPort.code, 0);
+    await chain.redirector.waitFor(
+      new RegExp(`SOCKS5: refused [^\\n]*:1: [^\\n]*is published on port ${webPort}, not 1`),
+    );
   });
 
   it('curl -x reaches a publication with CONNECT and with a plain request; outside the zone gets a 403', async function () {
@@ -266,6 +279,16 @@ int main(void) {
     const wrong = await run('curl', ['-sS', '--max-time', '20', '-p', '-x', proxy, 'http://example.invalid/']);
     assert.notEqual(wrong.code, 0);
     assert.match(wrong.stderr, /403/);
+    const wrongPort = await run('curl', [
+      '-sS',
+      '--max-time',
+      '20',
+      '-p',
+      '-x',
+      proxy,
+      `http://${chain.host('web')}:1/`,
+    ]);
+    assert.match(wrongPort.stderr, /502/);
     const wrongPlain = await run('curl', ['-sS', '--max-time', '20', '-x', proxy, 'http://example.invalid/']);
     assert.match(wrongPlain.stdout, /^underpass: example\.invalid is not a pseudo name under underpass\.internal/);
   });
@@ -326,6 +349,32 @@ int main(void) {
     }
     forward.child.kill('SIGINT');
     assert.deepEqual(await forward.exited, { code: 0, signal: null });
+  });
+
+  it('underpass forward keeps working across a restart of the redirector (pseudo addresses are kept)', async function () {
+    const local = await freePort();
+    const forward = new Program('forward', process.execPath, [
+      UNDERPASS,
+      'forward',
+      String(local),
+      `${chain.host('echo')}:${echoPort}`,
+      '--ipc',
+      chain.ipcPath,
+    ]);
+    extra.push(forward);
+    await forward.waitFor(/forwarding /);
+    const line = (text: string): Promise<{ stdout: string; stderr: string }> =>
+      run(PYTHON, [
+        '-c',
+        `import socket
+s = socket.create_connection(('127.0.0.1', ${local}), timeout=20); s.sendall(b'${text}\\n'); print(s.makefile().readline().strip())`,
+      ]);
+    assert.equal((await line('before')).stdout.trim(), 'BEFORE');
+    await chain.redirector.stop();
+    await chain.startRedirector();
+    const after = await line('after');
+    assert.equal(after.stdout.trim(), 'AFTER', after.stderr + forward.stderr);
+    assert.deepEqual(await forward.stop('SIGTERM'), { code: 0, signal: null });
   });
 
   it('underpass forward says in one line: unknown name, wrong port, port in use, no redirector', async function () {
