@@ -17,6 +17,7 @@ import {
   KEEPALIVE_MS,
   TRANSPORT_KINDS,
 } from '../protocol/defaults';
+import type { MetricsSnapshot } from '../runtime/metrics';
 import { defaultIpcPath } from '../runtime/paths';
 import type { LinkOptions } from '../runtime/link-config';
 import type { TransportKind } from '../runtime/transport';
@@ -36,6 +37,7 @@ const load = {
   fallbacks: () => require('../redirector/fallback-listeners') as typeof import('../redirector/fallback-listeners'),
   forward: () => require('../redirector/forward') as typeof import('../redirector/forward'),
   tokens: () => require('../server/tokens') as typeof import('../server/tokens'),
+  metrics: () => require('../runtime/metrics') as typeof import('../runtime/metrics'),
 };
 
 const version = (JSON.parse(fs.readFileSync(`${__dirname}/../../package.json`, 'utf8')) as { version: string }).version;
@@ -175,6 +177,8 @@ export function buildProgram(): Command {
     .option('--cert <file>', 'TLS certificate (PEM) instead of the generated one')
     .option('--key <file>', 'TLS private key (PEM) for --cert')
     .option('--zone <zone>', 'DNS zone pseudo names live under', DEFAULT_ZONE)
+    .option('--metrics <host:port>', 'serve Prometheus metrics at /metrics and the status page at /')
+    .option('--metrics-per-publication', 'label tunnel metrics by publication')
     .addOption(keepaliveOption())
     .addOption(graceOption())
     .addOption(logFormat())
@@ -187,12 +191,27 @@ export function buildProgram(): Command {
         cert?: string;
         key?: string;
         zone: string;
+        metrics?: string;
+        metricsPerPublication?: boolean;
         keepalive: number;
         grace: number;
         logFormat: LogFormat;
       }) => {
         const logger = load.log().createLogger('server', flags.logFormat);
         try {
+          const metricsAt =
+            flags.metrics !== undefined ? load.linkConfig().parseHostPort(flags.metrics, '--metrics') : undefined;
+          // The gauges read the server, which is made next.
+          const gauges: { read: () => MetricsSnapshot } = { read: () => ({}) };
+          const metrics =
+            metricsAt !== undefined
+              ? new (load.metrics().Metrics)({
+                  program: 'server',
+                  version,
+                  perPublication: flags.metricsPerPublication === true,
+                  snapshot: () => gauges.read(),
+                })
+              : undefined;
           const listen = load.linkConfig().parseHostPort(flags.listen, '--listen');
           if ((flags.cert === undefined) !== (flags.key === undefined))
             throw new ConfigError('--cert and --key go together: pass both or neither');
@@ -208,7 +227,9 @@ export function buildProgram(): Command {
             keepaliveMs: flags.keepalive * 1000,
             graceMs: flags.grace * 1000,
             logger,
+            ...(metrics !== undefined ? { metrics } : {}),
           });
+          gauges.read = () => server.snapshot();
           const address = await server.start().catch((e: NodeJS.ErrnoException) => {
             if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
               throw new ConfigError(`cannot listen on ${flags.listen} (${e.code}): choose another --listen`);
@@ -220,6 +241,16 @@ export function buildProgram(): Command {
             ...(server.tokenFile ? { token: server.tokenFile } : {}),
             zone: server.zone,
           });
+          if (metricsAt !== undefined && metrics !== undefined) {
+            const { serveMetrics, metricsAddress } = load.metrics();
+            const { statusRoutes } = require('../server/status-page') as typeof import('../server/status-page');
+            const listener = await serveMetrics(
+              metricsAt,
+              metrics,
+              statusRoutes(() => server.status()),
+            );
+            logger.info(`metrics on http://${metricsAddress(listener)}/metrics, status page on /`);
+          }
           onSignals(() => server.stop(), logger);
         } catch (e) {
           fail('underpass server', e);

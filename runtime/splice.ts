@@ -10,6 +10,12 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 
+/** Counts bytes as they are relayed (metrics), each chunk as it passes. */
+export interface SpliceMeter {
+  aToB(bytes: number): void;
+  bToA(bytes: number): void;
+}
+
 export interface SpliceResult {
   /** Bytes moved a → b and b → a. */
   aToB: number;
@@ -73,6 +79,7 @@ class Splice {
     readonly b: Duplex,
     readonly limit: number,
     private readonly onDone: ((result: SpliceResult) => void) | undefined,
+    private readonly meter: SpliceMeter | undefined,
   ) {}
 
   other(stream: Duplex): Duplex {
@@ -83,8 +90,13 @@ class Splice {
   handleData(src: Duplex, chunk: Buffer): void {
     const toB = src === this.a;
     const dst = toB ? this.b : this.a;
-    if (toB) this.result.aToB += chunk.length;
-    else this.result.bToA += chunk.length;
+    if (toB) {
+      this.result.aToB += chunk.length;
+      this.meter?.aToB(chunk.length);
+    } else {
+      this.result.bToA += chunk.length;
+      this.meter?.bToA(chunk.length);
+    }
     // Chunks that arrive in one turn of the event loop leave a socket in one writev(2): on a fast local
     // hop the per-call cost of write(2), not the bytes, is what a relay spends its CPU on.
     if (dst instanceof net.Socket && !(toB ? this.corkedB : this.corkedA)) {
@@ -182,8 +194,14 @@ function relay(src: Duplex, dst: Duplex): void {
 }
 
 /** Joins a and b (each may be in one splice only); `onDone` runs once both have closed. */
-export function splice(a: Duplex, b: Duplex, onDone?: (result: SpliceResult) => void, limit = RELAY_BUFFER): void {
-  const state = new Splice(a, b, limit, onDone);
+export function splice(
+  a: Duplex,
+  b: Duplex,
+  onDone?: (result: SpliceResult) => void,
+  limit = RELAY_BUFFER,
+  meter?: SpliceMeter,
+): void {
+  const state = new Splice(a, b, limit, onDone, meter);
   (a as Spliced)[SPLICE] = state;
   (b as Spliced)[SPLICE] = state;
   relay(a, b);

@@ -7,6 +7,7 @@ import { DEFAULT_ZONE, GRACE_MS, KEEPALIVE_MS, MAX_GRACE_MS, MAX_KEEPALIVE_MS } 
 import { zone } from '../protocol/names';
 import { complete, verifyCount, verifyMs } from '../runtime/config';
 import type { Logger } from '../runtime/log';
+import type { Metrics } from '../runtime/metrics';
 
 export interface ServerConfig {
   host: string;
@@ -32,6 +33,8 @@ export interface ServerConfig {
   keepaliveMs: number;
   /** How long a dropped endpoint's tunnels wait for it to come back (ms). */
   graceMs: number;
+  /** Counts tunnels, bytes, refusals and resumes (`--metrics`); absent: nothing is counted. */
+  metrics: Metrics | undefined;
 }
 
 type Required = 'host' | 'port' | 'dataDir' | 'logger';
@@ -49,6 +52,7 @@ export const defaultServerConfig: Omit<ServerConfig, Required> = {
   maxPendingPerSession: 2_000,
   keepaliveMs: KEEPALIVE_MS,
   graceMs: GRACE_MS,
+  metrics: undefined,
 };
 
 /** The options completed from the defaults and verified; throws ConfigError naming what is wrong. */

@@ -42,6 +42,37 @@ import { ensureIdentity } from './certificate';
 import { serverConfig, type ServerConfig, type ServerOptions } from './config';
 import { PublicationStore, type Publication } from './store';
 import { appendAudit, TokenStore, tryTokenId, type TokenGrant } from './tokens';
+import type { MetricsSnapshot } from '../runtime/metrics';
+import type { SpliceMeter } from '../runtime/splice';
+
+/** What the status page shows: the server's state now, nothing secret (no keys, no tokens). */
+export interface ServerStatus {
+  zone: string;
+  startedAt: string;
+  publications: {
+    host: string;
+    account: string;
+    name: string;
+    port: number;
+    online: boolean;
+    tunnelsOpen: number;
+    tunnelsOpened: number;
+    bytesUp: number;
+    bytesDown: number;
+  }[];
+  endpoints: { account: string; remote: string; role: 'proxy' | 'client'; tunnels: number; connected: boolean }[];
+}
+
+/** One publication's traffic since the server started, for the status page. */
+interface Traffic {
+  open: number;
+  opened: number;
+  up: number;
+  down: number;
+  /** Shared by the publication's tunnels: nothing per tunnel beyond the splice itself. */
+  meter: SpliceMeter;
+  closed: (result: SpliceResult) => void;
+}
 
 /**
  * An endpoint's session as the server knows it: it outlives the HTTP/2 connection that carries it for
@@ -78,6 +109,8 @@ interface PendingTunnel {
   requester: http2.Http2Session;
   requesterEndpoint: EndpointSession;
   publication: Publication;
+  /** performance.now() when the request came, for the open latency. */
+  started: number;
   timer: NodeJS.Timeout;
   onClientClose: () => void;
 }
@@ -132,6 +165,10 @@ export class TunnelServer {
   private readonly endpointOf = new WeakMap<http2.Http2Session, EndpointSession>();
   /** The WebSocket stream of the carried session being made, while http2 makes it. */
   private carrying: Duplex | undefined;
+  /** Streams that are tunnel requests: their refusals count as failed openings. */
+  private readonly tunnelRequests = new WeakSet<http2.ServerHttp2Stream>();
+  private readonly traffic = new Map<string, Traffic>();
+  private readonly startedAt = new Date().toISOString();
   private nextProxyId = 1;
   readonly zone: string;
   certPath = '';
@@ -246,6 +283,8 @@ export class TunnelServer {
 
   private refuse(stream: http2.ServerHttp2Stream, code: ErrorCode, message: string): void {
     if (stream.destroyed || stream.closed) return;
+    this.config.metrics?.refused(code);
+    if (this.tunnelRequests.has(stream)) this.config.metrics?.tunnelOpened(code);
     if (stream.headersSent) {
       stream.close(http2.constants.NGHTTP2_CANCEL);
       return;
@@ -323,7 +362,10 @@ export class TunnelServer {
         const resumeId = headers[Headers.resumeTunnel];
         if (typeof resumeId === 'string') this.handleTunnelResume(stream, resumeId, headers[Headers.received]);
         else if (typeof tunnelId === 'string') this.handleProxyAnswer(stream, tunnelId);
-        else this.handleTunnelRequest(stream, account, headers, grant);
+        else {
+          this.tunnelRequests.add(stream);
+          this.handleTunnelRequest(stream, account, headers, grant);
+        }
       } else if (method === 'GET' && path === Paths.session) {
         const token = headers[Headers.resume];
         const { endpoint, resumed } = this.openEndpoint(
@@ -378,6 +420,7 @@ export class TunnelServer {
       const known = this.endpoints.get(token.slice(0, dot));
       if (dot > 0 && known && known.account === account && secretsEqual(token.slice(dot + 1), known.secret)) {
         this.log.info('session resumed', { account, tunnels: known.tunnels.size });
+        this.config.metrics?.resumed('session');
         this.carry(known, h2);
         return { endpoint: known, resumed: true };
       }
@@ -442,6 +485,7 @@ export class TunnelServer {
     }
     stream.respond({ ':status': 200, [Headers.received]: String(leg.received) });
     leg.attach(stream, received);
+    this.config.metrics?.resumed('tunnel');
   }
 
   /** Finds the publication a pseudo name stands for, if the account (and the token's scope) may use it. */
@@ -530,6 +574,7 @@ export class TunnelServer {
       requester,
       requesterEndpoint: this.endpointFor(stream, account),
       publication,
+      started: performance.now(),
       timer,
       onClientClose,
     };
@@ -572,20 +617,98 @@ export class TunnelServer {
     proxyLeg.attach(stream, 0);
     pending.requesterEndpoint.tunnels.add(id, clientLeg);
     pending.proxy.endpoint.tunnels.add(id, proxyLeg);
+    const { metrics } = this.config;
+    const traffic = this.trafficOf(pending.publication);
+    traffic.open += 1;
+    traffic.opened += 1;
+    metrics?.tunnelOpened('ok', pending.publication.name, (performance.now() - pending.started) / 1000);
     splice(
       clientLeg,
       proxyLeg,
-      this.log.isDebugEnabled() ? this.tunnelClosedLogger(pending.publication.name) : undefined,
+      this.log.isDebugEnabled() ? this.tunnelClosedLogger(pending.publication.name, traffic) : traffic.closed,
+      undefined,
+      traffic.meter,
     );
   }
 
+  private trafficOf(publication: Publication): Traffic {
+    const id = pubId(publication.account, publication.name);
+    let traffic = this.traffic.get(id);
+    if (traffic === undefined) {
+      const metered = this.config.metrics?.meter(publication.name);
+      const t: Traffic = {
+        open: 0,
+        opened: 0,
+        up: 0,
+        down: 0,
+        // Bytes for the status page, and for the metrics when they are on.
+        meter: {
+          aToB: (n) => {
+            t.up += n;
+            metered?.aToB(n);
+          },
+          bToA: (n) => {
+            t.down += n;
+            metered?.bToA(n);
+          },
+        },
+        closed: () => (t.open -= 1),
+      };
+      traffic = t;
+      this.traffic.set(id, traffic);
+    }
+    return traffic;
+  }
+
+  /** What the metrics read at scrape time. */
+  snapshot(): MetricsSnapshot {
+    let open = 0;
+    for (const t of this.traffic.values()) open += t.open;
+    return {
+      sessions: this.sessions.size,
+      endpoints: this.endpoints.size,
+      publicationsOnline: this.holders.size,
+      tunnelsOpen: open,
+    };
+  }
+
+  /** The status page's data. */
+  status(): ServerStatus {
+    const publications = this.store.all().map((p) => {
+      const t = this.traffic.get(pubId(p.account, p.name));
+      return {
+        host: pseudoName(p.name, p.account, this.zone),
+        account: p.account,
+        name: p.name,
+        port: p.port,
+        online: this.holders.has(pubId(p.account, p.name)),
+        tunnelsOpen: t?.open ?? 0,
+        tunnelsOpened: t?.opened ?? 0,
+        bytesUp: t?.up ?? 0,
+        bytesDown: t?.down ?? 0,
+      };
+    });
+    const proxies = new Set<EndpointSession>();
+    for (const proxy of this.holders.values()) proxies.add(proxy.endpoint);
+    const endpoints = [...this.endpoints.values()].map((e) => ({
+      account: e.account,
+      remote: e.h2?.socket?.remoteAddress ?? '',
+      role: proxies.has(e) ? ('proxy' as const) : ('client' as const),
+      tunnels: e.tunnels.size,
+      connected: e.h2 !== null,
+    }));
+    return { zone: this.zone, startedAt: this.startedAt, publications, endpoints };
+  }
+
   /**
-   * The debug line an ended tunnel logs. Made apart from the request's scope so that an open tunnel
-   * keeps no part of its request (pending entry, timer, headers) alive: ~0.5 KiB each.
+   * The debug line an ended tunnel logs (beside leaving the open count). Made apart from the request's
+   * scope so that an open tunnel keeps no part of its request (pending entry, timer, headers) alive:
+   * ~0.5 KiB each.
    */
-  private tunnelClosedLogger(publication: string): (result: SpliceResult) => void {
+  private tunnelClosedLogger(publication: string, traffic: Traffic): (result: SpliceResult) => void {
     const started = Date.now();
     return (result) => {
+      traffic.closed(result);
       this.log.debug('tunnel closed', {
         publication,
         up: result.aToB,
