@@ -88,7 +88,7 @@ server.serve_forever()`,
     );
   });
 
-  it('blocking, non-blocking and TCP Fast Open connects from Python reach the real server, see port P as their peer, and are admitted by their claims', async function () {
+  it('blocking, non-blocking, TCP Fast Open and AF_INET6 connects from Python reach the real server, see port P as their peer, and are admitted by their claims', async function () {
     const script = `import selectors, socket, sys
 name, port = sys.argv[1], int(sys.argv[2])
 def show(tag, s):
@@ -103,7 +103,9 @@ assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
 s.setblocking(True); show('non-blocking', s)
 for tag, send in (('sendto', lambda s, m: s.sendto(m, socket.MSG_FASTOPEN, (name, port))), ('sendmsg', lambda s, m: s.sendmsg([m], [], socket.MSG_FASTOPEN, (name, port)))):
     s = socket.socket(); send(s, b'fast open by %s\\n' % tag.encode())
-    print(tag, s.makefile().readline().strip(), s.getpeername()[1], s.getsockname()[1], sep='|', flush=True)`;
+    print(tag, s.makefile().readline().strip(), s.getpeername()[1], s.getsockname()[1], sep='|', flush=True)
+s = socket.socket(socket.AF_INET6); s.connect(('::ffff:' + address, port))
+show('v4-mapped', s)`;
     const r = await chain.hookRun([PYTHON, '-c', script, chain.host('echo'), String(echoPort)]);
     assert.equal(r.code, 0, r.stderr);
     const lines = r.stdout.trim().split('\n');
@@ -112,6 +114,7 @@ for tag, send in (('sendto', lambda s, m: s.sendto(m, socket.MSG_FASTOPEN, (name
       ['non-blocking', 'THROUGH THE TUNNEL'],
       ['sendto', 'FAST OPEN BY SENDTO'],
       ['sendmsg', 'FAST OPEN BY SENDMSG'],
+      ['v4-mapped', 'THROUGH THE TUNNEL'],
     ];
     assert.equal(lines.length, expected.length, r.stdout);
     for (const [i, [tag, text]] of expected.entries()) {

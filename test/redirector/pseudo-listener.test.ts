@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { listenOnPseudo, movedListenerWarning } from '../../redirector/pseudo-listener';
+import { run } from '../harness';
 
 /** Resolves once `server` listens on `host:port` (port 0: the kernel's choice), with that port. */
 function listening(server: net.Server, host: string, port: number): Promise<number> {
@@ -53,6 +55,34 @@ describe("redirector/pseudo-listener: a listener's port on its pseudo address", 
         `give those programs 'underpass forward LOCAL_PORT pg.default.underpass.internal:${port}'`,
     );
     assert.doesNotMatch(line, /\n/);
+  });
+
+  it('takes another port for a privileged one when it is not root, and says how to allow it', async function () {
+    const start = Number(fs.readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8'));
+    // Where every port is open to everyone (some containers), no listener ever moves for this reason.
+    if (start <= 1) this.skip();
+    const port = Math.min(80, start - 1);
+    // As root the port would simply be taken, so the check runs as nobody, in a Node of its own.
+    const module = path.join(__dirname, '..', '..', 'redirector', 'pseudo-listener.js');
+    const script = `const net = require('net'); const m = require(${JSON.stringify(module)});
+(async () => { const s = net.createServer(); const b = await m.listenOnPseudo(s, '${address}', ${port});
+console.log(JSON.stringify(b)); console.log(await m.movedListenerWarning('web.default.underpass.internal', '${address}', ${port}, b)); s.close(); })();`;
+    const asRoot = process.getuid?.() === 0;
+    const r = asRoot
+      ? await run('runuser', ['-u', 'nobody', '--', process.execPath, '-e', script])
+      : await run(process.execPath, ['-e', script]);
+    assert.equal(r.stderr, '');
+    const [json, line] = r.stdout.trim().split('\n');
+    const binding = JSON.parse(json!) as { listenPort: number; moved: string };
+    assert.equal(binding.moved, 'privileged');
+    assert.notEqual(binding.listenPort, port);
+    assert.equal(
+      line,
+      `port ${port} is privileged and the redirector is not root: hooked apps reach web.default.underpass.internal:${port} ` +
+        `through ${address}:${binding.listenPort}; programs without the hook cannot reach ${address}:${port} — run ` +
+        `'sysctl net.ipv4.ip_unprivileged_port_start=${port}' (or give the redirector CAP_NET_BIND_SERVICE) and restart ` +
+        `it, or give them 'underpass forward LOCAL_PORT web.default.underpass.internal:${port}'`,
+    );
   });
 
   it('passes on any other failure', async function () {
