@@ -1,7 +1,9 @@
 /**
- * Every failure a user or a peer can cause has a class here with a stable `code`. Programs check kinds
- * with `instanceof` (or `isUnderpassError`), never by looking for a field, and print `message`, which is
- * written to be shown as one line that says what to do.
+ * Every failure a user or a peer can cause has a class here with a stable `code` (listed, with the HTTP
+ * status each travels with, in PROTOCOL.md "Error codes"). Programs raise the class of the failure —
+ * the base class cannot be built directly — check kinds with `instanceof` (or `isUnderpassError`),
+ * never by looking for a field, and print `message`, which is written to be shown as one line that says
+ * what to do. A code read from a peer becomes its class again through `errorOfCode`.
  */
 
 /** Every code, as listed in PROTOCOL.md "Error codes". */
@@ -19,7 +21,6 @@ export const ERROR_CODES = [
   'UP_ERR_FORBIDDEN',
   'UP_ERR_LIMIT',
   'UP_ERR_NO_REDIRECTOR',
-  'UP_ERR_BUSY',
   'UP_ERR_RESET',
 ] as const;
 
@@ -34,11 +35,11 @@ export function isErrorCode(value: unknown): value is ErrorCode {
 
 const brand = Symbol.for('underpass.error');
 
-export class UnderpassError extends Error {
+export abstract class UnderpassError extends Error {
   readonly code: ErrorCode;
   readonly [brand] = true;
 
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+  protected constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.code = code;
     this.name = new.target.name;
@@ -51,58 +52,96 @@ export function isUnderpassError(value: unknown): value is UnderpassError {
 
 /** A peer sent bytes that do not follow the wire format. Ends that stream or session, nothing else. */
 export class ProtocolError extends UnderpassError {
-  constructor(message: string, code: ErrorCode = 'UP_ERR_PROTOCOL') {
+  constructor(
+    message: string,
+    code: 'UP_ERR_PROTOCOL' | 'UP_ERR_FRAME_TOO_LARGE' | 'UP_ERR_BAD_MESSAGE' = 'UP_ERR_PROTOCOL',
+  ) {
     super(code, message);
   }
 }
 
+/** A line or message over its cap. `limit` in bytes, or the whole message a peer sent. */
 export class FrameTooLargeError extends ProtocolError {
-  constructor(limit: number) {
-    super(`frame larger than ${limit} bytes`, 'UP_ERR_FRAME_TOO_LARGE');
+  constructor(limit: number | string) {
+    super(typeof limit === 'number' ? `frame larger than ${limit} bytes` : limit, 'UP_ERR_FRAME_TOO_LARGE');
   }
 }
 
+/** A well-framed message with an invalid field. */
 export class BadMessageError extends ProtocolError {
-  constructor(detail: string) {
-    super(`malformed message: ${detail}`, 'UP_ERR_BAD_MESSAGE');
+  /** `detail` says what is wrong; `{ whole: true }` takes it as the whole message (a peer's). */
+  constructor(detail: string, options: { whole?: boolean } = {}) {
+    super(options.whole === true ? detail : `malformed message: ${detail}`, 'UP_ERR_BAD_MESSAGE');
   }
 }
 
+/** A wrong, missing, revoked or expired token. */
 export class AuthError extends UnderpassError {
   constructor(message = 'the server rejected the token: check --token (the server prints where its token is)') {
     super('UP_ERR_AUTH', message);
   }
 }
 
+/** A flag, option, file or environment variable the program cannot work with. */
 export class ConfigError extends UnderpassError {
   constructor(message: string) {
     super('UP_ERR_CONFIG', message);
   }
 }
 
+/** The server, a proxy on the way, or an answer in time could not be reached. */
 export class UnreachableError extends UnderpassError {
   constructor(message: string, cause?: unknown) {
     super('UP_ERR_UNREACHABLE', message, { cause });
   }
 }
 
-/**
- * A tunnel could not be opened. `code` says which link of the chain failed; the redirector turns every
- * kind into ECONNREFUSED for the app, the logs keep the reason.
- */
-export class TunnelError extends UnderpassError {
-  constructor(
-    code:
-      | 'UP_ERR_NOT_FOUND'
-      | 'UP_ERR_OFFLINE'
-      | 'UP_ERR_TARGET_REFUSED'
-      | 'UP_ERR_FORBIDDEN'
-      | 'UP_ERR_LIMIT'
-      | 'UP_ERR_UNREACHABLE'
-      | 'UP_ERR_BUSY',
-    message: string,
-  ) {
-    super(code, message);
+/** The TLS handshake with the server failed (most often: not the certificate --ca names). */
+export class TlsError extends UnderpassError {
+  constructor(message: string, cause?: unknown) {
+    super('UP_ERR_TLS', message, { cause });
+  }
+}
+
+/** Not a publication, not on that port, or no such tunnel or endpoint. */
+export class NotFoundError extends UnderpassError {
+  constructor(message: string) {
+    super('UP_ERR_NOT_FOUND', message);
+  }
+}
+
+/** The publication exists but no service proxy holds it now. */
+export class OfflineError extends UnderpassError {
+  constructor(message: string) {
+    super('UP_ERR_OFFLINE', message);
+  }
+}
+
+/** The service proxy could not connect to its target. */
+export class TargetRefusedError extends UnderpassError {
+  constructor(message: string) {
+    super('UP_ERR_TARGET_REFUSED', message);
+  }
+}
+
+/** Another account's publication, without a grant or a valid service key. */
+export class ForbiddenError extends UnderpassError {
+  constructor(message: string) {
+    super('UP_ERR_FORBIDDEN', message);
+  }
+}
+
+/** A per-session or per-address limit was reached. */
+export class LimitError extends UnderpassError {
+  constructor(message: string) {
+    super('UP_ERR_LIMIT', message);
+  }
+}
+
+/** No redirector answers at the IPC endpoint (or it answered nothing usable). */
+export class NoRedirectorError extends UnderpassError {
+  constructor(message: string) {
+    super('UP_ERR_NO_REDIRECTOR', message);
   }
 }
 
@@ -114,4 +153,27 @@ export class TunnelResetError extends UnderpassError {
   constructor(message: string) {
     super('UP_ERR_RESET', message);
   }
+}
+
+/** The class of each code, for a code a peer sent (one table: adding a code without a class fails to compile). */
+const CLASS_OF: { [C in ErrorCode]: (message: string) => UnderpassError } = {
+  UP_ERR_PROTOCOL: (m) => new ProtocolError(m),
+  UP_ERR_FRAME_TOO_LARGE: (m) => new FrameTooLargeError(m),
+  UP_ERR_BAD_MESSAGE: (m) => new BadMessageError(m, { whole: true }),
+  UP_ERR_AUTH: (m) => new AuthError(m),
+  UP_ERR_CONFIG: (m) => new ConfigError(m),
+  UP_ERR_UNREACHABLE: (m) => new UnreachableError(m),
+  UP_ERR_TLS: (m) => new TlsError(m),
+  UP_ERR_NOT_FOUND: (m) => new NotFoundError(m),
+  UP_ERR_OFFLINE: (m) => new OfflineError(m),
+  UP_ERR_TARGET_REFUSED: (m) => new TargetRefusedError(m),
+  UP_ERR_FORBIDDEN: (m) => new ForbiddenError(m),
+  UP_ERR_LIMIT: (m) => new LimitError(m),
+  UP_ERR_NO_REDIRECTOR: (m) => new NoRedirectorError(m),
+  UP_ERR_RESET: (m) => new TunnelResetError(m),
+};
+
+/** The error a peer reported with `code` and `message`, as its own class. */
+export function errorOfCode(code: ErrorCode, message: string): UnderpassError {
+  return CLASS_OF[code](message);
 }

@@ -17,7 +17,7 @@
  * admits no other) and root get through, as at every listener of the redirector.
  */
 import net from 'node:net';
-import { ConfigError, UnderpassError } from '../protocol/errors';
+import { ConfigError, NoRedirectorError, NotFoundError, UnreachableError } from '../protocol/errors';
 import { IPC_VERSION, type IpcSuccess } from '../protocol/ipc';
 import { tryParseHostPort } from '../protocol/names';
 import { ipcNotify, ipcRequest } from '../runtime/ipc-client';
@@ -52,24 +52,21 @@ export async function startForward(options: ForwardOptions): Promise<RunningForw
     throw new ConfigError(`'${options.target}' is not NAME:PORT (for example pg.default.underpass.internal:5432)`);
 
   const hello = await ipcRequest(ipcPath, 'hello', { v: IPC_VERSION, pid: process.pid });
-  if (!hello.ok) throw new UnderpassError('UP_ERR_NO_REDIRECTOR', `the redirector at ${ipcPath}: ${hello.message}`);
+  if (!hello.ok) throw new NoRedirectorError(`the redirector at ${ipcPath}: ${hello.message}`);
   if (hello.v !== IPC_VERSION)
-    throw new UnderpassError(
-      'UP_ERR_NO_REDIRECTOR',
+    throw new NoRedirectorError(
       `the redirector at ${ipcPath} speaks IPC version ${hello.v}, this command ${IPC_VERSION}: run the same version of both`,
     );
   const resolved = await ipcRequest(ipcPath, 'resolve', { name: target.host });
   if (!resolved.ok) {
-    throw new UnderpassError(
-      resolved.code === 'NOT_FOUND' ? 'UP_ERR_NOT_FOUND' : 'UP_ERR_UNREACHABLE',
-      `${target.host}: ${resolved.message}`,
-    );
+    const message = `${target.host}: ${resolved.message}`;
+    throw resolved.code === 'NOT_FOUND' ? new NotFoundError(message) : new UnreachableError(message);
   }
   // A blocking connect's request: proves the port is the published one, and leaves a tunnel parked for
   // the first client. A service that is offline only now is said, not fatal: it may come up.
   const opened = await ipcRequest(ipcPath, 'connect', { address: resolved.address, port: target.port });
   if (!opened.ok) {
-    if (/is not published on port/.test(opened.message)) throw new UnderpassError('UP_ERR_NOT_FOUND', opened.message);
+    if (/is not published on port/.test(opened.message)) throw new NotFoundError(opened.message);
     logger.warn(`${target.host}:${target.port} refuses tunnels for now (${opened.message}); forwarding anyway`);
   }
 

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import RootIPC from 'node-ipc';
-import { UnderpassError } from '../protocol/errors';
+import { ConfigError } from '../protocol/errors';
 import {
   IPC_MAX_MESSAGE,
   IpcEvent,
@@ -52,10 +52,7 @@ async function claimPath(socketPath: string): Promise<void> {
     probe.once('error', () => resolve(false));
   });
   if (live)
-    throw new UnderpassError(
-      'UP_ERR_CONFIG',
-      `another redirector already serves ${socketPath}: stop it, or pass a different --ipc`,
-    );
+    throw new ConfigError(`another redirector already serves ${socketPath}: stop it, or pass a different --ipc`);
   fs.unlinkSync(socketPath);
 }
 

@@ -15,7 +15,7 @@
 import http2 from 'node:http2';
 import net from 'node:net';
 import path from 'node:path';
-import { isUnderpassError, TunnelError, UnderpassError, UnreachableError } from '../protocol/errors';
+import { isUnderpassError, ProtocolError, UnderpassError, UnreachableError } from '../protocol/errors';
 import {
   IPC_VERSION,
   type MovedPort,
@@ -132,7 +132,7 @@ export class Redirector implements TunnelDialer {
     for (const host of this.options.serviceKeys.keys()) {
       await this.lookup(host).catch((e: unknown) => {
         this.link.stop();
-        throw isUnderpassError(e) ? e : new UnderpassError('UP_ERR_PROTOCOL', String(e));
+        throw isUnderpassError(e) ? e : new ProtocolError(String(e));
       });
     }
     await this.fallbacks.start().catch((e: unknown) => {
@@ -161,7 +161,7 @@ export class Redirector implements TunnelDialer {
   }
 
   private zone(): string {
-    if (!this.info) throw new UnderpassError('UP_ERR_UNREACHABLE', 'no session to the tunnel server yet');
+    if (!this.info) throw new UnreachableError('no session to the tunnel server yet');
     return this.info.zone;
   }
 
@@ -181,7 +181,7 @@ export class Redirector implements TunnelDialer {
     const cached = this.names.get(host);
     const live = this.link.current();
     if (cached && (Date.now() - cached.at < NAME_TTL_MS || !live)) return cached.info;
-    if (!live) throw new UnderpassError('UP_ERR_UNREACHABLE', 'no session to the tunnel server (reconnecting)');
+    if (!live) throw new UnreachableError('no session to the tunnel server (reconnecting)');
     const info = await getJson(
       live.session,
       { ':path': Paths.names + encodeURIComponent(host), ...this.headersFor(host) },
@@ -305,7 +305,7 @@ export class Redirector implements TunnelDialer {
   ): { stream: http2.ClientHttp2Stream | null; answered: Promise<Answered> } {
     const live = this.link.current();
     if (!live) {
-      const error = new TunnelError('UP_ERR_UNREACHABLE', 'no session to the tunnel server (reconnecting)');
+      const error = new UnreachableError('no session to the tunnel server (reconnecting)');
       onRefused?.(error);
       return { stream: null, answered: Promise.reject(error) };
     }
@@ -320,8 +320,7 @@ export class Redirector implements TunnelDialer {
         onRefused?.(error);
         reject(error);
       };
-      const onEarlyClose = (): void =>
-        refuse(new TunnelError('UP_ERR_UNREACHABLE', 'the session closed while opening the tunnel'));
+      const onEarlyClose = (): void => refuse(new UnreachableError('the session closed while opening the tunnel'));
       // Not a closure: one made here would keep this scope alive as long as the tunnel.
       stream.on('error', ignoreError);
       stream.once('close', onEarlyClose);
@@ -485,7 +484,7 @@ export class Redirector implements TunnelDialer {
     try {
       tunnel = await this.requestTunnel(target).answered;
     } catch (e) {
-      const busy = isUnderpassError(e) && ['UP_ERR_UNREACHABLE', 'UP_ERR_LIMIT', 'UP_ERR_BUSY'].includes(e.code);
+      const busy = isUnderpassError(e) && ['UP_ERR_UNREACHABLE', 'UP_ERR_LIMIT'].includes(e.code);
       throw new DialError(busy ? 'unavailable' : 'refused', errorText(e));
     }
     const authority = `${target.host}:${port}`;

@@ -4,7 +4,7 @@
  * loaded for it: its client reconnects and buffers for ever, where a command wants one clear answer.
  */
 import net from 'node:net';
-import { UnderpassError } from '../protocol/errors';
+import { NoRedirectorError, ProtocolError, UnderpassError } from '../protocol/errors';
 import {
   encodeIpcMessage,
   IPC_DELIMITER,
@@ -29,12 +29,11 @@ export function noRedirectorMessage(ipcPath: string): string {
 
 function connectError(ipcPath: string, e: NodeJS.ErrnoException): UnderpassError {
   if (e.code === 'EACCES' || e.code === 'EPERM') {
-    return new UnderpassError(
-      'UP_ERR_NO_REDIRECTOR',
+    return new NoRedirectorError(
       `not allowed to use the redirector at ${ipcPath}: it serves its own user only; run as that user`,
     );
   }
-  return new UnderpassError('UP_ERR_NO_REDIRECTOR', noRedirectorMessage(ipcPath));
+  return new NoRedirectorError(noRedirectorMessage(ipcPath));
 }
 
 /** Sends one request and resolves with its reply, parsed by the IPC table's schema (an error reply is a reply). */
@@ -48,12 +47,7 @@ export function ipcRequest<K extends IpcRequestKind>(
     let text = '';
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(
-        new UnderpassError(
-          'UP_ERR_NO_REDIRECTOR',
-          `the redirector at ${ipcPath} did not answer within ${REPLY_TIMEOUT_MS / 1000} s`,
-        ),
-      );
+      reject(new NoRedirectorError(`the redirector at ${ipcPath} did not answer within ${REPLY_TIMEOUT_MS / 1000} s`));
     }, REPLY_TIMEOUT_MS);
     const done = (): void => {
       clearTimeout(timer);
@@ -72,13 +66,12 @@ export function ipcRequest<K extends IpcRequestKind>(
       done();
       const message = end < 0 ? null : tryDecodeIpcMessage(text.slice(0, end));
       const reply = message?.type === IPC_REPLY_EVENT ? tryParseIpcReply(kind, message.data) : null;
-      if (reply === null)
-        reject(new UnderpassError('UP_ERR_PROTOCOL', `the redirector at ${ipcPath} sent a malformed reply`));
+      if (reply === null) reject(new ProtocolError(`the redirector at ${ipcPath} sent a malformed reply`));
       else resolve(reply);
     });
     socket.once('end', () => {
       done();
-      reject(new UnderpassError('UP_ERR_NO_REDIRECTOR', `the redirector at ${ipcPath} closed without answering`));
+      reject(new NoRedirectorError(`the redirector at ${ipcPath} closed without answering`));
     });
   });
 }

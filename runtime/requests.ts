@@ -5,7 +5,7 @@
  */
 import http2 from 'node:http2';
 import type { z } from 'zod';
-import { AuthError, isErrorCode, ProtocolError, UnderpassError } from '../protocol/errors';
+import { AuthError, errorOfCode, isErrorCode, ProtocolError, type UnderpassError } from '../protocol/errors';
 import { Headers } from '../protocol/wire';
 
 /** Largest JSON answer an endpoint reads (bytes). */
@@ -44,7 +44,7 @@ export function refusalFrom(headers: http2.IncomingHttpHeaders, fallback: string
     return typeof message === 'string' && message.startsWith('token ')
       ? new AuthError(`the server rejected the token: ${message}`)
       : new AuthError();
-  return new UnderpassError(
+  return errorOfCode(
     isErrorCode(code) ? code : 'UP_ERR_PROTOCOL',
     typeof message === 'string' && message !== '' ? message : `${fallback} (HTTP ${status})`,
   );

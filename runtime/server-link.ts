@@ -11,7 +11,14 @@
 import { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
 import { ControlDecoder, encodeControl, ServerMessage, type EndpointMessage } from '../protocol/control';
-import { AuthError, isUnderpassError, ProtocolError, UnderpassError, UnreachableError } from '../protocol/errors';
+import {
+  AuthError,
+  isUnderpassError,
+  ProtocolError,
+  TlsError,
+  UnderpassError,
+  UnreachableError,
+} from '../protocol/errors';
 import { formatHostPort } from '../protocol/names';
 import { Headers, Paths, SessionInfo, WIRE_VERSION } from '../protocol/wire';
 import { keepalive, raiseSessionWindow, sessionOptions } from './h2';
@@ -44,8 +51,7 @@ export class Backoff {
 function describeDialError(error: NodeJS.ErrnoException, where: string): UnderpassError {
   const code = error.code ?? '';
   if (code.startsWith('ERR_TLS') || /certificate|self.signed|UNABLE_TO|CERT_/i.test(`${code} ${error.message}`)) {
-    return new UnderpassError(
-      'UP_ERR_TLS',
+    return new TlsError(
       `TLS to ${where} failed (${code || error.message}): pass the server's certificate with --ca (the server writes it to DATA_DIR/tls/cert.pem)`,
     );
   }

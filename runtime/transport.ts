@@ -19,7 +19,7 @@ import { getProxyForUrl } from 'proxy-from-env';
 import { SocksClient } from 'socks';
 import { createWebSocketStream, WebSocket } from 'ws';
 import type { TRANSPORT_KINDS } from '../protocol/defaults';
-import { ConfigError, UnderpassError, UnreachableError } from '../protocol/errors';
+import { ConfigError, UnreachableError } from '../protocol/errors';
 import { formatHostPort, isIpLiteral } from '../protocol/names';
 import { ALPN } from '../protocol/wire';
 
@@ -204,9 +204,7 @@ export async function openRoute(route: Route, target: Target, timeoutMs = 5_000)
   });
   return new Promise<Duplex>((resolve, reject) => {
     ws.once('open', () => resolve(createWebSocketStream(ws)));
-    ws.once('error', (e: Error) =>
-      reject(new UnderpassError('UP_ERR_UNREACHABLE', `WebSocket to ${url} failed (${e.message})`)),
-    );
+    ws.once('error', (e: Error) => reject(new UnreachableError(`WebSocket to ${url} failed (${e.message})`)));
     ws.once('unexpected-response', (_req, res) => {
       reject(new UnreachableError(`WebSocket to ${url} refused (HTTP ${res.statusCode ?? '?'})`));
       ws.terminate();

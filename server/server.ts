@@ -20,7 +20,15 @@ import type { Duplex } from 'node:stream';
 import tlsDefaults, { type TLSSocket } from 'node:tls';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import { ControlDecoder, encodeControl, EndpointMessage, type ServerMessage } from '../protocol/control';
-import { isUnderpassError, UnderpassError, type ErrorCode } from '../protocol/errors';
+import {
+  BadMessageError,
+  type ErrorCode,
+  ForbiddenError,
+  isUnderpassError,
+  LimitError,
+  NotFoundError,
+  OfflineError,
+} from '../protocol/errors';
 import { label, pseudoName, tryParseHostPort, tryParsePseudoName } from '../protocol/names';
 import {
   Headers,
@@ -477,11 +485,10 @@ export class TunnelServer {
     receivedHeader: string | string[] | undefined,
   ): void {
     const leg = stream.session ? this.endpointOf.get(stream.session)?.tunnels.get(id) : undefined;
-    if (!leg)
-      throw new UnderpassError('UP_ERR_NOT_FOUND', 'no such tunnel to resume: it ended, or its grace period passed');
+    if (!leg) throw new NotFoundError('no such tunnel to resume: it ended, or its grace period passed');
     const received = Number(receivedHeader);
     if (typeof receivedHeader !== 'string' || !Number.isSafeInteger(received) || received < 0) {
-      throw new UnderpassError('UP_ERR_BAD_MESSAGE', `${Headers.received} must be a byte count`);
+      throw new BadMessageError(`${Headers.received} must be a byte count`, { whole: true });
     }
     stream.respond({ ':status': 200, [Headers.received]: String(leg.received) });
     leg.attach(stream, received);
@@ -492,24 +499,16 @@ export class TunnelServer {
   private lookup(account: string, host: string, serviceKey?: string, grant?: TokenGrant): Publication {
     const parsed = tryParsePseudoName(host, this.zone);
     const publication = parsed ? this.store.get(parsed.account, parsed.publication) : undefined;
-    if (!parsed || !publication)
-      throw new UnderpassError('UP_ERR_NOT_FOUND', `${host} is not a publication on this server`);
+    if (!parsed || !publication) throw new NotFoundError(`${host} is not a publication on this server`);
     if (grant !== undefined && !grant.mayConnect(`${publication.name}.${publication.account}`)) {
       this.audit({ event: 'scope.refused', id: grant.id, account, connect: host });
-      throw new UnderpassError(
-        'UP_ERR_FORBIDDEN',
-        `token ${grant.id} may not reach ${host}: its --connect scope does not cover it`,
-      );
+      throw new ForbiddenError(`token ${grant.id} may not reach ${host}: its --connect scope does not cover it`);
     }
     if (serviceKey !== undefined && !secretsEqual(serviceKey, publication.key)) {
-      throw new UnderpassError(
-        'UP_ERR_FORBIDDEN',
-        `wrong service key for ${host}: ask its owner for the key the proxy printed`,
-      );
+      throw new ForbiddenError(`wrong service key for ${host}: ask its owner for the key the proxy printed`);
     }
     if (serviceKey === undefined && !this.accounts.mayUse(account, publication.account, publication.name)) {
-      throw new UnderpassError(
-        'UP_ERR_FORBIDDEN',
+      throw new ForbiddenError(
         `${host} belongs to another account: present its service key (--service-key ${host}=KEY) or ask its owner for a grant`,
       );
     }
@@ -544,17 +543,16 @@ export class TunnelServer {
     const key = headers[Headers.serviceKey];
     const publication = this.lookup(account, host, typeof key === 'string' ? key : undefined, grant);
     if (port !== publication.port) {
-      throw new UnderpassError('UP_ERR_NOT_FOUND', `${host} is published on port ${publication.port}, not ${port}`);
+      throw new NotFoundError(`${host} is published on port ${publication.port}, not ${port}`);
     }
     const proxy = this.holders.get(pubId(publication.account, publication.name));
-    if (!proxy) throw new UnderpassError('UP_ERR_OFFLINE', `${host} is offline: its service proxy is not connected`);
+    if (!proxy) throw new OfflineError(`${host} is offline: its service proxy is not connected`);
     const limit = this.config.maxPendingPerProxy;
-    if (proxy.pending.size >= limit)
-      throw new UnderpassError('UP_ERR_LIMIT', `too many tunnels waiting for ${host}'s proxy`);
+    if (proxy.pending.size >= limit) throw new LimitError(`too many tunnels waiting for ${host}'s proxy`);
     const requester = stream.session as http2.Http2Session;
     const waiting = this.pendingBySession.get(requester) ?? 0;
     if (waiting >= this.config.maxPendingPerSession)
-      throw new UnderpassError('UP_ERR_LIMIT', 'too many tunnel requests waiting on this session');
+      throw new LimitError('too many tunnel requests waiting on this session');
     this.pendingBySession.set(requester, waiting + 1);
 
     const id = crypto.randomBytes(12).toString('base64url');
@@ -599,7 +597,7 @@ export class TunnelServer {
   private handleProxyAnswer(stream: http2.ServerHttp2Stream, id: string): void {
     const pending = this.tunnels.get(id);
     if (!pending || pending.proxy.session !== stream.session) {
-      throw new UnderpassError('UP_ERR_NOT_FOUND', 'no tunnel request with that id is waiting on this session');
+      throw new NotFoundError('no tunnel request with that id is waiting on this session');
     }
     this.forget(pending);
     const client = pending.client;

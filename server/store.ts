@@ -13,7 +13,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import { UnderpassError } from '../protocol/errors';
+import { ConfigError } from '../protocol/errors';
 
 export interface Publication {
   account: string;
@@ -40,10 +40,7 @@ async function loadOrCreateSecret(dataDir: string): Promise<Buffer> {
   try {
     const text = (await fs.readFile(file, 'utf8')).trim();
     if (/^[0-9a-f]{64}$/.test(text)) return Buffer.from(text, 'hex');
-    throw new UnderpassError(
-      'UP_ERR_CONFIG',
-      `${file} is damaged: restore it from a backup (every service key derives from it)`,
-    );
+    throw new ConfigError(`${file} is damaged: restore it from a backup (every service key derives from it)`);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
@@ -78,8 +75,7 @@ export class PublicationStore {
       try {
         parsed = StoreFile.parse(JSON.parse(text));
       } catch {
-        throw new UnderpassError(
-          'UP_ERR_CONFIG',
+        throw new ConfigError(
           `${store.file} is not a valid publication store: restore it from a backup or move it away`,
         );
       }
