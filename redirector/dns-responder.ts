@@ -144,7 +144,10 @@ export class DnsResponder {
     try {
       await new Promise<void>((resolve, reject) => {
         tcp.once('error', (e) => reject(failed(e, 'TCP')));
-        tcp.listen({ host, port, exclusive: true }, () => resolve());
+        tcp.listen({ host, port, exclusive: true }, () => {
+          tcp.on('error', (e) => this.options.logger.warn(`DNS responder (TCP): ${e.message}`));
+          resolve();
+        });
       });
     } catch (e) {
       this.stop();

@@ -67,7 +67,11 @@ export class LoopbackListener {
         const why = e.code === 'EADDRINUSE' ? 'another program holds it' : (e.code ?? e.message);
         reject(new ConfigError(`cannot listen on ${host}:${port} for the ${label} (${why}): choose another port`));
       });
-      this.server.listen({ host, port, exclusive: true }, () => resolve(this.server.address() as net.AddressInfo));
+      this.server.listen({ host, port, exclusive: true }, () => {
+        // Past the start, an error (an accept failing for want of descriptors) is logged, never thrown.
+        this.server.on('error', (e) => this.options.logger.warn(`${label} on ${host}:${port}: ${e.message}`));
+        resolve(this.server.address() as net.AddressInfo);
+      });
     });
   }
 
