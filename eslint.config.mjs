@@ -36,6 +36,17 @@ export default tseslint.config(
     rules: { 'preserve-caught-error': 'off' },
   },
   {
+    // Product code never imports test code (the chain launcher the demo and the bench use is cli/chain.ts).
+    files: ['**/*.ts'],
+    ignores: ['test/**'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        { patterns: [{ group: ['**/test/*', '**/test/**'], message: 'product code must not import test code' }] },
+      ],
+    },
+  },
+  {
     files: ['test/**/*.ts'],
     plugins: { mocha },
     rules: { 'mocha/no-exclusive-tests': 'error', 'mocha/no-identical-title': 'error' },

@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import type net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, PYTHON, ROOT } from '../test/harness';
+import { freePort, PYTHON, ROOT } from '../cli/chain';
 import { BenchChain } from './chain';
 import { FloorChain } from './floor';
 import { writeChart } from './chart';

@@ -1,7 +1,7 @@
 /**
  * The whole Underpass chain as the benchmark runs it: `underpass server`, one `underpass proxy` publishing
  * the bench's targets, one `underpass redirector`, each the real program in its own process (and process
- * group, see proc.ts). Unlike the test harness's Chain it can pass an environment to the three daemons —
+ * group, see proc.ts). Unlike cli/chain.ts's Chain it can pass an environment to the three daemons —
  * `--cpu-prof` for profiling, a quieter log level — and knows their pids for RSS readings.
  *
  * `pseudoAddress(name)` asks the redirector over IPC to resolve a pseudo name, exactly as the hook would;
@@ -24,7 +24,7 @@ import {
   type IpcRequest,
   type IpcRequestKind,
 } from '../protocol/ipc';
-import { freePort, HOOK_RUN_LAUNCHER, tmpDir, UNDERPASS } from '../test/harness';
+import { freePort, HOOK_RUN_LAUNCHER, tmpDir, UNDERPASS } from '../cli/chain';
 import { exec, onCleanup, Proc, type ExecResult } from './proc';
 
 export interface ChainOptions {

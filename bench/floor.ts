@@ -9,7 +9,7 @@
  * each relay accepts, dials on and carries one byte each way, the least any three Node hops can do.
  */
 import path from 'node:path';
-import { freePort } from '../test/harness';
+import { freePort } from '../cli/chain';
 import { Proc } from './proc';
 
 const RELAY = path.join(__dirname, 'floor-relay.js');

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, tmpDir } from '../test/harness';
+import { freePort, tmpDir } from '../cli/chain';
 import { exec, onCleanup, Proc } from './proc';
 
 export class SshChain {

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Chain, freePort, Program, tmpDir } from '../test/harness';
+import { Chain, freePort, Program, tmpDir } from '../cli/chain';
 
 function step(text: string): void {
   process.stdout.write(`\n▶ ${text}\n`);
