@@ -5,7 +5,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
-import { ConfigError, isUnderpassError } from '../protocol/errors';
+import { ConfigError, isUnderpassError, UnderpassError } from '../protocol/errors';
+import type { StatusReply } from '../protocol/ipc';
 import type { ProxyEvent } from '../proxy/proxy';
 import type { LogFormat, Logger } from '../runtime/log';
 import {
@@ -17,7 +18,7 @@ import {
   KEEPALIVE_MS,
   TRANSPORT_KINDS,
 } from '../protocol/defaults';
-import type { MetricsSnapshot } from '../runtime/metrics';
+import type { ExtraRoute, Metrics, MetricsSnapshot, ProgramName } from '../runtime/metrics';
 import { defaultIpcPath } from '../runtime/paths';
 import type { LinkOptions } from '../runtime/link-config';
 import type { TransportKind } from '../runtime/transport';
@@ -38,6 +39,7 @@ const load = {
   forward: () => require('../redirector/forward') as typeof import('../redirector/forward'),
   tokens: () => require('../server/tokens') as typeof import('../server/tokens'),
   metrics: () => require('../runtime/metrics') as typeof import('../runtime/metrics'),
+  ipcClient: () => require('../runtime/ipc-client') as typeof import('../runtime/ipc-client'),
 };
 
 const version = (JSON.parse(fs.readFileSync(`${__dirname}/../../package.json`, 'utf8')) as { version: string }).version;
@@ -104,13 +106,88 @@ function linkOptions(flags: EndpointFlags, logger: Logger): LinkOptions {
   };
 }
 
-type RedirectorFlags = EndpointFlags & { ipc: string; pseudoNet: string; serviceKey: string[] } & FallbackFlags;
+type RedirectorFlags = EndpointFlags &
+  MetricsFlags & { ipc: string; pseudoNet: string; serviceKey: string[] } & FallbackFlags;
 /** The redirector's doors for programs the hook cannot enter (redirector/fallback-listeners.ts). */
 type FallbackFlags = { dns: string; socks?: string; httpProxy?: string };
 
+interface MetricsFlags {
+  metrics?: string;
+  metricsPerPublication?: boolean;
+}
+
+/** `--metrics` and its label switch, on every daemon. */
+function metricsOptions(command: Command): Command {
+  return command
+    .option('--metrics <host:port>', 'serve Prometheus metrics at /metrics (the server adds its status page at /)')
+    .option('--metrics-per-publication', 'label tunnel metrics by publication');
+}
+
+/**
+ * A daemon's metrics when `--metrics` asks for them: made before the program (which counts into them),
+ * told how to read the program's gauges once it exists, served once it is up.
+ */
+function daemonMetrics(
+  program: ProgramName,
+  flags: MetricsFlags,
+): {
+  metrics: Metrics | undefined;
+  read(snapshot: () => MetricsSnapshot): void;
+  serve(logger: Logger, extra?: ExtraRoute): Promise<void>;
+} {
+  const at = flags.metrics !== undefined ? load.linkConfig().parseHostPort(flags.metrics, '--metrics') : undefined;
+  let snapshot = (): MetricsSnapshot => ({});
+  const metrics =
+    at === undefined
+      ? undefined
+      : new (load.metrics().Metrics)({
+          program,
+          version,
+          perPublication: flags.metricsPerPublication === true,
+          snapshot: () => snapshot(),
+        });
+  return {
+    metrics,
+    read: (read) => (snapshot = read),
+    serve: async (logger, extra) => {
+      if (at === undefined || metrics === undefined) return;
+      const { serveMetrics, metricsAddress } = load.metrics();
+      const listener = await serveMetrics(at, metrics, extra);
+      logger.info(
+        `metrics on http://${metricsAddress(listener)}/metrics${extra !== undefined ? ', status page on /' : ''}`,
+      );
+    },
+  };
+}
+
+/** `underpass status` for a person: one line for the session, then the listeners and refusals. */
+export function formatStatus(status: StatusReply): string {
+  const { session } = status;
+  const lines = [
+    `session    ${session.up ? 'up' : 'down (reconnecting)'} to ${session.server}` +
+      (session.route !== undefined ? ` over ${session.route}` : '') +
+      (session.rttMs !== undefined ? `, round trip ${session.rttMs.toFixed(1)} ms` : '') +
+      (session.account !== undefined ? `, account ${session.account}` : ''),
+    `tunnels    ${status.tunnels} open`,
+  ];
+  const fallbacks = Object.entries(status.fallbacks).map(([kind, at]) => `${kind} ${String(at)}`);
+  if (fallbacks.length > 0) lines.push(`fallbacks  ${fallbacks.join(', ')}`);
+  lines.push(
+    status.listeners.length > 0 ? 'listeners' : 'listeners  none yet (one opens on the first lookup of a name)',
+  );
+  for (const l of status.listeners)
+    lines.push(
+      `  ${l.host}  ${l.address}:${l.port}` +
+        (l.listenPort !== undefined ? ` (listening on ${l.listenPort}: port ${l.port} is held locally)` : ''),
+    );
+  lines.push(status.refusals.length > 0 ? 'recent refusals' : 'recent refusals  none');
+  for (const r of status.refusals) lines.push(`  ${r.time}  ${r.code}  ${r.message}`);
+  return lines.join('\n') + '\n';
+}
+
 /** Flags every endpoint (proxy, redirector) shares. */
 function endpointOptions(command: Command): Command {
-  return command
+  return metricsOptions(command)
     .option('--server <host:port>', 'tunnel server to dial (env UNDERPASS_SERVER)')
     .option('--ca <file>', "the server's certificate, DATA_DIR/tls/cert.pem (env UNDERPASS_CA)")
     .option('--token <token>', 'token the server accepts (env UNDERPASS_TOKEN)')
@@ -164,8 +241,7 @@ export function buildProgram(): Command {
         write(`underpass: ${text.replace(/^error: /, '').trim()} (see 'underpass --help')\n`),
     });
 
-  program
-    .command('server')
+  metricsOptions(program.command('server'))
     .description('run the public publishing/tunneling server')
     .option('--listen <host:port>', 'address to listen on', DEFAULT_LISTEN)
     .requiredOption('--data-dir <dir>', 'directory for the certificate, token and publications')
@@ -177,8 +253,6 @@ export function buildProgram(): Command {
     .option('--cert <file>', 'TLS certificate (PEM) instead of the generated one')
     .option('--key <file>', 'TLS private key (PEM) for --cert')
     .option('--zone <zone>', 'DNS zone pseudo names live under', DEFAULT_ZONE)
-    .option('--metrics <host:port>', 'serve Prometheus metrics at /metrics and the status page at /')
-    .option('--metrics-per-publication', 'label tunnel metrics by publication')
     .addOption(keepaliveOption())
     .addOption(graceOption())
     .addOption(logFormat())
@@ -199,19 +273,8 @@ export function buildProgram(): Command {
       }) => {
         const logger = load.log().createLogger('server', flags.logFormat);
         try {
-          const metricsAt =
-            flags.metrics !== undefined ? load.linkConfig().parseHostPort(flags.metrics, '--metrics') : undefined;
-          // The gauges read the server, which is made next.
-          const gauges: { read: () => MetricsSnapshot } = { read: () => ({}) };
-          const metrics =
-            metricsAt !== undefined
-              ? new (load.metrics().Metrics)({
-                  program: 'server',
-                  version,
-                  perPublication: flags.metricsPerPublication === true,
-                  snapshot: () => gauges.read(),
-                })
-              : undefined;
+          const daemon = daemonMetrics('server', flags);
+          const { metrics } = daemon;
           const listen = load.linkConfig().parseHostPort(flags.listen, '--listen');
           if ((flags.cert === undefined) !== (flags.key === undefined))
             throw new ConfigError('--cert and --key go together: pass both or neither');
@@ -229,7 +292,7 @@ export function buildProgram(): Command {
             logger,
             ...(metrics !== undefined ? { metrics } : {}),
           });
-          gauges.read = () => server.snapshot();
+          daemon.read(() => server.snapshot());
           const address = await server.start().catch((e: NodeJS.ErrnoException) => {
             if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
               throw new ConfigError(`cannot listen on ${flags.listen} (${e.code}): choose another --listen`);
@@ -241,15 +304,12 @@ export function buildProgram(): Command {
             ...(server.tokenFile ? { token: server.tokenFile } : {}),
             zone: server.zone,
           });
-          if (metricsAt !== undefined && metrics !== undefined) {
-            const { serveMetrics, metricsAddress } = load.metrics();
+          if (metrics !== undefined) {
             const { statusRoutes } = require('../server/status-page') as typeof import('../server/status-page');
-            const listener = await serveMetrics(
-              metricsAt,
-              metrics,
+            await daemon.serve(
+              logger,
               statusRoutes(() => server.status()),
             );
-            logger.info(`metrics on http://${metricsAddress(listener)}/metrics, status page on /`);
           }
           onSignals(() => server.stop(), logger);
         } catch (e) {
@@ -268,16 +328,19 @@ export function buildProgram(): Command {
       [] as string[],
     )
     .option('--json', 'print one JSON event per line on stdout')
-    .action(async (flags: EndpointFlags & { publish: string[]; json?: boolean }) => {
+    .action(async (flags: EndpointFlags & MetricsFlags & { publish: string[]; json?: boolean }) => {
       const logger = load.log().createLogger('proxy', flags.logFormat);
       try {
         const { parsePublish } = load.proxyConfig();
         const { ServiceProxy } = load.proxy();
+        const daemon = daemonMetrics('proxy', flags);
         const proxy = new ServiceProxy({
           link: linkOptions(flags, logger),
           targets: flags.publish.map(parsePublish),
           logger,
+          metrics: daemon.metrics,
         });
+        daemon.read(() => proxy.snapshot());
         proxy.on('event', (event: ProxyEvent) => {
           if (flags.json) process.stdout.write(JSON.stringify(event) + '\n');
           else if (event.event === 'published')
@@ -286,6 +349,7 @@ export function buildProgram(): Command {
             );
         });
         await proxy.start();
+        await daemon.serve(logger);
         onSignals(() => proxy.stop(), logger);
       } catch (e) {
         fail('underpass proxy', e);
@@ -310,7 +374,9 @@ export function buildProgram(): Command {
         const { parseServiceKey } = load.redirectorConfig();
         const { Redirector } = load.redirector();
         const serviceKeys = new Map(flags.serviceKey.map(parseServiceKey));
+        const daemon = daemonMetrics('redirector', flags);
         const redirector = new Redirector({
+          metrics: daemon.metrics,
           link: linkOptions(flags, logger),
           ipcPath: flags.ipc,
           pseudoNet: flags.pseudoNet,
@@ -318,8 +384,10 @@ export function buildProgram(): Command {
           logger,
           fallbacks: load.fallbacks().fallbackOptions(flags),
         });
+        daemon.read(() => redirector.snapshot());
         const info = await redirector.start();
         logger.info(`serving hooks on ${flags.ipc}`, { zone: info.zone, account: info.account });
+        await daemon.serve(logger);
         onSignals(() => redirector.stop(), logger);
       } catch (e) {
         fail('underpass redirector', e);
@@ -340,6 +408,25 @@ export function buildProgram(): Command {
         onSignals(() => forward.stop(), logger);
       } catch (e) {
         fail('underpass forward', e);
+      }
+    });
+
+  program
+    .command('status')
+    .description("the redirector's session, listeners and latest refusals")
+    .option('--ipc <path>', 'Unix socket of the redirector', defaultIpcPath())
+    .option('--json', 'the status as one JSON object')
+    .action(async (flags: { ipc: string; json?: boolean }) => {
+      try {
+        const reply = await load.ipcClient().ipcRequest(flags.ipc, 'status', {});
+        if (!reply.ok) throw new UnderpassError('UP_ERR_NO_REDIRECTOR', reply.message);
+        if (flags.json === true) {
+          process.stdout.write(JSON.stringify(reply) + '\n');
+          return;
+        }
+        process.stdout.write(formatStatus(reply));
+      } catch (e) {
+        fail('underpass status', e);
       }
     });
 

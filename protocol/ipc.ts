@@ -9,7 +9,8 @@
  * `agentIpcTable` writes from the same table when hook/build-agent.mjs bundles it. Its types come from
  * here as type-only imports, which cost the bundle nothing.
  *
- * Version notes. v1 as first shipped: hello, resolve, open-tunnel, reverse. Added within v1: `claim`, and
+ * Version notes. v1 as first shipped: hello, resolve, open-tunnel, reverse. Added within v1: `status` (for
+ * `underpass status`, which an older redirector does not answer: the command then says so), `claim`, and
  * `features` in the hello reply announcing it. IPC_VERSION did not change, because the hello check is an
  * exact match and a new number would turn every mixed pair away: an older agent never claims and is
  * admitted by the redirector's slower /proc owner check; a newer agent claims only when hello listed
@@ -134,6 +135,35 @@ export const ReverseReply = z.object({
 });
 export type ReverseReply = z.infer<typeof ReverseReply>;
 
+/** `underpass status`: nothing to ask, all to hear. */
+export const StatusRequest = z.object({});
+export type StatusRequest = z.infer<typeof StatusRequest>;
+
+export const StatusReply = z.object({
+  ok,
+  session: z.object({
+    /** Whether the session to the tunnel server is up now. */
+    up: z.boolean(),
+    /** The tunnel server, HOST:PORT. */
+    server: z.string(),
+    /** How the session gets there (`TLS direct`, `TLS via HTTP proxy …`); absent before the first session. */
+    route: z.string().optional(),
+    /** A PING's round trip on the live session, in ms. */
+    rttMs: z.number().optional(),
+    account: z.string().optional(),
+    zone: z.string().optional(),
+  }),
+  /** The listeners on pseudo addresses, one per publication in use. */
+  listeners: z.array(z.object({ host: z.string(), address: z.string(), port, listenPort: port.optional() })),
+  /** Listeners for programs the hook cannot enter. */
+  fallbacks: HelloListeners,
+  /** Tunneled connections open now. */
+  tunnels: z.number().int(),
+  /** The latest refusals, oldest first: when, the code, the one line. */
+  refusals: z.array(z.object({ time: z.string(), code: z.string(), message: z.string() })),
+});
+export type StatusReply = z.infer<typeof StatusReply>;
+
 /** Stable error codes a reply may carry; the hook maps them to errno / EAI_* values. */
 export const IPC_ERROR_CODES = [
   'NOT_FOUND', // not a publication: getaddrinfo answers EAI_NONAME
@@ -157,6 +187,7 @@ export const IpcMessages = {
   connect: { event: 'open-tunnel', request: ConnectRequest, reply: ConnectReply },
   reverse: { event: 'reverse', request: ReverseRequest, reply: ReverseReply },
   claim: { event: 'claim', request: ClaimRequest, reply: null },
+  status: { event: 'status', request: StatusRequest, reply: StatusReply },
 } as const;
 
 export type IpcKind = keyof typeof IpcMessages;
@@ -177,6 +208,7 @@ export const IpcEvent = {
   connect: IpcMessages.connect.event,
   reverse: IpcMessages.reverse.event,
   claim: IpcMessages.claim.event,
+  status: IpcMessages.status.event,
   reply: IPC_REPLY_EVENT,
 } as const;
 
@@ -186,6 +218,7 @@ const requestSchemas: { [K in IpcKind]: z.ZodType<IpcRequest<K>> } = {
   connect: ConnectRequest,
   reverse: ReverseRequest,
   claim: ClaimRequest,
+  status: StatusRequest,
 };
 
 const replySchemas: { [K in IpcRequestKind]: z.ZodType<IpcReply<K>> } = {
@@ -193,6 +226,7 @@ const replySchemas: { [K in IpcRequestKind]: z.ZodType<IpcReply<K>> } = {
   resolve: z.union([ResolveReply, ErrorReply]),
   connect: z.union([ConnectReply, ErrorReply]),
   reverse: z.union([ReverseReply, ErrorReply]),
+  status: z.union([StatusReply, ErrorReply]),
 };
 
 /** A request's data, parsed; null when it does not fit the request's schema. */
@@ -229,6 +263,7 @@ export function agentIpcTable(): AgentIpcTable {
       resolve: replyShape('resolve'),
       connect: replyShape('connect'),
       reverse: replyShape('reverse'),
+      status: replyShape('status'),
     },
   };
 }

@@ -8,6 +8,7 @@ import { label, tryParseHostPort } from '../protocol/names';
 import { complete, verifyMs } from '../runtime/config';
 import type { LinkOptions } from '../runtime/link-config';
 import type { Logger } from '../runtime/log';
+import type { Metrics } from '../runtime/metrics';
 
 /** One publication: its name, and the real server it stands for. */
 export interface Target {
@@ -23,13 +24,15 @@ export interface ProxyConfig {
   logger: Logger;
   /** How long connecting to a target may take (ms). */
   connectTimeoutMs: number;
+  /** Counts tunnels and bytes (`--metrics`); absent: nothing is counted. */
+  metrics: Metrics | undefined;
 }
 
 type Required = 'link' | 'targets' | 'logger';
 
 export type ProxyOptions = Pick<ProxyConfig, Required> & Partial<Omit<ProxyConfig, Required>>;
 
-export const defaultProxyConfig: Omit<ProxyConfig, Required> = { connectTimeoutMs: 10_000 };
+export const defaultProxyConfig: Omit<ProxyConfig, Required> = { connectTimeoutMs: 10_000, metrics: undefined };
 
 /** The options completed from the defaults and verified; throws ConfigError naming what is wrong. */
 export function proxyConfig(options: ProxyOptions): ProxyConfig {

@@ -10,6 +10,7 @@ import net from 'node:net';
 import type { ServerMessage } from '../protocol/control';
 import { Headers, type SessionInfo } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
+import type { MetricsSnapshot } from '../runtime/metrics';
 import { ResumableStream } from '../runtime/resumable-stream';
 import { ServerLink } from '../runtime/server-link';
 import { abort, splice } from '../runtime/splice';
@@ -100,7 +101,9 @@ export class ServiceProxy extends EventEmitter {
 
   /** Seed: "searches the original server address … creates a socket connection with it and returns the success info back". */
   private handleTunnel(id: string, key: string): void {
+    const asked = performance.now();
     const fail = (code: string, message: string): void => {
+      this.options.metrics?.tunnelOpened(code);
       this.link.send({ type: 'tunnel-failed', id, code, message });
     };
     const target = this.byKey.get(key);
@@ -149,7 +152,15 @@ export class ServiceProxy extends EventEmitter {
           leg.destroy();
         }
       });
-      splice(socket, leg);
+      // The proxy's splice has the service on side a: its bytes go downstream.
+      const { metrics } = this.options;
+      metrics?.tunnelOpened('ok', target.name, (performance.now() - asked) / 1000);
+      splice(socket, leg, undefined, undefined, metrics?.meter(target.name, 'b'));
     });
+  }
+
+  /** What the metrics read at scrape time. */
+  snapshot(): MetricsSnapshot {
+    return { sessions: this.link.current() !== null ? 1 : 0, tunnelsOpen: this.link.tunnels.size };
   }
 }

@@ -9,6 +9,7 @@ import { tryNormalizeHostname } from '../protocol/names';
 import { complete, verifyMs } from '../runtime/config';
 import type { LinkOptions } from '../runtime/link-config';
 import type { Logger } from '../runtime/log';
+import type { Metrics } from '../runtime/metrics';
 import { CLAIM_WAIT_MS } from './claims';
 import type { FallbackOptions } from './fallback-listeners';
 
@@ -27,6 +28,8 @@ export interface RedirectorConfig {
   claimWaitMs: number;
   /** DNS responder, SOCKS5 and HTTP CONNECT listeners for unhooked programs (none unless given). */
   fallbacks: FallbackOptions;
+  /** Counts tunnels and bytes (`--metrics`); absent: nothing is counted. */
+  metrics: Metrics | undefined;
 }
 
 type Required = 'link' | 'ipcPath' | 'logger';
@@ -39,6 +42,7 @@ export const defaultRedirectorConfig: Omit<RedirectorConfig, Required> = {
   serviceKeys: new Map(),
   claimWaitMs: CLAIM_WAIT_MS,
   fallbacks: { dns: null, socks: null, httpProxy: null },
+  metrics: undefined,
 };
 
 /** The options completed from the defaults and verified; throws ConfigError naming what is wrong. */

@@ -25,14 +25,16 @@ import {
   type HelloReply,
   type ResolveReply,
   type ReverseReply,
+  type StatusReply,
 } from '../protocol/ipc';
 import { tryParsePseudoName } from '../protocol/names';
 import { Headers, NameInfo, Paths, type SessionInfo } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
+import type { MetricsSnapshot } from '../runtime/metrics';
 import { ResumableStream } from '../runtime/resumable-stream';
 import { getJson, refusalFrom } from '../runtime/requests';
 import { ServerLink } from '../runtime/server-link';
-import { abort, splice } from '../runtime/splice';
+import { abort, splice, type SpliceMeter } from '../runtime/splice';
 import { ClaimTable } from './claims';
 import { redirectorConfig, type RedirectorConfig, type RedirectorOptions } from './config';
 import { IpcServer } from './ipc-server';
@@ -61,6 +63,8 @@ interface Answered {
 }
 
 const NAME_TTL_MS = 30_000;
+/** Refusals `underpass status` shows. */
+const MAX_REFUSALS_KEPT = 20;
 
 function ignoreError(): void {}
 
@@ -87,6 +91,7 @@ export class Redirector implements TunnelDialer {
   private readonly sockets = new Set<net.Socket>();
   private readonly peerOwners = new PeerOwners();
   private readonly claims = new ClaimTable();
+  private readonly refusals: StatusReply['refusals'] = [];
   private readonly fallbacks: FallbackListeners;
 
   private readonly options: RedirectorConfig;
@@ -105,10 +110,11 @@ export class Redirector implements TunnelDialer {
       options.ipcPath,
       {
         hello: () => this.handleHello(),
-        resolve: (r) => this.handleResolve(r.name),
-        connect: (r) => this.handleConnect(r.address, r.port),
-        reverse: (r) => this.handleReverse(r.address),
+        resolve: async (r) => this.noted(await this.handleResolve(r.name)),
+        connect: async (r) => this.noted(await this.handleConnect(r.address, r.port)),
+        reverse: (r) => this.noted(this.handleReverse(r.address)),
         claim: (r) => this.handleClaim(r),
+        status: () => this.handleStatus(),
       },
       options.logger,
     );
@@ -229,6 +235,57 @@ export class Redirector implements TunnelDialer {
     return { ok: true, name, ...(listener === undefined ? {} : movedOf(listener)) };
   }
 
+  /** Keeps the latest refusals for `underpass status`. */
+  private noteRefusal(code: string, message: string): void {
+    this.refusals.push({ time: new Date().toISOString(), code, message });
+    if (this.refusals.length > MAX_REFUSALS_KEPT) this.refusals.shift();
+  }
+
+  private noted<T extends { ok: boolean }>(reply: T): T {
+    if (!reply.ok && 'code' in reply && 'message' in reply) this.noteRefusal(String(reply.code), String(reply.message));
+    return reply;
+  }
+
+  /** `underpass status`: the session (with a PING's round trip), the listeners, the latest refusals. */
+  private async handleStatus(): Promise<StatusReply> {
+    const live = this.link.current();
+    const rttMs =
+      live === null
+        ? undefined
+        : await new Promise<number | undefined>((resolve) => {
+            const timer = setTimeout(() => resolve(undefined), 2_000);
+            try {
+              live.session.ping((error, duration) => {
+                clearTimeout(timer);
+                resolve(error ? undefined : duration);
+              });
+            } catch {
+              clearTimeout(timer);
+              resolve(undefined);
+            }
+          });
+    const route = this.link.route;
+    return {
+      ok: true,
+      session: {
+        up: live !== null,
+        server: this.link.server,
+        ...(route !== null ? { route } : {}),
+        ...(rttMs !== undefined ? { rttMs } : {}),
+        ...(this.info !== null ? { account: this.info.account, zone: this.info.zone } : {}),
+      },
+      listeners: [...this.listeners.values()].map((l) => ({
+        host: l.host,
+        address: l.address,
+        port: l.port,
+        ...(l.moved !== null ? { listenPort: l.moved.listenPort } : {}),
+      })),
+      fallbacks: this.handleHello().listeners ?? {},
+      tunnels: this.link.tunnels.size,
+      refusals: [...this.refusals],
+    };
+  }
+
   /** A hook names a connection it opened to one of our listeners: admit it without the /proc check. */
   private handleClaim(claim: ClaimRequest): void {
     // Claims for listeners we do not have would only take room in the table.
@@ -314,9 +371,14 @@ export class Redirector implements TunnelDialer {
       ':authority': `${listener.host}:${listener.port}`,
       ...this.headersFor(listener.host),
     });
+    const asked = performance.now();
     const answered = new Promise<Answered>((resolve, reject) => {
       // A refusal is handled synchronously, before the stream's end can reach an optimistic splice.
       const refuse = (error: UnderpassError): void => {
+        this.options.metrics?.tunnelOpened(error.code, listener.host);
+        // A blocking connect's refusal is noted with its IPC reply; an optimistic one has none.
+        if (onRefused !== undefined)
+          this.noteRefusal(error.code, `${listener.host}:${listener.port}: ${error.message}`);
         onRefused?.(error);
         reject(error);
       };
@@ -328,6 +390,7 @@ export class Redirector implements TunnelDialer {
         stream.off('close', onEarlyClose);
         const id = headers[Headers.tunnelId];
         if (Number(headers[':status']) === 200 && typeof id === 'string') {
+          this.options.metrics?.tunnelOpened('ok', listener.host, (performance.now() - asked) / 1000);
           resolve({ stream, id });
           return;
         }
@@ -450,7 +513,7 @@ export class Redirector implements TunnelDialer {
 
   /** Joins an answered tunnel to a client socket. */
   private carry(authority: string, tunnel: Answered, socket: net.Socket): void {
-    splice(socket, this.legOf(authority, tunnel));
+    splice(socket, this.legOf(authority, tunnel), undefined, undefined, this.meterOf(authority));
   }
 
   /**
@@ -519,6 +582,16 @@ export class Redirector implements TunnelDialer {
     );
     if (!stream) return;
     leg.attach(stream, 0);
-    splice(socket, leg);
+    splice(socket, leg, undefined, undefined, this.meterOf(authority));
+  }
+
+  /** Counts a tunnel's bytes under its publication (`NAME:PORT` → the pseudo name) when metrics are on. */
+  private meterOf(authority: string): SpliceMeter | undefined {
+    return this.options.metrics?.meter(authority.slice(0, authority.lastIndexOf(':')));
+  }
+
+  /** What the metrics read at scrape time. */
+  snapshot(): MetricsSnapshot {
+    return { sessions: this.link.current() !== null ? 1 : 0, tunnelsOpen: this.link.tunnels.size };
   }
 }

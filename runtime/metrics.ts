@@ -135,14 +135,16 @@ export class Metrics {
   }
 
   /**
-   * A meter for one splice: `a` is the side towards the app (its bytes go upstream), `b` the side
-   * towards the service. The labelled children are looked up once, not per chunk.
+   * A meter for one splice. `appSide` names the splice's side towards the app (default `a`): its bytes
+   * go upstream, the other side's downstream. The labelled children are looked up once, not per chunk.
    */
-  meter(publication?: string): SpliceMeter {
+  meter(publication?: string, appSide: 'a' | 'b' = 'a'): SpliceMeter {
     const labels = this.publication(publication);
     const up = this.bytes.labels({ direction: 'upstream', ...labels });
     const down = this.bytes.labels({ direction: 'downstream', ...labels });
-    return { aToB: (n) => up.inc(n), bToA: (n) => down.inc(n) };
+    const upstream = (n: number): void => up.inc(n);
+    const downstream = (n: number): void => down.inc(n);
+    return appSide === 'a' ? { aToB: upstream, bToA: downstream } : { aToB: downstream, bToA: upstream };
   }
 
   /** The metrics as Prometheus text. */

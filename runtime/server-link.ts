@@ -92,6 +92,11 @@ export class ServerLink extends EventEmitter {
     });
   }
 
+  /** The tunnel server, HOST:PORT. */
+  get server(): string {
+    return this.where;
+  }
+
   /** How the live session reaches the server, for logs and tests. */
   get route(): string | null {
     return this.preferred ? describeRoute(this.preferred) : null;

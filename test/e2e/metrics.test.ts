@@ -20,6 +20,8 @@ function counter(text: string, name: string, labels: string): number {
 describe('metrics and the status page', function () {
   let chain: Chain;
   let metricsPort: number;
+  let proxyMetricsPort: number;
+  let redirectorMetricsPort: number;
   let webPort: number;
   let echoPort: number;
   const programs: Program[] = [];
@@ -27,10 +29,14 @@ describe('metrics and the status page', function () {
   before(async function () {
     if (which('curl') === null) this.skip();
     metricsPort = await freePort();
+    proxyMetricsPort = await freePort();
+    redirectorMetricsPort = await freePort();
     webPort = await freePort();
     echoPort = await freePort();
     chain = new Chain([`web=127.0.0.1:${webPort}`, `echo=127.0.0.1:${echoPort}`], {
       serverArgs: ['--metrics', `127.0.0.1:${metricsPort}`],
+      proxyArgs: ['--metrics', `127.0.0.1:${proxyMetricsPort}`],
+      redirectorArgs: ['--metrics', `127.0.0.1:${redirectorMetricsPort}`, '--metrics-per-publication'],
     });
     fs.mkdirSync(chain.dir, { recursive: true });
     // Sparse: 160 MB of zeros that cost no disk.
@@ -48,8 +54,8 @@ describe('metrics and the status page', function () {
     await chain?.stop();
   });
 
-  async function scrape(): Promise<string> {
-    const got = await run('curl', ['-sS', '--max-time', '10', `http://127.0.0.1:${metricsPort}/metrics`]);
+  async function scrape(port = metricsPort): Promise<string> {
+    const got = await run('curl', ['-sS', '--max-time', '10', `http://127.0.0.1:${port}/metrics`]);
     assert.equal(got.code, 0, got.stderr);
     return got.stdout;
   }
@@ -78,6 +84,16 @@ describe('metrics and the status page', function () {
     assert.ok(counter(after, 'underpass_tunnel_bytes_total', 'direction="downstream"') >= BIG);
     assert.ok(counter(after, 'underpass_tunnel_opens_total', 'result="ok"') >= 1);
     assert.match(after, /^underpass_tunnel_open_seconds_count \d+$/m);
+
+    // The proxy and the redirector count the same transfer on their side; the redirector by publication.
+    const proxy = await scrape(proxyMetricsPort);
+    assert.match(proxy, /program="proxy"/);
+    assert.match(proxy, /^underpass_sessions 1$/m);
+    assert.ok(counter(proxy, 'underpass_tunnel_bytes_total', 'direction="downstream"') >= BIG, proxy);
+    const redirector = await scrape(redirectorMetricsPort);
+    const web = `publication="${chain.host('web')}"`;
+    assert.ok(counter(redirector, 'underpass_tunnel_bytes_total', `direction="downstream",${web}`) >= BIG, redirector);
+    assert.ok(counter(redirector, 'underpass_tunnel_opens_total', `result="ok",${web}`) >= 1, redirector);
   });
 
   it('headless Chromium shows a publication and its live tunnel count on the status page', async function () {
