@@ -293,6 +293,39 @@ int main(void) {
     assert.match(wrongPlain.stdout, /^underpass: example\.invalid is not a pseudo name under underpass\.internal/);
   });
 
+  it('garbage at the SOCKS5, HTTP and DNS listeners costs only its sender; the redirector keeps serving', async function () {
+    const hostile = `import socket, struct
+def send(port, data, kind=socket.SOCK_STREAM, host='127.0.0.1'):
+    s = socket.socket(socket.AF_INET, kind); s.settimeout(5)
+    try:
+        s.connect((host, port)); s.sendall(data) if kind == socket.SOCK_STREAM else s.send(data)
+        try: s.recv(100)
+        except (socket.timeout, ConnectionError): pass
+    except ConnectionError: pass
+    s.close()
+send(${socksPort}, bytes(range(256)) * 4)                     # not SOCKS at all
+send(${socksPort}, b'\\x05\\x01\\x00\\x05\\x09\\x00\\x03')         # a greeting, then an unknown command
+send(${socksPort}, b'\\x05\\x01\\x00\\x05\\x01\\x00\\x07\\x01\\x02')  # an unknown address type
+send(${httpPort}, b'CONNECT \\x00\\xff HTTP/1.1\\r\\n\\r\\n')
+send(${httpPort}, b'\\x16\\x03\\x01' + bytes(500))              # a TLS hello at a plain HTTP proxy
+send(${httpPort}, b'GET ftp://x/ HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')
+${
+  process.getuid?.() === 0
+    ? `send(53, struct.pack('!H', 65535) + bytes(100), host='${responder}')  # DNS over TCP: an oversized length
+send(53, bytes(range(40)), socket.SOCK_DGRAM, '${responder}')`
+    : ''
+}
+print('sent')`;
+    const r = await run(PYTHON, ['-c', hostile]);
+    assert.equal(r.stdout.trim(), 'sent', r.stderr);
+    assert.equal(chain.redirector.child.exitCode, null, 'the redirector still runs');
+    const url = `http://${chain.host('web')}:${webPort}/page.txt`;
+    const socks = await run('curl', ['-sS', '--max-time', '20', '--socks5-hostname', `127.0.0.1:${socksPort}`, url]);
+    assert.equal(socks.stdout, page, socks.stderr);
+    const http = await run('curl', ['-sS', '--max-time', '20', '-p', '-x', `http://127.0.0.1:${httpPort}`, url]);
+    assert.equal(http.stdout, page, http.stderr);
+  });
+
   it("another user's connection to the SOCKS5 listener is refused; its own user's gets through", async function () {
     if (process.getuid?.() !== 0) this.skip(); // needs root to run a process as another user
     const url = `http://${chain.host('web')}:${webPort}/page.txt`;
