@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
-import { ConfigError, isUnderpassError, UnderpassError } from '../protocol/errors';
+import { ConfigError, isUnderpassError, NoRedirectorError } from '../protocol/errors';
 import type { StatusReply } from '../protocol/ipc';
 import type { ProxyEvent } from '../proxy/proxy';
 import type { LogFormat, Logger } from '../runtime/log';
@@ -419,7 +419,7 @@ export function buildProgram(): Command {
     .action(async (flags: { ipc: string; json?: boolean }) => {
       try {
         const reply = await load.ipcClient().ipcRequest(flags.ipc, 'status', {});
-        if (!reply.ok) throw new UnderpassError('UP_ERR_NO_REDIRECTOR', reply.message);
+        if (!reply.ok) throw new NoRedirectorError(reply.message);
         if (flags.json === true) {
           process.stdout.write(JSON.stringify(reply) + '\n');
           return;
