@@ -2,9 +2,10 @@
  * Issue 12, "programs the hook cannot enter": the redirector's DNS responder (dig, UDP and TCP), a Go
  * program built here reaching a publication under hook-run through it, curl through the SOCKS5 listener
  * (--socks5-hostname) and the HTTP proxy (CONNECT, and plain absolute-form requests), signals passed on
- * to a static program under hook-run, `underpass forward` carrying psql to a real PostgreSQL, and another
- * user's connection refused at the SOCKS listener. Every program is real and runs as its own process;
- * nothing of ours is mocked.
+ * to a static program under hook-run, `underpass forward` carrying psql to a real PostgreSQL (and across a
+ * redirector restart), garbage at every listener, and another user's connection refused at the SOCKS and
+ * HTTP listeners and a forward port. Every program is real and runs as its own process; nothing of ours
+ * is mocked.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -326,7 +327,7 @@ print('sent')`;
     assert.equal(http.stdout, page, http.stderr);
   });
 
-  it("another user's connection to the SOCKS5 listener is refused; its own user's gets through", async function () {
+  it("another user's connection to the SOCKS5 and HTTP listeners and a forward port is refused; its own user's gets through", async function () {
     if (process.getuid?.() !== 0) this.skip(); // needs root to run a process as another user
     const url = `http://${chain.host('web')}:${webPort}/page.txt`;
     const nobody = (await run('id', ['-u', 'nobody'])).stdout.trim();
@@ -351,6 +352,51 @@ print('sent')`;
     );
     const same = await run('curl', ['-sS', '--max-time', '20', '--socks5-hostname', `127.0.0.1:${socksPort}`, url]);
     assert.equal(same.stdout, page, same.stderr);
+
+    // The HTTP proxy and a forward port are loopback listeners with the same check.
+    const otherHttp = await run('runuser', [
+      '-u',
+      'nobody',
+      '--',
+      'curl',
+      '-sS',
+      '--max-time',
+      '20',
+      '-x',
+      `http://127.0.0.1:${httpPort}`,
+      url,
+    ]);
+    assert.notEqual(otherHttp.code, 0);
+    assert.equal(otherHttp.stdout, '');
+    await chain.redirector.waitFor(
+      new RegExp(`refused a connection to 127\\.0\\.0\\.1:${httpPort} from [^\\n]*uid ${nobody}`),
+    );
+    const local = await freePort();
+    const forward = new Program('forward', process.execPath, [
+      UNDERPASS,
+      'forward',
+      String(local),
+      `${chain.host('web')}:${webPort}`,
+      '--ipc',
+      chain.ipcPath,
+    ]);
+    extra.push(forward);
+    await forward.waitFor(/forwarding /);
+    const otherForward = await run('runuser', [
+      '-u',
+      'nobody',
+      '--',
+      'curl',
+      '-sS',
+      '--max-time',
+      '20',
+      `http://127.0.0.1:${local}/page.txt`,
+    ]);
+    assert.notEqual(otherForward.code, 0);
+    await forward.waitFor(new RegExp(`refused a connection to 127\\.0\\.0\\.1:${local} from [^\\n]*uid ${nobody}`));
+    const sameForward = await run('curl', ['-sS', '--max-time', '20', `http://127.0.0.1:${local}/page.txt`]);
+    assert.equal(sameForward.stdout, page, sameForward.stderr);
+    assert.deepEqual(await forward.stop('SIGTERM'), { code: 0, signal: null });
   });
 
   it('underpass forward carries psql to a real PostgreSQL, and stops with status 0', async function () {
