@@ -1,28 +1,34 @@
 /**
  * Issue 12: a local server that holds a publication's port on the wildcard address must not take the
  * publication away from hooked apps. The client host is a network namespace built by the test: there a
- * local server listens on *:P (iperf3 -s, or a Python server that answers "local"), so the redirector
- * cannot listen on PSEUDO:P; the real servers, published on that same port P, run on this side. Hooked
- * clients — iperf3 itself, Python's blocking and non-blocking connects — must reach the real ones, see
+ * local server listens on *:P (iperf3 -s, a developer's own PostgreSQL, a Python server that answers
+ * "local"), so the redirector cannot listen on PSEUDO:P; the real servers, published on that same port P,
+ * run on this side. Hooked clients — iperf3 itself, psql, Python's blocking, non-blocking, Fast Open and
+ * AF_INET6 connects — must reach the real ones, see
  * port P as their peer, and be admitted by their claims; an unhooked client meets the local server, which
  * is what the redirector's one warning line says, naming that server and the fixes; the DNS responder
  * does not hand such a name to programs without the hook, and `underpass forward` serves them.
  */
 import assert from 'node:assert/strict';
-import { Chain, PYTHON, Program, UNDERPASS, freePort, inNetns, lineEchoServer, run, which } from '../harness';
+import fs from 'node:fs';
+import { Chain, PYTHON, Program, UNDERPASS, freePort, inNetns, lineEchoServer, run, tmpDir, which } from '../harness';
 import { ClientHost } from '../netns';
+import { startPostgres } from '../postgres';
 
 describe('a local server on the published port (issue 12)', function () {
   let host: ClientHost;
   let chain: Chain;
   let echoPort: number;
   let iperfPort: number;
+  let pgPort: number;
+  const dirs: string[] = [];
   const extra: Program[] = [];
 
   before(async function () {
     assert.ok(which('iperf3') !== null, "iperf3 is missing: run 'npm run prerequisites'");
     echoPort = await freePort();
     iperfPort = await freePort();
+    pgPort = await freePort();
     const serverPort = await freePort();
     host = ClientHost.create([serverPort]);
     // The real servers, on this side: upper-casing echo and an iperf3 server, both on 127.0.0.1.
@@ -54,7 +60,11 @@ server.serve_forever()`,
     await local.waitFor(/local ready/);
     await iperf.waitFor(/Server listening/);
     await localIperf.waitFor(/Server listening/);
-    chain = new Chain([`echo=127.0.0.1:${echoPort}`, `iperf=127.0.0.1:${iperfPort}`], {
+    // The everyday case: the remote PostgreSQL is published on 5432 (say), and a local one holds *:5432.
+    dirs.push(tmpDir('pg-remote'), tmpDir('pg-local'));
+    extra.push(await startPostgres(dirs[0]!, pgPort, { name: 'remote' }));
+    extra.push(await startPostgres(dirs[1]!, pgPort, { name: 'local', listen: '*', netns: host.name }));
+    chain = new Chain([`echo=127.0.0.1:${echoPort}`, `iperf=127.0.0.1:${iperfPort}`, `pg=127.0.0.1:${pgPort}`], {
       serverHost: host.outer,
       clientNetns: host.name,
       redirectorEnv: { UNDERPASS_LOG_LEVEL: 'debug' },
@@ -67,6 +77,31 @@ server.serve_forever()`,
     await chain?.stop();
     await Promise.all(extra.map((p) => p.stop()));
     host?.destroy();
+    for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('hooked psql reaches the published PostgreSQL while a local one listens on *:P; unhooked psql gets the local one', async function () {
+    const query = (hostName: string): string[] => [
+      'psql',
+      '-h',
+      hostName,
+      '-p',
+      String(pgPort),
+      '-U',
+      'postgres',
+      '-XAtc',
+      "select current_setting('cluster_name')",
+    ];
+    const env = { PGCONNECT_TIMEOUT: '20', PGSSLMODE: 'disable' };
+    const hooked = await chain.hookRun(query(chain.host('pg')), { env });
+    assert.equal(hooked.stdout, 'remote\n', hooked.stderr);
+    assert.equal(hooked.code, 0);
+    const [cmd, args] = inNetns(host.name, 'env', [
+      ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
+      ...query('127.0.0.1'),
+    ]);
+    const plain = await run(cmd, args);
+    assert.equal(plain.stdout, 'local\n', plain.stderr);
   });
 
   it('hooked iperf3 reaches the published iperf3 server, not the local one on *:P', async function () {
