@@ -49,6 +49,14 @@ export function pseudoName(publication: string, account: string, zoneName: strin
   return name;
 }
 
+/**
+ * The id of `account`'s publication `name`, `ACCOUNT/NAME`: the key of the store, the grants and the
+ * directory. Neither part may hold a '/' (both are DNS labels).
+ */
+export function publicationId(account: string, name: string): string {
+  return `${account}/${name}`;
+}
+
 /** If `host` is a pseudo name under `zoneName`, its publication and account; else null. */
 export function tryParsePseudoName(
   host: string,

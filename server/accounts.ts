@@ -10,7 +10,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from '../protocol/errors';
 import { DEFAULT_ACCOUNT } from '../protocol/defaults';
-import { label } from '../protocol/names';
+import { label, publicationId } from '../protocol/names';
 
 function digest(token: string): Buffer {
   return crypto.createHash('sha256').update(token, 'utf8').digest();
@@ -26,7 +26,7 @@ export class Accounts {
   }
 
   grant(owner: string, publication: string, to: string): void {
-    const id = `${owner}/${publication}`;
+    const id = publicationId(owner, publication);
     const set = this.grants.get(id) ?? new Set<string>();
     set.add(to);
     this.grants.set(id, set);
@@ -34,7 +34,7 @@ export class Accounts {
 
   /** Whether `account` may use `owner`'s `publication` without presenting its service key. */
   mayUse(account: string, owner: string, publication: string): boolean {
-    return account === owner || (this.grants.get(`${owner}/${publication}`)?.has(account) ?? false);
+    return account === owner || (this.grants.get(publicationId(owner, publication))?.has(account) ?? false);
   }
 
   /** The account a token belongs to, or null. Looks at every entry so the time does not depend on which matched. */

@@ -14,6 +14,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from '../protocol/errors';
+import { publicationId } from '../protocol/names';
 
 export interface Publication {
   account: string;
@@ -49,10 +50,6 @@ async function loadOrCreateSecret(dataDir: string): Promise<Buffer> {
   return secret;
 }
 
-function id(account: string, name: string): string {
-  return `${account}/${name}`;
-}
-
 export class PublicationStore {
   private readonly byId = new Map<string, Publication>();
   private writing: Promise<void> = Promise.resolve();
@@ -79,7 +76,7 @@ export class PublicationStore {
           `${store.file} is not a valid publication store: restore it from a backup or move it away`,
         );
       }
-      for (const p of parsed.publications) store.byId.set(id(p.account, p.name), store.withKey(p));
+      for (const p of parsed.publications) store.byId.set(publicationId(p.account, p.name), store.withKey(p));
     }
     return store;
   }
@@ -95,7 +92,7 @@ export class PublicationStore {
   }
 
   get(account: string, name: string): Publication | undefined {
-    return this.byId.get(id(account, name));
+    return this.byId.get(publicationId(account, name));
   }
 
   all(): Publication[] {
@@ -107,12 +104,12 @@ export class PublicationStore {
    * A republish keeps name and key; a new port replaces the old one.
    */
   async publish(account: string, name: string, port: number): Promise<Publication> {
-    const existing = this.byId.get(id(account, name));
+    const existing = this.byId.get(publicationId(account, name));
     if (existing && existing.port === port) return existing;
     const publication: Publication = existing
       ? { ...existing, port }
       : this.withKey({ account, name, port, createdAt: new Date().toISOString() });
-    this.byId.set(id(account, name), publication);
+    this.byId.set(publicationId(account, name), publication);
     await this.save();
     return publication;
   }

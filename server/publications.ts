@@ -1,0 +1,204 @@
+/**
+ * Publications: a service proxy's control stream (seed figure 4), on which it publishes `NAME` with its
+ * port and receives tunnel requests; the store keeps each publication's name, port and service key, the
+ * directory which proxy serves it now. And the other side: finding the publication a pseudo name stands
+ * for, if the asking account (and its token's scope) may use it.
+ */
+import http2 from 'node:http2';
+import { ControlDecoder, encodeControl, EndpointMessage, type ServerMessage } from '../protocol/control';
+import { ForbiddenError, isUnderpassError, NotFoundError } from '../protocol/errors';
+import { label, publicationId, pseudoName, tryParsePseudoName } from '../protocol/names';
+import type { NameInfo } from '../protocol/wire';
+import type { Logger } from '../runtime/log';
+import { secretsEqual, type Accounts } from './accounts';
+import type { PublicationDirectory } from './directory';
+import type { EndpointRegistry, EndpointSession } from './endpoints';
+import type { Publication, PublicationStore } from './store';
+import type { TokenGrant } from './tokens';
+import type { PendingTunnel, TunnelMatcher } from './tunnels';
+
+/** A control stream's proxy role: the publications it holds and the tunnel requests waiting on it. */
+export interface ProxySession {
+  id: number;
+  account: string;
+  /** The issued token's scopes the proxy authenticated with, if it used one. */
+  grant: TokenGrant | undefined;
+  session: http2.Http2Session;
+  endpoint: EndpointSession;
+  control: http2.ServerHttp2Stream;
+  publications: Set<string>;
+  pending: Map<string, PendingTunnel>;
+}
+
+export interface PublicationsDeps {
+  zone: string;
+  store: PublicationStore;
+  accounts: Accounts;
+  directory: PublicationDirectory<ProxySession>;
+  endpoints: EndpointRegistry;
+  tunnels: TunnelMatcher;
+  log: Logger;
+  audit: (fields: Record<string, unknown>) => void;
+}
+
+export class Publications {
+  private nextProxyId = 1;
+
+  constructor(private readonly deps: PublicationsDeps) {}
+
+  private get log(): Logger {
+    return this.deps.log;
+  }
+
+  /** Finds the publication a pseudo name stands for, if the account (and the token's scope) may use it. */
+  lookup(account: string, host: string, serviceKey?: string, grant?: TokenGrant): Publication {
+    const parsed = tryParsePseudoName(host, this.deps.zone);
+    const publication = parsed ? this.deps.store.get(parsed.account, parsed.publication) : undefined;
+    if (!parsed || !publication) throw new NotFoundError(`${host} is not a publication on this server`);
+    if (grant !== undefined && !grant.mayConnect(`${publication.name}.${publication.account}`)) {
+      this.deps.audit({ event: 'scope.refused', id: grant.id, account, connect: host });
+      throw new ForbiddenError(`token ${grant.id} may not reach ${host}: its --connect scope does not cover it`);
+    }
+    if (serviceKey !== undefined && !secretsEqual(serviceKey, publication.key)) {
+      throw new ForbiddenError(`wrong service key for ${host}: ask its owner for the key the proxy printed`);
+    }
+    if (serviceKey === undefined && !this.deps.accounts.mayUse(account, publication.account, publication.name)) {
+      throw new ForbiddenError(
+        `${host} belongs to another account: present its service key (--service-key ${host}=KEY) or ask its owner for a grant`,
+      );
+    }
+    return publication;
+  }
+
+  /** What GET /v1/names/HOST answers. */
+  nameInfo(account: string, host: string, key: string | undefined, grant: TokenGrant | undefined): NameInfo {
+    const publication = this.lookup(account, host, key, grant);
+    return {
+      name: publication.name,
+      host: pseudoName(publication.name, publication.account, this.deps.zone),
+      port: publication.port,
+      online: this.holderOf(publication) !== undefined,
+    };
+  }
+
+  /** The proxy session serving `publication` now, if any. */
+  holderOf(publication: Publication): ProxySession | undefined {
+    return this.deps.directory.holderOf(publicationId(publication.account, publication.name));
+  }
+
+  sendControl(proxy: ProxySession, message: ServerMessage): void {
+    if (!proxy.control.destroyed) proxy.control.write(encodeControl(message));
+  }
+
+  /** A proxy's control stream, on which it publishes and receives tunnel requests. */
+  handleControl(stream: http2.ServerHttp2Stream, account: string, grant: TokenGrant | undefined): void {
+    const endpoint = this.deps.endpoints.endpointFor(stream, account);
+    const proxy: ProxySession = {
+      id: this.nextProxyId++,
+      account,
+      grant,
+      session: stream.session as http2.Http2Session,
+      endpoint,
+      control: stream,
+      publications: new Set(),
+      pending: new Map(),
+    };
+    endpoint.control = stream;
+    stream.respond({ ':status': 200, 'content-type': 'application/x-ndjson' });
+    const decoder = new ControlDecoder(EndpointMessage);
+    stream.on('data', (chunk: Buffer) => {
+      let messages: EndpointMessage[];
+      try {
+        messages = decoder.push(chunk);
+      } catch (e) {
+        this.log.warn(`closing a proxy's control stream: ${isUnderpassError(e) ? e.message : String(e)}`, {
+          proxy: proxy.id,
+        });
+        stream.close(http2.constants.NGHTTP2_PROTOCOL_ERROR);
+        return;
+      }
+      for (const message of messages) this.handleProxyMessage(proxy, message);
+    });
+    stream.once('close', () => {
+      if (endpoint.control === stream) endpoint.control = null;
+      this.dropProxy(proxy);
+    });
+  }
+
+  private handleProxyMessage(proxy: ProxySession, message: EndpointMessage): void {
+    switch (message.type) {
+      case 'publish':
+        void this.publish(proxy, message.name, message.port);
+        return;
+      case 'ack':
+        proxy.endpoint.tunnels.handleAck(message);
+        return;
+      case 'reset':
+        proxy.endpoint.tunnels.handleReset(message.id);
+        return;
+      case 'tunnel-failed':
+        this.deps.tunnels.handleTunnelFailed(proxy, message.id, message.code, message.message);
+        return;
+    }
+  }
+
+  private async publish(proxy: ProxySession, rawName: string, port: number): Promise<void> {
+    let name: string;
+    try {
+      name = label(rawName, 'publication name');
+    } catch (e) {
+      this.sendControl(proxy, {
+        type: 'refused',
+        name: rawName,
+        code: 'UP_ERR_BAD_MESSAGE',
+        message: isUnderpassError(e) ? e.message : 'bad name',
+      });
+      return;
+    }
+    if (proxy.grant !== undefined && !proxy.grant.mayPublish(name)) {
+      const message = `token ${proxy.grant.id} may not publish '${name}': its --publish scope does not cover it`;
+      this.log.warn(`refused a publication: ${message}`, { account: proxy.account });
+      this.deps.audit({ event: 'scope.refused', id: proxy.grant.id, account: proxy.account, publish: name });
+      this.sendControl(proxy, { type: 'refused', name, code: 'UP_ERR_FORBIDDEN', message });
+      return;
+    }
+    const { store } = this.deps;
+    const before = store.get(proxy.account, name);
+    const publication = await store.publish(proxy.account, name, port);
+    if (before === undefined || before.port !== port)
+      this.deps.audit({
+        event: before === undefined ? 'publication.create' : 'publication.port',
+        account: proxy.account,
+        name,
+        port,
+        ...(proxy.grant !== undefined ? { id: proxy.grant.id } : {}),
+      });
+    if (proxy.control.destroyed) return;
+    const id = publicationId(proxy.account, name);
+    const previous = this.deps.directory.hold(id, proxy);
+    if (previous !== undefined) {
+      previous.publications.delete(id);
+      this.log.info('publication taken over by a newer proxy session', {
+        publication: name,
+        from: previous.id,
+        to: proxy.id,
+      });
+    }
+    if (proxy.publications.size === 0)
+      this.log.info('service proxy connected', {
+        proxy: proxy.id,
+        account: proxy.account,
+        remote: proxy.session.socket?.remoteAddress,
+      });
+    proxy.publications.add(id);
+    const host = pseudoName(name, proxy.account, this.deps.zone);
+    this.log.info('published', { publication: name, host, port, proxy: proxy.id });
+    this.sendControl(proxy, { type: 'published', name, host, key: publication.key, port });
+  }
+
+  private dropProxy(proxy: ProxySession): void {
+    for (const id of proxy.publications) this.deps.directory.release(id, proxy);
+    this.deps.tunnels.dropProxy(proxy);
+    if (proxy.publications.size > 0) this.log.info('service proxy disconnected', { proxy: proxy.id });
+  }
+}

@@ -1,0 +1,239 @@
+/**
+ * The tunnel matcher: a redirector's CONNECT for a publication waits here until the proxy that holds the
+ * publication answers it with a stream of its own (seed figure 7), then the two streams are spliced, each
+ * as a resumable leg of its endpoint's session. A request the proxy refuses, does not answer in time, or
+ * loses with its proxy is refused to the redirector. Each publication's traffic is counted here for the
+ * status page and the metrics.
+ */
+import crypto from 'node:crypto';
+import http2 from 'node:http2';
+import { LimitError, NotFoundError } from '../protocol/errors';
+import { publicationId } from '../protocol/names';
+import { Headers } from '../protocol/wire';
+import type { Logger } from '../runtime/log';
+import type { Metrics } from '../runtime/metrics';
+import { ResumableStream } from '../runtime/resumable-stream';
+import { splice, type SpliceMeter, type SpliceResult } from '../runtime/splice';
+import type { EndpointSession } from './endpoints';
+import type { ProxySession } from './publications';
+import type { Responder } from './respond';
+import type { Publication } from './store';
+
+/** One publication's traffic since the server started, for the status page. */
+export interface Traffic {
+  open: number;
+  opened: number;
+  up: number;
+  down: number;
+  /** Shared by the publication's tunnels: nothing per tunnel beyond the splice itself. */
+  meter: SpliceMeter;
+  closed: (result: SpliceResult) => void;
+}
+
+/** A redirector's CONNECT waiting for the proxy to connect to the target. */
+export interface PendingTunnel {
+  id: string;
+  proxy: ProxySession;
+  client: http2.ServerHttp2Stream;
+  /** The session the request came on, for its pending count. */
+  requester: http2.Http2Session;
+  requesterEndpoint: EndpointSession;
+  publication: Publication;
+  /** performance.now() when the request came, for the open latency. */
+  started: number;
+  timer: NodeJS.Timeout;
+  onClientClose: () => void;
+}
+
+export interface TunnelLimits {
+  /** How long a tunnel request waits for the proxy's answer (ms). */
+  tunnelTimeoutMs: number;
+  /** Tunnel requests one proxy session may have waiting at once. */
+  maxPendingPerProxy: number;
+  /** Tunnel requests one requesting session may have waiting at once. */
+  maxPendingPerSession: number;
+}
+
+export class TunnelMatcher {
+  private readonly pending = new Map<string, PendingTunnel>();
+  /** Tunnel requests waiting for a proxy's answer, per requesting session. */
+  private readonly pendingBySession = new Map<http2.Http2Session, number>();
+  private readonly traffic = new Map<string, Traffic>();
+
+  constructor(
+    private readonly limits: TunnelLimits,
+    private readonly responder: Responder,
+    private readonly log: Logger,
+    private readonly metrics: Metrics | undefined,
+    /** Sends a tunnel request on the proxy's control stream. */
+    private readonly sendTunnel: (proxy: ProxySession, id: string, key: string) => void,
+  ) {}
+
+  /** Asks `proxy` for a tunnel to `publication` for the redirector's `stream`; the answer comes as its CONNECT. */
+  request(
+    stream: http2.ServerHttp2Stream,
+    host: string,
+    publication: Publication,
+    proxy: ProxySession,
+    /** The requester's endpoint session (made for it on the spot, once the request is taken). */
+    requesterEndpoint: () => EndpointSession,
+  ): void {
+    if (proxy.pending.size >= this.limits.maxPendingPerProxy) {
+      throw new LimitError(`too many tunnels waiting for ${host}'s proxy`);
+    }
+    const requester = stream.session as http2.Http2Session;
+    const waiting = this.pendingBySession.get(requester) ?? 0;
+    if (waiting >= this.limits.maxPendingPerSession)
+      throw new LimitError('too many tunnel requests waiting on this session');
+    this.pendingBySession.set(requester, waiting + 1);
+
+    const id = crypto.randomBytes(12).toString('base64url');
+    const timer = setTimeout(() => {
+      if (this.pending.get(id) !== pending) return;
+      this.forget(pending);
+      this.responder.refuse(stream, 'UP_ERR_UNREACHABLE', `${host}'s proxy did not answer in time`);
+    }, this.limits.tunnelTimeoutMs);
+    timer.unref();
+    const onClientClose = (): void => {
+      if (this.pending.get(id) === pending) this.forget(pending);
+    };
+    const pending: PendingTunnel = {
+      id,
+      proxy,
+      client: stream,
+      requester,
+      requesterEndpoint: requesterEndpoint(),
+      publication,
+      started: performance.now(),
+      timer,
+      onClientClose,
+    };
+    this.pending.set(id, pending);
+    proxy.pending.set(id, pending);
+    stream.once('close', onClientClose);
+    this.sendTunnel(proxy, id, publication.key);
+  }
+
+  /** The proxy reached the target and opens the stream that carries the bytes (seed step 715's answer). */
+  answer(stream: http2.ServerHttp2Stream, id: string): void {
+    const pending = this.pending.get(id);
+    if (!pending || pending.proxy.session !== stream.session) {
+      throw new NotFoundError('no tunnel request with that id is waiting on this session');
+    }
+    this.forget(pending);
+    const client = pending.client;
+    if (client.destroyed || client.closed) {
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      return;
+    }
+    stream.respond({ ':status': 200 });
+    client.respond({ ':status': 200, [Headers.tunnelId]: id });
+    // Each leg outlives its stream for the grace period should its endpoint's link drop.
+    // The server never resumes a tunnel itself (its endpoints do), so its legs name no authority.
+    const clientLeg = new ResumableStream('');
+    const proxyLeg = new ResumableStream('');
+    clientLeg.attach(client, 0);
+    proxyLeg.attach(stream, 0);
+    pending.requesterEndpoint.tunnels.add(id, clientLeg);
+    pending.proxy.endpoint.tunnels.add(id, proxyLeg);
+    const traffic = this.trafficOf(pending.publication);
+    traffic.open += 1;
+    traffic.opened += 1;
+    this.metrics?.tunnelOpened('ok', pending.publication.name, (performance.now() - pending.started) / 1000);
+    splice(
+      clientLeg,
+      proxyLeg,
+      this.log.isDebugEnabled() ? this.tunnelClosedLogger(pending.publication.name, traffic) : traffic.closed,
+      undefined,
+      traffic.meter,
+    );
+  }
+
+  /** The proxy could not reach the target: the redirector's request is refused with its reason. */
+  handleTunnelFailed(proxy: ProxySession, id: string, code: string, message: string): void {
+    const pending = proxy.pending.get(id);
+    if (!pending) return;
+    this.forget(pending);
+    this.log.info(`tunnel refused: ${message}`, { publication: pending.publication.name, code });
+    this.responder.refuse(pending.client, 'UP_ERR_TARGET_REFUSED', message);
+  }
+
+  /** The proxy went away: every request waiting on it is refused. */
+  dropProxy(proxy: ProxySession): void {
+    for (const pending of [...proxy.pending.values()]) {
+      this.forget(pending);
+      this.responder.refuse(pending.client, 'UP_ERR_OFFLINE', 'the service proxy went away');
+    }
+  }
+
+  /** The traffic of publication `id` so far, if it had any. */
+  trafficOfId(id: string): Traffic | undefined {
+    return this.traffic.get(id);
+  }
+
+  /** Tunnels open now, over every publication. */
+  get open(): number {
+    let open = 0;
+    for (const t of this.traffic.values()) open += t.open;
+    return open;
+  }
+
+  private forget(pending: PendingTunnel): void {
+    clearTimeout(pending.timer);
+    // Nothing of the request may outlive it: an open tunnel keeps only its two streams.
+    pending.client.off('close', pending.onClientClose);
+    const waiting = (this.pendingBySession.get(pending.requester) ?? 1) - 1;
+    if (waiting <= 0) this.pendingBySession.delete(pending.requester);
+    else this.pendingBySession.set(pending.requester, waiting);
+    this.pending.delete(pending.id);
+    pending.proxy.pending.delete(pending.id);
+  }
+
+  private trafficOf(publication: Publication): Traffic {
+    const id = publicationId(publication.account, publication.name);
+    let traffic = this.traffic.get(id);
+    if (traffic === undefined) {
+      const metered = this.metrics?.meter(publication.name);
+      const t: Traffic = {
+        open: 0,
+        opened: 0,
+        up: 0,
+        down: 0,
+        // Bytes for the status page, and for the metrics when they are on.
+        meter: {
+          aToB: (n) => {
+            t.up += n;
+            metered?.aToB(n);
+          },
+          bToA: (n) => {
+            t.down += n;
+            metered?.bToA(n);
+          },
+        },
+        closed: () => (t.open -= 1),
+      };
+      traffic = t;
+      this.traffic.set(id, traffic);
+    }
+    return traffic;
+  }
+
+  /**
+   * The debug line an ended tunnel logs (beside leaving the open count). Made apart from the request's
+   * scope so that an open tunnel keeps no part of its request (pending entry, timer, headers) alive:
+   * ~0.5 KiB each.
+   */
+  private tunnelClosedLogger(publication: string, traffic: Traffic): (result: SpliceResult) => void {
+    const started = Date.now();
+    return (result) => {
+      traffic.closed(result);
+      this.log.debug('tunnel closed', {
+        publication,
+        up: result.aToB,
+        down: result.bToA,
+        ms: Date.now() - started,
+        ...(result.error ? { aborted: true } : {}),
+      });
+    };
+  }
+}
