@@ -8,7 +8,8 @@
  * (dns-responder.ts says which and why), because a private resolv.conf can name no other port. Binding
  * port 53 needs root (or a lowered net.ipv4.ip_unprivileged_port_start); when it cannot be had, `auto`
  * logs one line and the redirector runs without it. An explicit `--dns HOST:PORT` that cannot be bound
- * stops the redirector at start, as a taken `--socks` or `--http-proxy` port does.
+ * stops the redirector at start, as a taken `--socks` or `--http-proxy` port does; one on another port
+ * than 53 runs beside the default one, which `hook-run` still needs.
  */
 import type { ErrorReply, HelloListeners, ResolveReply } from '../protocol/ipc';
 import type { HostPort } from '../protocol/names';
@@ -46,7 +47,7 @@ export interface FallbackDependencies {
 }
 
 export class FallbackListeners {
-  private dns: DnsResponder | null = null;
+  private readonly dns: DnsResponder[] = [];
   private socks: LoopbackListener | null = null;
   private httpProxy: LoopbackListener | null = null;
 
@@ -86,11 +87,26 @@ export class FallbackListeners {
     }
   }
 
+  /**
+   * The responder asked for, and — unless that one is on port 53 already, or `--dns off` — the default
+   * one on port 53 as well: a private resolv.conf can name only that port, so `hook-run` needs it whatever
+   * else `--dns` names.
+   */
   private async startDns(): Promise<void> {
     const { dns } = this.options;
     if (dns === null) return;
-    const { base, prefix } = this.deps.pseudoNet;
-    const at = dns === 'auto' ? { host: defaultResponderAddress(base, prefix), port: 53 } : dns;
+    if (dns !== 'auto') this.dns.push(await this.startResponder(dns, true));
+    if (dns === 'auto' || dns.port !== 53) {
+      const { base, prefix } = this.deps.pseudoNet;
+      const responder = await this.startResponder({ host: defaultResponderAddress(base, prefix), port: 53 }, false);
+      if (responder !== null) this.dns.push(responder);
+    }
+  }
+
+  /** Starts one responder; null (with one log line) when it cannot listen and `required` is false. */
+  private async startResponder(at: HostPort, required: true): Promise<DnsResponder>;
+  private async startResponder(at: HostPort, required: false): Promise<DnsResponder | null>;
+  private async startResponder(at: HostPort, required: boolean): Promise<DnsResponder | null> {
     const responder = new DnsResponder({
       ...at,
       zone: this.deps.zone,
@@ -100,18 +116,18 @@ export class FallbackListeners {
     try {
       await responder.start();
     } catch (e) {
-      if (dns !== 'auto') throw e;
+      if (required) throw e;
       this.deps.logger.info(
         `no DNS responder for programs hook-run cannot enter: ${e instanceof Error ? e.message : String(e)}`,
       );
-      return;
+      return null;
     }
-    this.dns = responder;
     this.deps.logger.info(`DNS responder for the zone on ${responder.address} (UDP and TCP)`);
+    return responder;
   }
 
   stop(): void {
-    this.dns?.stop();
+    for (const responder of this.dns) responder.stop();
     this.socks?.stop();
     this.httpProxy?.stop();
   }
@@ -119,7 +135,10 @@ export class FallbackListeners {
   /** Where the listeners are, as the hello reply carries it. */
   describe(): HelloListeners {
     return {
-      ...(this.dns !== null ? { dns: this.dns.address } : {}),
+      // The one on port 53 first: the one a private resolv.conf can name.
+      ...(this.dns.length > 0
+        ? { dns: (this.dns.find((r) => r.address.endsWith(':53')) ?? this.dns[0]!).address }
+        : {}),
       ...(this.socks !== null ? { socks: this.socks.address } : {}),
       ...(this.httpProxy !== null ? { httpProxy: this.httpProxy.address } : {}),
     };

@@ -48,6 +48,7 @@ describe('programs the hook cannot enter: DNS responder, SOCKS5, HTTP proxy, for
   let pgPort: number;
   let socksPort: number;
   let httpPort: number;
+  let dnsPort: number;
   // A range of our own, so that a redirector of another test run on this machine does not hold its port 53.
   const second = 150 + (process.pid % 70);
   const pseudoNet = `127.${second}.0.0/16`;
@@ -63,6 +64,7 @@ describe('programs the hook cannot enter: DNS responder, SOCKS5, HTTP proxy, for
     pgPort = await freePort();
     socksPort = await freePort();
     httpPort = await freePort();
+    dnsPort = await freePort();
     fs.mkdirSync(path.join(dir, 'www'));
     fs.writeFileSync(path.join(dir, 'www', 'page.txt'), page);
     extra.push(lineEchoServer(echoPort, { upper: true }));
@@ -119,6 +121,9 @@ describe('programs the hook cannot enter: DNS responder, SOCKS5, HTTP proxy, for
         `127.0.0.1:${socksPort}`,
         '--http-proxy',
         `127.0.0.1:${httpPort}`,
+        // A responder on a port of its own, beside the default one on port 53 (root only).
+        '--dns',
+        `127.0.0.1:${dnsPort}`,
       ],
     }).start();
   });
@@ -129,27 +134,40 @@ describe('programs the hook cannot enter: DNS responder, SOCKS5, HTTP proxy, for
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  const dig = (args: string[]): ReturnType<typeof run> => run('dig', ['+tries=1', '+time=5', `@${responder}`, ...args]);
+  const dig = (server: [string, number], args: string[]): ReturnType<typeof run> =>
+    run('dig', ['+tries=1', '+time=5', '-p', String(server[1]), `@${server[0]}`, ...args]);
 
-  it('the DNS responder answers pseudo names with the address hooked processes get, and refuses the rest', async function () {
-    if (process.getuid?.() !== 0) this.skip(); // the responder takes port 53 by default only as root
+  it('the DNS responders answer pseudo names with the address hooked processes get, and refuse the rest', async function () {
     assert.ok(which('dig') !== null, "dig is missing: run 'npm run prerequisites'");
-    await chain.redirector.waitFor(new RegExp(`DNS responder for the zone on ${responder.replace(/\./g, '\\.')}:53`));
+    const servers: Array<[string, number]> = [['127.0.0.1', dnsPort]];
+    // The default responder takes port 53, which only root may bind here.
+    if (process.getuid?.() === 0) {
+      await chain.redirector.waitFor(new RegExp(`DNS responder for the zone on ${responder.replace(/\./g, '\\.')}:53`));
+      servers.push([responder, 53]);
+    }
     const host = chain.host('echo');
     const hooked = await chain.hookRun([PYTHON, '-c', `import socket; print(socket.gethostbyname('${host}'))`]);
     const address = hooked.stdout.trim();
     assert.match(address, new RegExp(`^127\\.${second}\\.`), hooked.stderr);
-    for (const transport of ['+notcp', '+tcp']) {
-      const a = await dig([transport, '+short', host, 'A']);
-      assert.equal(a.stdout.trim(), address, a.stderr);
-      const aaaa = await dig([transport, '+noall', '+comments', '+answer', host, 'AAAA']);
-      assert.match(aaaa.stdout, /status: NOERROR/);
-      assert.match(aaaa.stdout, /ANSWER: 0/);
-      const unknown = await dig([transport, '+noall', '+comments', `nothing.default.underpass.internal`, 'A']);
-      assert.match(unknown.stdout, /status: NXDOMAIN/);
-      // Outside the zone: refused at once, never forwarded anywhere.
-      const outside = await dig([transport, '+noall', '+comments', 'example.invalid', 'A']);
-      assert.match(outside.stdout, /status: REFUSED/);
+    for (const server of servers) {
+      for (const transport of ['+notcp', '+tcp']) {
+        const a = await dig(server, [transport, '+short', host, 'A']);
+        assert.equal(a.stdout.trim(), address, a.stderr);
+        const aaaa = await dig(server, [transport, '+noall', '+comments', '+answer', host, 'AAAA']);
+        assert.match(aaaa.stdout, /status: NOERROR/);
+        assert.match(aaaa.stdout, /ANSWER: 0/);
+        const unknown = await dig(server, [
+          transport,
+          '+noall',
+          '+comments',
+          `nothing.default.underpass.internal`,
+          'A',
+        ]);
+        assert.match(unknown.stdout, /status: NXDOMAIN/);
+        // Outside the zone: refused at once, never forwarded anywhere.
+        const outside = await dig(server, [transport, '+noall', '+comments', 'example.invalid', 'A']);
+        assert.match(outside.stdout, /status: REFUSED/);
+      }
     }
   });
 
