@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
+import { applyConfigFile, collect, tryConfigPath, type FileExtras } from './config-file';
 import { ConfigError, isUnderpassError, NoRedirectorError } from '../protocol/errors';
 import type { StatusReply } from '../protocol/ipc';
 import type { ProxyEvent } from '../proxy/proxy';
@@ -88,9 +89,7 @@ interface EndpointFlags {
 }
 
 function linkOptions(flags: EndpointFlags, logger: Logger): LinkOptions {
-  const server = flags.server ?? process.env.UNDERPASS_SERVER;
-  const ca = flags.ca ?? process.env.UNDERPASS_CA;
-  const token = flags.token ?? process.env.UNDERPASS_TOKEN;
+  const { server, ca, token } = flags;
   if (!server) throw new ConfigError('missing --server HOST:PORT (the tunnel server to dial)');
   if (!ca) throw new ConfigError("missing --ca FILE (the server's DATA_DIR/tls/cert.pem)");
   if (!token) throw new ConfigError('missing --token TOKEN (the server prints where its token is)');
@@ -116,9 +115,10 @@ interface MetricsFlags {
   metricsPerPublication?: boolean;
 }
 
-/** `--metrics` and its label switch, on every daemon. */
+/** `--config`, `--metrics` and its label switch, on every daemon. */
 function metricsOptions(command: Command): Command {
   return command
+    .option('--config <file>', 'read flags from a TOML file (a flag given here wins, then the environment)')
     .option('--metrics <host:port>', 'serve Prometheus metrics at /metrics (the server adds its status page at /)')
     .option('--metrics-per-publication', 'label tunnel metrics by publication');
 }
@@ -188,9 +188,9 @@ export function formatStatus(status: StatusReply): string {
 /** Flags every endpoint (proxy, redirector) shares. */
 function endpointOptions(command: Command): Command {
   return metricsOptions(command)
-    .option('--server <host:port>', 'tunnel server to dial (env UNDERPASS_SERVER)')
-    .option('--ca <file>', "the server's certificate, DATA_DIR/tls/cert.pem (env UNDERPASS_CA)")
-    .option('--token <token>', 'token the server accepts (env UNDERPASS_TOKEN)')
+    .addOption(new Option('--server <host:port>', 'tunnel server to dial').env('UNDERPASS_SERVER'))
+    .addOption(new Option('--ca <file>', "the server's certificate, DATA_DIR/tls/cert.pem").env('UNDERPASS_CA'))
+    .addOption(new Option('--token <token>', 'token the server accepts').env('UNDERPASS_TOKEN'))
     .addOption(
       new Option('--transport <kind>', 'tls, wss (WebSocket over HTTPS), or auto: try each')
         .choices(TRANSPORT_KINDS)
@@ -245,7 +245,12 @@ export function buildProgram(): Command {
     .description('run the public publishing/tunneling server')
     .option('--listen <host:port>', 'address to listen on', DEFAULT_LISTEN)
     .requiredOption('--data-dir <dir>', 'directory for the certificate, token and publications')
-    .option('--token <token>', 'token proxies and redirectors present (default: generated into DATA_DIR/token)')
+    .addOption(
+      new Option(
+        '--token <token>',
+        'token proxies and redirectors present (default: generated into DATA_DIR/token)',
+      ).env('UNDERPASS_TOKEN'),
+    )
     .option(
       '--accounts <file>',
       'more accounts and grants: {"tokens": {"ACCOUNT": "TOKEN"}, "grants": {"OWNER/PUBLICATION": ["ACCOUNT"]}}',
@@ -282,7 +287,7 @@ export function buildProgram(): Command {
             host: listen.host,
             port: listen.port,
             dataDir: flags.dataDir,
-            token: flags.token ?? process.env.UNDERPASS_TOKEN,
+            token: flags.token,
             accountsFile: flags.accounts,
             cert:
               flags.cert !== undefined && flags.key !== undefined ? { cert: flags.cert, key: flags.key } : undefined,
@@ -321,12 +326,7 @@ export function buildProgram(): Command {
   endpointOptions(
     program.command('proxy').description('publish local services to the tunnel server (runs next to the real server)'),
   )
-    .option(
-      '--publish <name=host:port>',
-      'publish a service (repeatable)',
-      (v: string, acc: string[]) => [...acc, v],
-      [] as string[],
-    )
+    .option('--publish <name=host:port>', 'publish a service (repeatable)', collect, [] as string[])
     .option('--json', 'print one JSON event per line on stdout')
     .action(async (flags: EndpointFlags & MetricsFlags & { publish: string[]; json?: boolean }) => {
       const logger = load.log().createLogger('proxy', flags.logFormat);
@@ -336,7 +336,11 @@ export function buildProgram(): Command {
         const daemon = daemonMetrics('proxy', flags);
         const proxy = new ServiceProxy({
           link: linkOptions(flags, logger),
-          targets: flags.publish.map(parsePublish),
+          targets: flags.publish.map((spec) => {
+            const target = parsePublish(spec);
+            const timeout = fileExtras.connectTimeouts.get(target.name);
+            return timeout !== undefined ? { ...target, connectTimeoutMs: timeout } : target;
+          }),
           logger,
           metrics: daemon.metrics,
         });
@@ -362,7 +366,7 @@ export function buildProgram(): Command {
     .option(
       '--service-key <name=key>',
       "present a publication's service key (another account's publication; repeatable)",
-      (v: string, acc: string[]) => [...acc, v],
+      collect,
       [] as string[],
     )
     .option('--dns <host:port>', "DNS responder for the zone, for programs the hook cannot enter ('off': none)", 'auto')
@@ -580,6 +584,9 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** What the config file held beyond flags (the proxy's per-publication options). */
+let fileExtras: FileExtras = { connectTimeouts: new Map() };
+
 export async function main(argv: string[]): Promise<void> {
   // `underpass token list | head`: a reader that left is not an error.
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
@@ -593,6 +600,15 @@ export async function main(argv: string[]): Promise<void> {
     return;
   }
   const program = buildProgram();
+  const configFile = tryConfigPath(argv);
+  const sub = program.commands.find((c) => c.name() === argv[0]);
+  if (configFile !== null && sub !== undefined && sub.options.some((o) => o.long === '--config')) {
+    try {
+      fileExtras = await applyConfigFile(sub, configFile);
+    } catch (e) {
+      fail(`underpass ${sub.name()}`, e);
+    }
+  }
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (e) {

@@ -15,6 +15,8 @@ export interface Target {
   name: string;
   host: string;
   port: number;
+  /** This target's own connect timeout (ms), over the proxy's. */
+  connectTimeoutMs?: number;
 }
 
 export interface ProxyConfig {

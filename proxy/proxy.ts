@@ -112,7 +112,10 @@ export class ServiceProxy extends EventEmitter {
       return;
     }
     const socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true });
-    const timeout = setTimeout(() => socket.destroy(new Error('ETIMEDOUT')), this.options.connectTimeoutMs);
+    const timeout = setTimeout(
+      () => socket.destroy(new Error('ETIMEDOUT')),
+      target.connectTimeoutMs ?? this.options.connectTimeoutMs,
+    );
     socket.once('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timeout);
       if (socket.connecting || socket.bytesRead + socket.bytesWritten === 0) {
