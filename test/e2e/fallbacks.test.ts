@@ -23,22 +23,7 @@ import {
   UNDERPASS,
   which,
 } from '../harness';
-
-/** The bin directory of Debian's PostgreSQL server (initdb, postgres), or null. */
-function postgresBin(): string | null {
-  const base = '/usr/lib/postgresql';
-  if (!fs.existsSync(base)) return null;
-  const versions = fs
-    .readdirSync(base)
-    .filter((v) => fs.existsSync(path.join(base, v, 'bin', 'initdb')))
-    .sort((a, b) => Number(b) - Number(a));
-  return versions.length === 0 ? null : path.join(base, versions[0]!, 'bin');
-}
-
-/** `command args` as the postgres user when we are root (the server refuses to run as root). */
-function asPostgresUser(command: string, args: string[]): [string, string[]] {
-  return process.getuid?.() === 0 ? ['runuser', ['-u', 'postgres', '--', command, ...args]] : [command, args];
-}
+import { startPostgres } from '../postgres';
 
 describe('programs the hook cannot enter: DNS responder, SOCKS5, HTTP proxy, forward', function () {
   let chain: Chain;
@@ -80,38 +65,9 @@ describe('programs the hook cannot enter: DNS responder, SOCKS5, HTTP proxy, for
       ]),
     );
 
-    const pgBin = postgresBin();
-    assert.ok(pgBin !== null, "PostgreSQL's server (initdb) is missing: run 'npm run prerequisites'");
-    const data = path.join(dir, 'pg');
-    const [initdb, initArgs] = asPostgresUser(path.join(pgBin, 'initdb'), [
-      '-D',
-      data,
-      '-U',
-      'postgres',
-      '--auth=trust',
-      '--no-sync',
-      '-E',
-      'UTF8',
-      '--locale=C',
-    ]);
-    if (process.getuid?.() === 0) fs.chmodSync(dir, 0o777);
-    const init = await run(initdb, initArgs, { cwd: dir });
-    assert.equal(init.code, 0, `initdb failed:\n${init.stderr}${init.stdout}`);
-    const [postgres, pgArgs] = asPostgresUser(path.join(pgBin, 'postgres'), [
-      '-D',
-      data,
-      '-p',
-      String(pgPort),
-      '-k',
-      dir,
-      '-c',
-      'listen_addresses=127.0.0.1',
-      '-c',
-      'fsync=off',
-    ]);
-    const pg = new Program('postgres', postgres, pgArgs, { cwd: dir });
-    extra.push(pg);
-    await pg.waitFor(/ready to accept connections/);
+    const pgDir = path.join(dir, 'pg');
+    fs.mkdirSync(pgDir);
+    extra.push(await startPostgres(pgDir, pgPort));
 
     chain = await new Chain([`echo=127.0.0.1:${echoPort}`, `web=127.0.0.1:${webPort}`, `pg=127.0.0.1:${pgPort}`], {
       redirectorArgs: [
