@@ -161,6 +161,24 @@ show('v4-mapped', s)`;
     }
   });
 
+  it("Node.js (libuv's non-blocking connect) and Ruby reach the real server too, and see port P as their peer", async function () {
+    const node = `const net = require('net');
+const s = net.connect(${echoPort}, '${chain.host('echo')}', () => s.write('from node\\n'));
+s.setEncoding('utf8').once('data', (d) => { console.log(d.trim(), s.remotePort); s.end(); });
+s.on('error', (e) => { console.log('error', e.code); process.exitCode = 1; });`;
+    const fromNode = await chain.hookRun([process.execPath, '-e', node]);
+    assert.equal(fromNode.stdout, `FROM NODE ${echoPort}\n`, fromNode.stderr);
+    const ruby = await chain.hookRun([
+      'ruby',
+      '-rsocket',
+      '-e',
+      's = TCPSocket.new(ARGV[0], ARGV[1].to_i); s.write("from ruby\\n"); puts "#{s.gets.strip} #{s.remote_address.ip_port}"',
+      chain.host('echo'),
+      String(echoPort),
+    ]);
+    assert.equal(ruby.stdout, `FROM RUBY ${echoPort}\n`, ruby.stderr);
+  });
+
   it('a hooked process that never resolved the name (an exec\u2019d child given the address) still gets there', async function () {
     const resolved = await chain.hookRun([
       PYTHON,
