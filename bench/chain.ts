@@ -13,17 +13,8 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import {
-  encodeIpcMessage,
-  IPC_DELIMITER,
-  IPC_REPLY_EVENT,
-  IpcMessages,
-  tryDecodeIpcMessage,
-  tryParseIpcReply,
-  type IpcReply,
-  type IpcRequest,
-  type IpcRequestKind,
-} from '../protocol/ipc';
+import { encodeIpcMessage, IpcMessages, type IpcRequest } from '../protocol/ipc';
+import { ipcRequest } from '../runtime/ipc-client';
 import { freePort, HOOK_RUN_LAUNCHER, tmpDir, UNDERPASS } from '../cli/chain';
 import { exec, onCleanup, Proc, type ExecResult } from './proc';
 
@@ -148,39 +139,4 @@ export class BenchChain {
     await Promise.all([this.redirector, this.proxy].filter(Boolean).map((p) => p.stop(5000)));
     await this.server?.stop(5000);
   }
-}
-
-/** One node-ipc request on its own connection (PROTOCOL.md §2), as the hook sends it; the reply parsed as the hook parses it. */
-export function ipcRequest<K extends IpcRequestKind>(
-  socketPath: string,
-  kind: K,
-  data: IpcRequest<K>,
-  timeoutMs = 10_000,
-): Promise<IpcReply<K>> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(socketPath);
-    let buffer = '';
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`IPC ${kind} got no reply within ${timeoutMs} ms`));
-    }, timeoutMs);
-    socket.setEncoding('utf8');
-    socket.on('connect', () => socket.write(encodeIpcMessage(IpcMessages[kind].event, data)));
-    socket.on('data', (d: string) => {
-      buffer += d;
-      const end = buffer.indexOf(IPC_DELIMITER);
-      if (end < 0) return;
-      clearTimeout(timer);
-      socket.destroy();
-      const message = tryDecodeIpcMessage(buffer.slice(0, end));
-      const reply = message?.type === IPC_REPLY_EVENT ? tryParseIpcReply(kind, message.data) : null;
-      if (reply === null)
-        reject(new Error(`IPC ${kind}: the redirector sent something that is not a reply: ${buffer.slice(0, end)}`));
-      else resolve(reply);
-    });
-    socket.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-  });
 }

@@ -2,7 +2,7 @@
  * The control stream, version 1: newline-delimited JSON in both directions of one long-lived HTTP/2
  * stream (POST /v1/control) that every endpoint opens on its session. It carries what is not a byte
  * stream: publications and their service keys, the tunnel requests the server forwards to the proxy
- * (seed steps 320–335, 715), and for every tunnel the byte counts that let it survive a dropped link
+ * that a proxy answers with a stream of its own, and for every tunnel the byte counts that let it survive a dropped link
  * (`ack`, see PROTOCOL.md "Resumption").
  *
  * Pure code: `ControlDecoder` turns chunks into validated messages and throws only ProtocolError

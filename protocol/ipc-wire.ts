@@ -78,6 +78,15 @@ export function inPseudoNet(address: number, base: number, prefix: number): bool
   return (address & mask) >>> 0 === (base & mask) >>> 0;
 }
 
+/**
+ * IPv4 text for an IPv4-mapped IPv6 address as Node and inet_ntop write it (`::ffff:127.0.0.1` →
+ * `127.0.0.1`); any other text as it is. An AF_INET6 client of an IPv4 listener, its claim and its
+ * /proc row must all agree on one form.
+ */
+export function unmapIPv4(address: string): string {
+  return address.length > 7 && address.slice(0, 7).toLowerCase() === '::ffff:' ? address.slice(7) : address;
+}
+
 /** An IPv4 endpoint, as the IPC carries it. */
 export interface IPv4Endpoint {
   address: string;

@@ -1,6 +1,6 @@
 /**
  * Pseudo DNS names: `<publication>.<account>.<zone>`, e.g. `redis.default.underpass.internal`. They look
- * like any host name but no DNS server serves them (seed step 405); only the hook answers them, with a
+ * like any host name but no DNS server serves them (so no lookup of one ever leaves the machine); only the hook answers them, with a
  * pseudo address. The default zone sits under `.internal`, the top-level name reserved for private use,
  * so a name that ever leaks to real DNS cannot reach anyone's host.
  *

@@ -5,7 +5,7 @@
  */
 import { ConfigError } from '../protocol/errors';
 import { label, tryParseHostPort } from '../protocol/names';
-import { complete, verifyMs } from '../runtime/config';
+import { configure, verifyMs, type OptionsOf } from '../runtime/config';
 import type { LinkOptions } from '../runtime/link-config';
 import type { Logger } from '../runtime/log';
 import type { Metrics } from '../runtime/metrics';
@@ -32,15 +32,13 @@ export interface ProxyConfig {
 
 type Required = 'link' | 'targets' | 'logger';
 
-export type ProxyOptions = Pick<ProxyConfig, Required> & Partial<Omit<ProxyConfig, Required>>;
+export type ProxyOptions = OptionsOf<ProxyConfig, Required>;
 
 export const defaultProxyConfig: Omit<ProxyConfig, Required> = { connectTimeoutMs: 10_000, metrics: undefined };
 
 /** The options completed from the defaults and verified; throws ConfigError naming what is wrong. */
 export function proxyConfig(options: ProxyOptions): ProxyConfig {
-  const config: ProxyConfig = complete(defaultProxyConfig, options);
-  verifyProxyConfig(config);
-  return config;
+  return configure(defaultProxyConfig, options, verifyProxyConfig);
 }
 
 export function verifyProxyConfig(config: ProxyConfig): void {

@@ -1,5 +1,5 @@
 /**
- * The service proxy (seed figure 3 and step 715's far end). It runs next to the real server, dials out to
+ * The service proxy: the far end of every tunnel. It runs next to the real server, dials out to
  * the tunnel server, publishes `NAME=HOST:PORT`, keeps service key → HOST:PORT, and for every tunnel the
  * server forwards it connects to HOST:PORT and opens the stream that carries the bytes — or reports why it
  * could not, so the client's connect() fails instead of hanging.
@@ -25,7 +25,7 @@ export type ProxyEvent =
 
 export class ServiceProxy extends EventEmitter {
   readonly link: ServerLink;
-  /** Service key → target (seed step 335: the proxy keeps the mapping). */
+  /** Service key → target: the proxy alone knows where a key leads; the server never sees HOST:PORT. */
   private readonly byKey = new Map<string, Target>();
   private wasUp = false;
 
@@ -99,7 +99,7 @@ export class ServiceProxy extends EventEmitter {
     }
   }
 
-  /** Seed: "searches the original server address … creates a socket connection with it and returns the success info back". */
+  /** A tunnel request: connect to the key's target, then open the stream that carries the bytes, or say why not. */
   private handleTunnel(id: string, key: string): void {
     const asked = performance.now();
     const fail = (code: string, message: string): void => {

@@ -1,5 +1,5 @@
 /**
- * Claims: the fast way a listener learns that a connection is its own user's (issue 6, "Access").
+ * Claims: the fast way a listener learns that a connection is its own user's (README "Security").
  *
  * Looking the client up in /proc/net/tcp (peer-owner.ts) walks every TCP socket of the network namespace,
  * milliseconds per accept on a busy machine. But a hooked app already speaks to the redirector over an
@@ -19,6 +19,7 @@
  * late claim) until its connection closes, even when the /proc check admitted it first. The table is bounded: past
  * MAX_CLAIMS the oldest claim goes, and its connection, if it still comes, is checked through /proc.
  */
+import { unmapIPv4 } from '../protocol/ipc-wire';
 import type { ConnectionEnds } from './peer-owner';
 
 /**
@@ -47,14 +48,9 @@ export interface ClaimTableOptions {
   now?: () => number;
 }
 
-/** `::ffff:127.0.0.1` → `127.0.0.1`: an AF_INET6 client of an IPv4 listener and its claim must agree. */
-function plainIPv4(address: string): string {
-  return address.length > 7 && address.slice(0, 7).toLowerCase() === '::ffff:' ? address.slice(7) : address;
-}
-
 /** The key of a connection: the client's end, then the listener's. */
 export function claimKey(ends: ConnectionEnds): string {
-  return `${plainIPv4(ends.peerAddress)}:${ends.peerPort}>${plainIPv4(ends.localAddress)}:${ends.localPort}`;
+  return `${unmapIPv4(ends.peerAddress)}:${ends.peerPort}>${unmapIPv4(ends.localAddress)}:${ends.localPort}`;
 }
 
 export class ClaimTable {

@@ -6,7 +6,7 @@
 import { DEFAULT_PSEUDO_NET } from '../protocol/defaults';
 import { ConfigError } from '../protocol/errors';
 import { tryNormalizeHostname } from '../protocol/names';
-import { complete, verifyMs } from '../runtime/config';
+import { configure, verifyMs, type OptionsOf } from '../runtime/config';
 import type { LinkOptions } from '../runtime/link-config';
 import type { Logger } from '../runtime/log';
 import type { Metrics } from '../runtime/metrics';
@@ -34,7 +34,7 @@ export interface RedirectorConfig {
 
 type Required = 'link' | 'ipcPath' | 'logger';
 
-export type RedirectorOptions = Pick<RedirectorConfig, Required> & Partial<Omit<RedirectorConfig, Required>>;
+export type RedirectorOptions = OptionsOf<RedirectorConfig, Required>;
 
 export const defaultRedirectorConfig: Omit<RedirectorConfig, Required> = {
   pseudoNet: DEFAULT_PSEUDO_NET,
@@ -47,9 +47,7 @@ export const defaultRedirectorConfig: Omit<RedirectorConfig, Required> = {
 
 /** The options completed from the defaults and verified; throws ConfigError naming what is wrong. */
 export function redirectorConfig(options: RedirectorOptions): RedirectorConfig {
-  const config: RedirectorConfig = complete(defaultRedirectorConfig, options);
-  verifyRedirectorConfig(config);
-  return config;
+  return configure(defaultRedirectorConfig, options, verifyRedirectorConfig);
 }
 
 export function verifyRedirectorConfig(config: RedirectorConfig): void {

@@ -1,5 +1,5 @@
 /**
- * Who connects to the redirector's listeners (issue 6, "Access"). The listeners sit on loopback pseudo
+ * Who connects to the redirector's listeners (README "Security"). The listeners sit on loopback pseudo
  * addresses that every local user can reach, and TCP tells a listener nothing about who is on the other
  * end (SO_PEERCRED is for Unix sockets). Linux does keep, for each socket, the uid that created it, and
  * shows it in /proc/net/tcp and /proc/net/tcp6: the client's row is the one whose local address is the
@@ -23,6 +23,7 @@ import type { FileHandle } from 'node:fs/promises';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
+import { unmapIPv4 } from '../protocol/ipc-wire';
 
 /** An address and port as /proc/net/tcp{,6} print them, decoded. */
 export interface ProcEndpoint {
@@ -103,7 +104,7 @@ export function tryParseProcTcpRow(line: string, endianness: Endianness = os.end
 
 /** IPv4 text, or IPv4-mapped IPv6 text (`::ffff:1.2.3.4`), to its four bytes; null for anything else. */
 function tryIpv4Bytes(address: string): Buffer | null {
-  const v4 = address.toLowerCase().startsWith('::ffff:') ? address.slice(7) : address;
+  const v4 = unmapIPv4(address);
   return net.isIPv4(v4) ? Buffer.from(v4.split('.').map(Number)) : null;
 }
 

@@ -1,8 +1,8 @@
 /**
  * The machine's one table of pseudo addresses: pseudo name ↔ address in a loopback sub-range. It lives in
  * the redirector, not in the hook, so every hooked process — forked, exec'd or unrelated — gets the same
- * answer for the same name (seed 000: "records a table entry associating the requested name with the
- * returned IP address"). Loopback means a connect the hook ever misses stays on this machine: it meets the
+ * answer for the same name, and an address found in one process (a log, a config) means the same service
+ * in another. Loopback means a connect the hook ever misses stays on this machine: it meets the
  * redirector's own listener, or nothing.
  *
  * The table is kept in a file beside the IPC socket, so that a restarted redirector gives every name the

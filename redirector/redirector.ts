@@ -1,5 +1,5 @@
 /**
- * The redirector (seed figure 5, process 510): the daemon on the client machine. It holds one session to
+ * The redirector: the daemon on the client machine. It holds one session to
  * the tunnel server, serves hooks over IPC, owns the machine's pseudo-address table, and opens the local
  * listeners that tunneled connections flow through.
  *
@@ -7,7 +7,7 @@
  * app's connect() needs no rewriting: its sockaddr, getpeername() and error paths stay its own, and a port
  * that was not published has no listener and is refused by the kernel. A blocking connect first asks over
  * IPC; the redirector opens the tunnel and answers only once the service proxy reached the real server
- * (seed steps 625–640), parking the ready stream for the accept that follows. A non-blocking connect asks
+ * (so that connect() fails as it would against a real server that refuses), parking the ready stream for the accept that follows. A non-blocking connect asks
  * nothing: the tunnel is opened on accept and a failure resets the connection the app already holds.
  * When another program holds the published port on every local address, the listener takes another port
  * of the pseudo address and tells the hook which (pseudo-listener.ts).
@@ -302,7 +302,7 @@ export class Redirector implements TunnelDialer {
     });
   }
 
-  /** A blocking connect: answer only once the chain reached the real server (seed steps 625–640). */
+  /** A blocking connect: answer only once the chain reached the real server, so a refusal is connect()'s own. */
   private async handleConnect(address: string, port: number): Promise<ConnectReply | ErrorReply> {
     const listener = this.listeners.get(`${address}:${port}`);
     if (!listener) {
@@ -353,7 +353,7 @@ export class Redirector implements TunnelDialer {
   }
 
   /**
-   * Sends the tunnel request (seed step 625). Returns the stream at once, and a promise that settles
+   * Sends the tunnel request. Returns the stream at once, and a promise that settles
    * with the proxy's answer: the stream on success, the refusal otherwise.
    */
   private requestTunnel(

@@ -6,6 +6,23 @@
  */
 import { ConfigError } from '../protocol/errors';
 
+/** Options as a caller gives them: the `Required` fields of `Config`, and any of the rest. */
+export type OptionsOf<Config, Required extends keyof Config> = Pick<Config, Required> & Partial<Omit<Config, Required>>;
+
+/**
+ * The whole Complete-then-verify step: `options` completed from `defaults`, then passed to `verify`,
+ * which throws ConfigError naming what is wrong.
+ */
+export function configure<Defaults extends object, Options extends object>(
+  defaults: Defaults,
+  options: Options,
+  verify: (config: Defaults & Options) => void,
+): Defaults & Options {
+  const config = complete(defaults, options);
+  verify(config);
+  return config;
+}
+
 /**
  * `defaults` overlaid with every field `options` sets: the Complete() step. A field given as `undefined`
  * counts as absent, so its default applies (a flag or variable that is not set gives `undefined`).

@@ -13,7 +13,7 @@ import {
 } from '../protocol/defaults';
 import { ConfigError } from '../protocol/errors';
 import { tryParseHostPort, type HostPort } from '../protocol/names';
-import { complete, verifyMs } from './config';
+import { configure, verifyMs, type OptionsOf } from './config';
 import type { Logger } from './log';
 import { proxyFor, type TransportKind } from './transport';
 
@@ -37,7 +37,7 @@ export interface LinkConfig {
 
 type Required = 'server' | 'ca' | 'token' | 'logger';
 
-export type LinkOptions = Pick<LinkConfig, Required> & Partial<Omit<LinkConfig, Required>>;
+export type LinkOptions = OptionsOf<LinkConfig, Required>;
 
 export const defaultLinkConfig: Omit<LinkConfig, Required> = {
   keepaliveMs: KEEPALIVE_MS,
@@ -49,9 +49,7 @@ export const defaultLinkConfig: Omit<LinkConfig, Required> = {
 
 /** The options completed from the defaults and verified; throws ConfigError naming what is wrong. */
 export function linkConfig(options: LinkOptions): LinkConfig {
-  const config: LinkConfig = complete(defaultLinkConfig, options);
-  verifyLinkConfig(config);
-  return config;
+  return configure(defaultLinkConfig, options, verifyLinkConfig);
 }
 
 export function verifyLinkConfig(config: LinkConfig): void {

@@ -1,6 +1,6 @@
 /**
  * One leg of a tunneled connection — the part between an endpoint and the tunnel server — made to
- * survive the loss of the HTTP/2 session that carries it (issue 6; PROTOCOL.md "Resumption").
+ * survive the loss of the HTTP/2 session that carries it (PROTOCOL.md "Resumption").
  *
  * To the code on either side it is a plain Duplex that `splice()` joins to a socket or to the other leg.
  * Underneath, it writes into one HTTP/2 stream at a time and keeps what it wrote in a replay buffer until

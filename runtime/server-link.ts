@@ -10,7 +10,7 @@
  */
 import { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
-import { ControlDecoder, encodeControl, ServerMessage, type EndpointMessage } from '../protocol/control';
+import { encodeControl, ServerMessage, type EndpointMessage } from '../protocol/control';
 import {
   AuthError,
   isUnderpassError,
@@ -21,6 +21,7 @@ import {
 } from '../protocol/errors';
 import { formatHostPort } from '../protocol/names';
 import { Headers, Paths, SessionInfo, WIRE_VERSION } from '../protocol/wire';
+import { readControl } from './control-stream';
 import { keepalive, raiseSessionWindow, sessionOptions } from './h2';
 import { linkConfig, type LinkConfig, type LinkOptions } from './link-config';
 import { getJson, refusalFrom } from './requests';
@@ -228,23 +229,18 @@ export class ServerLink extends EventEmitter {
         session.close();
       }
     });
-    const decoder = new ControlDecoder(ServerMessage);
-    control.on('data', (chunk: Buffer) => {
-      let messages: ServerMessage[];
-      try {
-        messages = decoder.push(chunk);
-      } catch (e) {
-        this.config.logger.error(
-          `the server sent a malformed control message (${isUnderpassError(e) ? e.message : String(e)}); reconnecting`,
-        );
-        session.destroy();
-        return;
-      }
-      for (const message of messages) {
+    readControl(
+      control,
+      ServerMessage,
+      (message) => {
         if (message.type === 'ack') this.tunnels.handleAck(message);
         else this.emit('message', message);
-      }
-    });
+      },
+      (why) => {
+        this.config.logger.error(`the server sent a malformed control message (${why}); reconnecting`);
+        session.destroy();
+      },
+    );
   }
 
   /**

@@ -1,6 +1,6 @@
 /**
  * How an endpoint's session reaches the tunnel server through whatever the local network allows
- * (seed 000: it "automatically determines the appropriate proxied protocol"). Routes are tried in order —
+ * without the user having to say how. Routes are tried in order —
  * direct TLS; TLS through the configured HTTP (CONNECT) or SOCKS5 proxy; then WebSocket over HTTPS,
  * direct and through the proxy, for networks that pass only web traffic — and the first that works is
  * remembered and tried first on every reconnect.

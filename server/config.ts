@@ -5,7 +5,7 @@
 import { ConfigError } from '../protocol/errors';
 import { DEFAULT_ZONE, GRACE_MS, KEEPALIVE_MS, MAX_GRACE_MS, MAX_KEEPALIVE_MS } from '../protocol/defaults';
 import { zone } from '../protocol/names';
-import { complete, verifyCount, verifyMs } from '../runtime/config';
+import { complete, verifyCount, verifyMs, type OptionsOf } from '../runtime/config';
 import type { Logger } from '../runtime/log';
 import type { Metrics } from '../runtime/metrics';
 
@@ -40,7 +40,7 @@ export interface ServerConfig {
 type Required = 'host' | 'port' | 'dataDir' | 'logger';
 
 /** What a caller gives: the address, data dir and logger, and any of the rest. */
-export type ServerOptions = Pick<ServerConfig, Required> & Partial<Omit<ServerConfig, Required>>;
+export type ServerOptions = OptionsOf<ServerConfig, Required>;
 
 export const defaultServerConfig: Omit<ServerConfig, Required> = {
   token: undefined,

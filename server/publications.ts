@@ -1,14 +1,15 @@
 /**
- * Publications: a service proxy's control stream (seed figure 4), on which it publishes `NAME` with its
+ * Publications: a service proxy's control stream, on which it publishes `NAME` with its
  * port and receives tunnel requests; the store keeps each publication's name, port and service key, the
  * directory which proxy serves it now. And the other side: finding the publication a pseudo name stands
  * for, if the asking account (and its token's scope) may use it.
  */
 import http2 from 'node:http2';
-import { ControlDecoder, encodeControl, EndpointMessage, type ServerMessage } from '../protocol/control';
+import { encodeControl, EndpointMessage, type ServerMessage } from '../protocol/control';
 import { ForbiddenError, isUnderpassError, NotFoundError } from '../protocol/errors';
 import { label, publicationId, pseudoName, tryParsePseudoName } from '../protocol/names';
 import type { NameInfo } from '../protocol/wire';
+import { readControl } from '../runtime/control-stream';
 import type { Logger } from '../runtime/log';
 import { secretsEqual, type Accounts } from './accounts';
 import type { PublicationDirectory } from './directory';
@@ -105,20 +106,15 @@ export class Publications {
     };
     endpoint.control = stream;
     stream.respond({ ':status': 200, 'content-type': 'application/x-ndjson' });
-    const decoder = new ControlDecoder(EndpointMessage);
-    stream.on('data', (chunk: Buffer) => {
-      let messages: EndpointMessage[];
-      try {
-        messages = decoder.push(chunk);
-      } catch (e) {
-        this.log.warn(`closing a proxy's control stream: ${isUnderpassError(e) ? e.message : String(e)}`, {
-          proxy: proxy.id,
-        });
+    readControl(
+      stream,
+      EndpointMessage,
+      (message) => this.handleProxyMessage(proxy, message),
+      (why) => {
+        this.log.warn(`closing a proxy's control stream: ${why}`, { proxy: proxy.id });
         stream.close(http2.constants.NGHTTP2_PROTOCOL_ERROR);
-        return;
-      }
-      for (const message of messages) this.handleProxyMessage(proxy, message);
-    });
+      },
+    );
     stream.once('close', () => {
       if (endpoint.control === stream) endpoint.control = null;
       this.dropProxy(proxy);

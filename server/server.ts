@@ -1,5 +1,5 @@
 /**
- * The publishing/tunneling server (seed figures 4 and 7). Service proxies publish to it over a control
+ * The publishing/tunneling server. Service proxies publish to it over a control
  * stream and get a service key and a pseudo DNS name; redirectors ask it for tunnels with HTTP/2 CONNECT;
  * it finds the session of the proxy that holds the publication, forwards the request with the key, and
  * splices the redirector's stream to the stream the proxy opens in answer.
@@ -263,7 +263,7 @@ export class TunnelServer {
     }
   }
 
-  /** A redirector asks for a tunnel to PSEUDO_NAME:PORT (seed figure 7). */
+  /** A redirector asks for a tunnel to PSEUDO_NAME:PORT. */
   private handleTunnelRequest(
     stream: http2.ServerHttp2Stream,
     account: string,

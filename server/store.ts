@@ -1,6 +1,6 @@
 /**
  * Publications, kept durably in `DATA_DIR/publications.json`, so that a proxy that reconnects and a server
- * that restarts keep every pseudo name and service key (seed step 405: the key is issued once).
+ * that restarts keep every pseudo name and service key (a key is issued once, and users keep it).
  *
  * Service keys are not stored at all: each is an HMAC of the publication's identity under the server's
  * secret (`DATA_DIR/secret`, mode 0600), so the same name always gets the same key back, and a leaked
@@ -21,7 +21,7 @@ export interface Publication {
   name: string;
   /** Port of the published target: clients reach the publication at PSEUDO_NAME:port. */
   port: number;
-  /** The secret service key (seed step 335). */
+  /** The secret service key: presenting it grants access to the publication. */
   key: string;
   createdAt: string;
 }

@@ -1,6 +1,6 @@
 /**
  * The tunnel matcher: a redirector's CONNECT for a publication waits here until the proxy that holds the
- * publication answers it with a stream of its own (seed figure 7), then the two streams are spliced, each
+ * publication answers it with a stream of its own, then the two streams are spliced, each
  * as a resumable leg of its endpoint's session. A request the proxy refuses, does not answer in time, or
  * loses with its proxy is refused to the redirector. Each publication's traffic is counted here for the
  * status page and the metrics.
@@ -114,7 +114,7 @@ export class TunnelMatcher {
     this.sendTunnel(proxy, id, publication.key);
   }
 
-  /** The proxy reached the target and opens the stream that carries the bytes (seed step 715's answer). */
+  /** The proxy reached the target and opens the stream that carries the bytes. */
   answer(stream: http2.ServerHttp2Stream, id: string): void {
     const pending = this.pending.get(id);
     if (!pending || pending.proxy.session !== stream.session) {
