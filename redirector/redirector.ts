@@ -86,6 +86,8 @@ export class Redirector implements TunnelDialer {
   /** The same, by the address and port each one holds (what a claim names). */
   private readonly bound = new Map<string, Listener>();
   private readonly opening = new Map<string, Promise<Listener>>();
+  /** Names the DNS responder had to refuse because their listener moved (logged once each). */
+  private readonly refusedToResponder = new Set<string>();
   private readonly names = new Map<string, { info: NameInfo; at: number }>();
   private info: SessionInfo | null = null;
   private readonly sockets = new Set<net.Socket>();
@@ -120,7 +122,7 @@ export class Redirector implements TunnelDialer {
     );
     this.fallbacks = new FallbackListeners(this.options.fallbacks, {
       dialer: this,
-      resolve: (name) => this.handleResolve(name),
+      resolve: (name) => this.resolveForResponder(name),
       zone: () => this.info?.zone ?? null,
       pseudoNet: { base: this.table.base, prefix: this.table.prefix },
       logger: options.logger,
@@ -226,6 +228,23 @@ export class Redirector implements TunnelDialer {
     }
     this.log.debug('resolved', { name: parsed.host, address, port: info.port });
     return { ok: true, name: parsed.host, address, ...movedOf(listener) };
+  }
+
+  /**
+   * The DNS responder's resolve. It answers SERVFAIL for a publication whose listener moved (its program,
+   * which has no hook, would reach the local program on the published port): said here once per name.
+   */
+  private async resolveForResponder(name: string): Promise<ResolveReply | ErrorReply> {
+    const reply = await this.handleResolve(name);
+    if (reply.ok && reply.moved !== undefined && !this.refusedToResponder.has(reply.name)) {
+      this.refusedToResponder.add(reply.name);
+      const { port } = reply.moved;
+      this.log.warn(
+        `DNS: no address for ${reply.name} to a program without the hook: port ${port} of ${reply.address} is held ` +
+          `by another program (see its warning above); give that program 'underpass forward LOCAL_PORT ${reply.name}:${port}'`,
+      );
+    }
+    return reply;
   }
 
   private handleReverse(address: string): ReverseReply | ErrorReply {

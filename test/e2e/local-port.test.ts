@@ -228,6 +228,11 @@ s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20); print
     const [dig, digArgs] = inNetns(host.name, 'dig', ['+tries=1', '+time=5', `@${m[1]!}`, chain.host('echo'), 'A']);
     const answer = await run(dig, digArgs);
     assert.match(answer.stdout, /status: SERVFAIL/, answer.stdout + answer.stderr);
+    await chain.redirector.waitFor(
+      new RegExp(
+        `DNS: no address for ${chain.host('echo').replace(/\./g, '\\.')} to a program without the hook: port ${echoPort} of [\\d.]+ is held by another program`,
+      ),
+    );
     // iperf3 holds its publication's port on *:P as well: no address for that name either.
     const iperfAnswer = await run(...inNetns(host.name, 'dig', ['+short', `@${m[1]!}`, chain.host('iperf'), 'A']));
     assert.equal(iperfAnswer.stdout, '', iperfAnswer.stderr);
