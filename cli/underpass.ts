@@ -416,6 +416,34 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('ls')
+    .description(
+      'list the publications under PREFIX (a pseudo name, or its start without the zone), through the redirector',
+    )
+    .argument('[prefix]', 'e.g. home.jsmith: what lies under home.jsmith.ZONE (default: everything you may use)')
+    .option('--ipc <path>', 'Unix socket of the redirector', defaultIpcPath())
+    .option('--json', 'one JSON object per line')
+    .action(async (prefix: string | undefined, flags: { ipc: string; json?: boolean }) => {
+      try {
+        const reply = await load.ipcClient().ipcRequest(flags.ipc, 'list', { under: prefix ?? '' });
+        if (!reply.ok) throw new NoRedirectorError(reply.message);
+        const width = Math.max(0, ...reply.names.map((n) => n.host.length));
+        for (const n of reply.names) {
+          if (flags.json === true) process.stdout.write(JSON.stringify(n) + '\n');
+          else process.stdout.write(`${n.host.padEnd(width)}  port ${n.port}  ${n.online ? 'online' : 'offline'}\n`);
+        }
+        if (reply.truncated)
+          process.stderr.write('underpass ls: more names than one answer holds: give a longer PREFIX\n');
+        if (reply.names.length === 0 && flags.json !== true)
+          process.stderr.write(
+            `underpass ls: nothing${prefix !== undefined ? ` under ${prefix}` : ''} that this token may use\n`,
+          );
+      } catch (e) {
+        fail('underpass ls', e);
+      }
+    });
+
+  program
     .command('status')
     .description("the redirector's session, listeners and latest refusals")
     .option('--ipc <path>', 'Unix socket of the redirector', defaultIpcPath())

@@ -14,7 +14,8 @@ import { BadMessageError, FrameTooLargeError } from './errors';
 /** Longest line (bytes, newline excluded) either side accepts. */
 export const MAX_CONTROL_LINE = 64 * 1024;
 
-const name = z.string().min(1).max(63);
+/** A publication name: one label, or several joined by dots (`denpc.home`). */
+const name = z.string().min(1).max(200);
 const port = z.number().int().min(1).max(65535);
 const id = z.string().min(1).max(64);
 const code = z

@@ -9,7 +9,7 @@
  * `agentIpcTable` writes from the same table when hook/build-agent.mjs bundles it. Its types come from
  * here as type-only imports, which cost the bundle nothing.
  *
- * Version notes. v1 as first shipped: hello, resolve, open-tunnel, reverse. Added within v1: `status` (for
+ * Version notes. v1 as first shipped: hello, resolve, open-tunnel, reverse. Added within v1: `list` (for `underpass ls`) and `status` (for
  * `underpass status`, which an older redirector does not answer: the command then says so), `claim`, and
  * `features` in the hello reply announcing it. IPC_VERSION did not change, because the hello check is an
  * exact match and a new number would turn every mixed pair away: an older agent never claims and is
@@ -164,6 +164,18 @@ export const StatusReply = z.object({
 });
 export type StatusReply = z.infer<typeof StatusReply>;
 
+/** `underpass ls [PREFIX]`: the publications under a prefix (a pseudo name's suffix). */
+export const ListRequest = z.object({ under: z.string().max(253) });
+export type ListRequest = z.infer<typeof ListRequest>;
+
+export const ListReply = z.object({
+  ok,
+  names: z.array(z.object({ host: z.string(), port, online: z.boolean() })),
+  /** More names lie under the prefix than one answer carries. */
+  truncated: z.boolean(),
+});
+export type ListReply = z.infer<typeof ListReply>;
+
 /** Stable error codes a reply may carry; the hook maps them to errno / EAI_* values. */
 export const IPC_ERROR_CODES = [
   'NOT_FOUND', // not a publication: getaddrinfo answers EAI_NONAME
@@ -188,6 +200,7 @@ export const IpcMessages = {
   reverse: { event: 'reverse', request: ReverseRequest, reply: ReverseReply },
   claim: { event: 'claim', request: ClaimRequest, reply: null },
   status: { event: 'status', request: StatusRequest, reply: StatusReply },
+  list: { event: 'list', request: ListRequest, reply: ListReply },
 } as const;
 
 export type IpcKind = keyof typeof IpcMessages;
@@ -209,6 +222,7 @@ export const IpcEvent = {
   reverse: IpcMessages.reverse.event,
   claim: IpcMessages.claim.event,
   status: IpcMessages.status.event,
+  list: IpcMessages.list.event,
   reply: IPC_REPLY_EVENT,
 } as const;
 
@@ -219,6 +233,7 @@ const requestSchemas: { [K in IpcKind]: z.ZodType<IpcRequest<K>> } = {
   reverse: ReverseRequest,
   claim: ClaimRequest,
   status: StatusRequest,
+  list: ListRequest,
 };
 
 const replySchemas: { [K in IpcRequestKind]: z.ZodType<IpcReply<K>> } = {
@@ -227,6 +242,7 @@ const replySchemas: { [K in IpcRequestKind]: z.ZodType<IpcReply<K>> } = {
   connect: z.union([ConnectReply, ErrorReply]),
   reverse: z.union([ReverseReply, ErrorReply]),
   status: z.union([StatusReply, ErrorReply]),
+  list: z.union([ListReply, ErrorReply]),
 };
 
 /** A request's data, parsed; null when it does not fit the request's schema. */
@@ -264,6 +280,7 @@ export function agentIpcTable(): AgentIpcTable {
       connect: replyShape('connect'),
       reverse: replyShape('reverse'),
       status: replyShape('status'),
+      list: replyShape('list'),
     },
   };
 }

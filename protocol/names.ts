@@ -1,6 +1,9 @@
 /**
- * Pseudo DNS names: `<publication>.<account>.<zone>`, e.g. `redis.default.underpass.internal`. They look
- * like any host name but no DNS server serves them (so no lookup of one ever leaves the machine); only the hook answers them, with a
+ * Pseudo DNS names: `<publication>.<account>.<zone>`, e.g. `redis.default.underpass.internal`. A
+ * publication's name may have several labels, most specific first (`denpc.home` gives
+ * `denpc.home.jsmith.underpass.internal`): the account is always the label right before the zone. They
+ * look like any host name but no DNS server serves them (so no lookup of one ever leaves the machine);
+ * only the hook answers them, with a
  * pseudo address. The default zone sits under `.internal`, the top-level name reserved for private use,
  * so a name that ever leaks to real DNS cannot reach anyone's host.
  *
@@ -37,6 +40,20 @@ export function label(input: string, what: string): string {
 }
 
 /** Validates a zone (one or more labels). */
+/**
+ * A publication name: one DNS label or several (`denpc.home`), most specific first; throws ConfigError
+ * otherwise. Its pseudo name must still fit DNS's 253 characters, which pseudoName() checks.
+ */
+export function publicationName(input: string): string {
+  const normalized = tryNormalizeHostname(input);
+  if (normalized === null || normalized.split('.').some((l) => l.length === 0 || l.length > 63)) {
+    throw new ConfigError(
+      `publication name '${input}' is not a DNS name: use labels of letters, digits and '-' joined by dots (e.g. denpc.home)`,
+    );
+  }
+  return normalized;
+}
+
 export function zone(input: string): string {
   const normalized = tryNormalizeHostname(input);
   if (normalized === null) throw new ConfigError(`zone '${input}' is not a valid DNS name`);
@@ -65,9 +82,9 @@ export function tryParsePseudoName(
   const normalized = tryNormalizeHostname(host);
   if (normalized === null || !normalized.endsWith(`.${zoneName}`)) return null;
   const labels = normalized.slice(0, -(zoneName.length + 1)).split('.');
-  if (labels.length !== 2) return null;
-  const [publication, account] = labels as [string, string];
-  return { publication, account, host: normalized };
+  if (labels.length < 2) return null;
+  const account = labels.pop()!;
+  return { publication: labels.join('.'), account, host: normalized };
 }
 
 export interface HostPort {

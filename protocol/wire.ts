@@ -27,6 +27,8 @@ export const Paths = {
   names: '/v1/names/',
   /** POST, long-lived: the service proxy's control stream (NDJSON both ways, see control.ts). */
   control: '/v1/control',
+  /** GET /v1/list[?under=SUFFIX]: the publications the token may use, answers {@link NameList}. */
+  list: '/v1/list',
 } as const;
 
 export const Headers = {
@@ -77,6 +79,17 @@ export const NameInfo = z.object({
   online: z.boolean(),
 });
 export type NameInfo = z.infer<typeof NameInfo>;
+
+/** At most this many names in one list answer: a hierarchy's listing, not a dump of the server. */
+export const MAX_LISTED = 1000;
+
+export const NameList = z.object({ names: z.array(NameInfo).max(MAX_LISTED), truncated: z.boolean() });
+export type NameList = z.infer<typeof NameList>;
+
+/** Whether pseudo name `host` lies under `suffix` (is it, or ends with `.suffix`); '' is everything. */
+export function isUnder(host: string, suffix: string): boolean {
+  return suffix === '' || host === suffix || host.endsWith(`.${suffix}`);
+}
 
 /** HTTP status a refusal travels with, per error code. */
 export const StatusOf: Partial<Record<ErrorCode, number>> = {

@@ -4,7 +4,7 @@
  * are completed and verified by ServerLink (runtime/link-config.ts).
  */
 import { ConfigError } from '../protocol/errors';
-import { label, tryParseHostPort } from '../protocol/names';
+import { publicationName, tryParseHostPort } from '../protocol/names';
 import { configure, verifyMs, type OptionsOf } from '../runtime/config';
 import type { LinkOptions } from '../runtime/link-config';
 import type { Logger } from '../runtime/log';
@@ -59,7 +59,7 @@ export function parsePublish(spec: string): Target {
     throw new ConfigError(`--publish '${spec}': ${why} (expected NAME=HOST:PORT, e.g. redis=127.0.0.1:6379)`);
   };
   if (eq <= 0) return fail('missing NAME=');
-  const name = label(spec.slice(0, eq), 'publication name');
+  const name = publicationName(spec.slice(0, eq));
   const target = tryParseHostPort(spec.slice(eq + 1));
   if (target === null) return fail(`'${spec.slice(eq + 1)}' is not HOST:PORT with a valid host and port`);
   return { name, ...target };

@@ -25,10 +25,11 @@ import {
   type HelloReply,
   type ResolveReply,
   type ReverseReply,
+  type ListReply,
   type StatusReply,
 } from '../protocol/ipc';
 import { tryParsePseudoName } from '../protocol/names';
-import { Headers, NameInfo, Paths, type SessionInfo } from '../protocol/wire';
+import { Headers, isUnder, NameInfo, NameList, Paths, type SessionInfo } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
 import type { MetricsSnapshot } from '../runtime/metrics';
 import { ResumableStream } from '../runtime/resumable-stream';
@@ -117,6 +118,7 @@ export class Redirector implements TunnelDialer {
         reverse: (r) => this.noted(this.handleReverse(r.address)),
         claim: (r) => this.handleClaim(r),
         status: () => this.handleStatus(),
+        list: async (r) => this.noted(await this.handleList(r.under)),
       },
       options.logger,
     );
@@ -252,6 +254,44 @@ export class Redirector implements TunnelDialer {
     if (name === null) return { ok: false, code: 'NOT_FOUND', message: `${address} is not a pseudo address` };
     const listener = [...this.listeners.values()].find((l) => l.address === address);
     return { ok: true, name, ...(listener === undefined ? {} : movedOf(listener)) };
+  }
+
+  /**
+   * `underpass ls`: what the server lists for our token under `under` (a pseudo name's suffix; without
+   * the zone, the zone is added), and the publications whose service keys we hold.
+   */
+  private async handleList(under: string): Promise<ListReply | ErrorReply> {
+    const live = this.link.current();
+    if (!live) return { ok: false, code: 'UNAVAILABLE', message: 'no session to the tunnel server (reconnecting)' };
+    const zone = this.zone();
+    const lowered = under.toLowerCase().replace(/\.$/, '');
+    const suffix = lowered === '' || isUnder(lowered, zone) ? lowered : `${lowered}.${zone}`;
+    let listed: NameList;
+    try {
+      listed = await getJson(
+        live.session,
+        { ':path': `${Paths.list}?under=${encodeURIComponent(suffix)}`, ...this.link.authHeaders() },
+        NameList,
+        {
+          refused: 'the server refused the list',
+          closed: (e) => new UnreachableError(`the session closed during the list${e ? ` (${e.message})` : ''}`, e),
+          malformed: 'the server sent a malformed list',
+        },
+      );
+    } catch (e) {
+      return { ok: false, code: 'UNAVAILABLE', message: isUnderpassError(e) ? e.message : String(e) };
+    }
+    const names = listed.names.map(({ host, port, online }) => ({ host, port, online }));
+    for (const host of this.options.serviceKeys.keys()) {
+      if (!isUnder(host, suffix) || names.some((n) => n.host === host)) continue;
+      try {
+        const info = await this.lookup(host);
+        names.push({ host: info.host, port: info.port, online: info.online });
+      } catch {
+        // A key whose publication is gone lists nothing; its lookup logs why when it is used.
+      }
+    }
+    return { ok: true, names, truncated: listed.truncated };
   }
 
   /** Keeps the latest refusals for `underpass status`. */

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from '../protocol/errors';
 import { DEFAULT_ACCOUNT } from '../protocol/defaults';
-import { label, publicationId } from '../protocol/names';
+import { label, publicationId, publicationName } from '../protocol/names';
 
 function digest(token: string): Buffer {
   return crypto.createHash('sha256').update(token, 'utf8').digest();
@@ -76,7 +76,7 @@ export async function loadAccountsFile(file: string, into: Accounts): Promise<vo
     if (owner === undefined || publication === undefined || extra !== undefined)
       throw new ConfigError(`--accounts ${file}: grant '${id}' is not OWNER/PUBLICATION`);
     for (const to of accounts)
-      into.grant(label(owner, 'account name'), label(publication, 'publication name'), label(to, 'account name'));
+      into.grant(label(owner, 'account name'), publicationName(publication), label(to, 'account name'));
   }
 }
 

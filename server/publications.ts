@@ -7,8 +7,8 @@
 import http2 from 'node:http2';
 import { encodeControl, EndpointMessage, type ServerMessage } from '../protocol/control';
 import { ForbiddenError, isUnderpassError, NotFoundError } from '../protocol/errors';
-import { label, publicationId, pseudoName, tryParsePseudoName } from '../protocol/names';
-import type { NameInfo } from '../protocol/wire';
+import { publicationId, publicationName, pseudoName, tryParsePseudoName } from '../protocol/names';
+import { isUnder, MAX_LISTED, type NameInfo, type NameList } from '../protocol/wire';
 import { readControl } from '../runtime/control-stream';
 import type { Logger } from '../runtime/log';
 import { secretsEqual, type Accounts } from './accounts';
@@ -82,6 +82,30 @@ export class Publications {
     };
   }
 
+  /**
+   * What GET /v1/list answers: every publication the account owns or was granted, within the token's
+   * scope, whose pseudo name lies under `under`; most specific names sort after their parents.
+   */
+  list(account: string, under: string, grant: TokenGrant | undefined): NameList {
+    const names: NameInfo[] = [];
+    for (const publication of this.deps.store.all()) {
+      if (!this.deps.accounts.mayUse(account, publication.account, publication.name)) continue;
+      if (grant !== undefined && !grant.mayConnect(`${publication.name}.${publication.account}`)) continue;
+      const host = pseudoName(publication.name, publication.account, this.deps.zone);
+      if (!isUnder(host, under)) continue;
+      names.push({
+        name: publication.name,
+        host,
+        port: publication.port,
+        online: this.holderOf(publication) !== undefined,
+      });
+    }
+    // Read right to left, as DNS does: a hierarchy's members stand together.
+    const key = (host: string): string => host.split('.').reverse().join('.');
+    names.sort((a, b) => key(a.host).localeCompare(key(b.host)));
+    return { names: names.slice(0, MAX_LISTED), truncated: names.length > MAX_LISTED };
+  }
+
   /** The proxy session serving `publication` now, if any. */
   holderOf(publication: Publication): ProxySession | undefined {
     return this.deps.directory.holderOf(publicationId(publication.account, publication.name));
@@ -141,7 +165,7 @@ export class Publications {
   private async publish(proxy: ProxySession, rawName: string, port: number): Promise<void> {
     let name: string;
     try {
-      name = label(rawName, 'publication name');
+      name = publicationName(rawName);
     } catch (e) {
       this.sendControl(proxy, {
         type: 'refused',

@@ -36,7 +36,8 @@ import { Listener } from './listener';
 import { Publications, type ProxySession } from './publications';
 import { Responder } from './respond';
 import { PublicationStore } from './store';
-import { appendAudit, TokenStore, tryTokenId, type TokenGrant } from './tokens';
+import { TokenStore } from './token-store';
+import { appendAudit, tryTokenId, type TokenGrant } from './tokens';
 import { TunnelMatcher } from './tunnels';
 
 /** What the status page shows: the server's state now, nothing secret (no keys, no tokens). */
@@ -249,6 +250,9 @@ export class TunnelServer {
           stream,
           this.publications.nameInfo(account, host, typeof key === 'string' ? key : undefined, grant),
         );
+      } else if (method === 'GET' && (path === Paths.list || path.startsWith(`${Paths.list}?`))) {
+        const under = new URL(path, 'http://server').searchParams.get('under') ?? '';
+        this.responder.json(stream, this.publications.list(account, under.toLowerCase(), grant));
       } else if (method === 'POST' && path === Paths.control) {
         this.publications.handleControl(stream, account, grant);
       } else {

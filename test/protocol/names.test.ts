@@ -22,9 +22,14 @@ describe('protocol/names: pseudo names under the zone', function () {
     });
   });
 
-  it('rejects names outside the zone, with the wrong depth, and IP literals', function () {
+  it('rejects names outside the zone, too shallow, and IP literals', function () {
     assert.equal(tryParsePseudoName('redis.default.example.com', 'underpass.internal'), null);
-    assert.equal(tryParsePseudoName('a.redis.default.underpass.internal', 'underpass.internal'), null);
+    // Too shallow: an account with no publication. (Deeper names are publications in a hierarchy.)
+    assert.equal(tryParsePseudoName('default.underpass.internal', 'underpass.internal'), null);
+    assert.equal(
+      tryParsePseudoName('a.redis.default.underpass.internal', 'underpass.internal')?.publication,
+      'a.redis',
+    );
     assert.equal(tryParsePseudoName('underpass.internal', 'underpass.internal'), null);
     assert.equal(tryNormalizeHostname('127.0.0.1'), null);
     assert.equal(tryNormalizeHostname('bad host'), null);

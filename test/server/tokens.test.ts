@@ -3,15 +3,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { isUnderpassError } from '../../protocol/errors';
-import {
-  createToken,
-  listTokens,
-  parseExpires,
-  revokeToken,
-  TokenStore,
-  tryTokenId,
-  TOKENS_FILE,
-} from '../../server/tokens';
+import { createToken, listTokens, parseExpires, revokeToken, tryTokenId, TOKENS_FILE } from '../../server/tokens';
+import { TokenStore } from '../../server/token-store';
 import { tmpDir } from '../harness';
 
 describe('server/tokens: issued tokens', function () {
