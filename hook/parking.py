@@ -16,7 +16,11 @@ and detaches: the program starts at its first instruction with the hook in place
 to a process stopped by SIGSTOP instead is slow, ~700 ms, and leaves it traced.)
 
 The park loop sleeps 5 ms at a time and exits with status 127 if its parent changes, so a sidecar killed
-while the command is parked never leaves it parked for ever, nor lets it run unhooked.
+while the command is parked never leaves it parked for ever, nor lets it run unhooked. Before the loop,
+the command's main thread asks for the parent-death signal (prctl PR_SET_PDEATHSIG, SIGKILL): from then
+on a sidecar killed in any way, SIGKILL included, takes the command with it instead of leaving it orphaned.
+It is the main thread's own setting, which Frida's threads, stopped and restarted around every fork,
+could not keep; it survives the command's execs and is not inherited by its children.
 
 x86_64 only for now (the loop's machine code and the register layout are per architecture); elsewhere
 `supported()` is false and the sidecar uses the stub. Library constructors, which the dynamic loader runs
@@ -48,13 +52,18 @@ AT_ENTRY = 9
 X86_64_REGS = 27
 X86_64_RIP = 16
 
-# The park loop (x86_64, position-independent, 64 bytes):
+# The park loop (x86_64, position-independent, 81 bytes):
+#         mov edi, 1 (PR_SET_PDEATHSIG); mov esi, 9 (SIGKILL); mov eax, 157 (prctl); syscall
 #   park: mov eax, 110 (getppid); syscall; cmp eax, PARENT; jne gone
 #         lea rdi, [rip + ts]; xor esi, esi; mov eax, 35 (nanosleep); syscall; jmp park
 #   gone: mov edi, 127; mov eax, 231 (exit_group); syscall
 #   ts:   struct timespec {0, 5000000}
 #   (assembled with GNU as; the parent's pid goes at PARK_PARENT_OFFSET, the cmp's immediate)
 PARK_X86_64 = bytes.fromhex(
+    'bf01000000'
+    'be09000000'
+    'b89d000000'
+    '0f05'
     'b86e000000'
     '0f05'
     '3d00000000'
@@ -71,7 +80,7 @@ PARK_X86_64 = bytes.fromhex(
     '0000000000000000'
     '404b4c0000000000'
 )
-PARK_PARENT_OFFSET = 8
+PARK_PARENT_OFFSET = 25
 
 
 class ParkError(Exception):

@@ -8,7 +8,8 @@
  */
 import { Command, CommanderError } from 'commander';
 import { defaultIpcPath } from '../runtime/paths';
-import { HookRunError, pickController } from './controller';
+import { HookRunError } from './controller';
+import { pickController } from './pick-controller';
 
 const USAGE = 'hook-run [--ipc PATH] -- COMMAND [ARGS...] | hook-run [--ipc PATH] --pid PID';
 

@@ -33,6 +33,7 @@ import { installConnectHooks } from './connect-hooks';
 import { installFdGuard, revertFdGuard } from './fd-guard';
 import { configureGates } from './gates';
 import { installedHookNames, revertAll } from './hooks';
+import { exitWithController } from './lifetime';
 import { ipcRequest, setIpcPath } from './ipc-client';
 import { tryGetLibc } from './libc';
 import { PseudoSpace } from './pseudo-space';
@@ -49,6 +50,8 @@ export interface InitResult {
 
 export interface InitOptions {
   ipcPath: string;
+  /** Set for the command `hook-run` started: its pid, which this process must not outlive (lifetime.ts). */
+  controllerPid?: number;
 }
 
 let initialised = false;
@@ -57,6 +60,7 @@ let guarded: string[] = [];
 
 function init(options: InitOptions): InitResult {
   if (initialised) return { hooked: true, hooks: [...installedHookNames(), ...guarded] };
+  if (options.controllerPid !== undefined) exitWithController(options.controllerPid);
   const unhookable = tryUnhookableReason();
   if (unhookable !== null) return { hooked: false, hooks: [], notice: unhookable };
   const libc = tryGetLibc();

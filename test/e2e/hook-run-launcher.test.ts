@@ -149,9 +149,9 @@ describe('hook-run as installed: the launcher and the parked start', function ()
       '-c',
       `import os, sys
 sys.path.insert(0, ${JSON.stringify(path.join(ROOT, 'hook'))})
-import parking, sidecar
+import launch, parking
 gate_read, gate_write = os.pipe()
-pid = os.posix_spawn('/bin/sh', ['sh', '-c', sidecar.STUB, '/bin/sh', '-c', 'touch ${mark}'], os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, gate_read, 3)])
+pid = os.posix_spawn('/bin/sh', ['sh', '-c', launch.STUB, '/bin/sh', '-c', 'touch ${mark}'], os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, gate_read, 3)])
 os.close(gate_read)
 parking.trace_before_exec(pid)
 os.write(gate_write, b'go\\n')

@@ -1,0 +1,90 @@
+"""Serves child gating: Frida reports each forked or exec'd child, suspended, on its own thread, which must
+not block; the children are hooked and resumed on ours, one at a time.
+
+And at the command's exit, none is left suspended: a child the command forked just before exiting (a
+daemon's child, `ssh -f`) may not even be reported yet, and Frida kills a child still held when its
+controller goes. The sidecar is the command's subreaper (PR_SET_CHILD_SUBREAPER), so such orphans become
+its children: it waits, at most SETTLE_SECONDS, until each has been hooked and resumed, or is gone.
+Normally there is none, and nothing is waited for.
+"""
+
+import ctypes
+import os
+import queue
+import threading
+import time
+
+PR_SET_CHILD_SUBREAPER = 36
+SETTLE_SECONDS = 5
+
+
+def become_subreaper():
+    """Orphaned descendants of the command are reparented to us rather than to init."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+class ChildWorker:
+    """Hooks the children child gating reports, on a thread of its own, from its construction on."""
+
+    def __init__(self, hooker, device):
+        self._hooker = hooker
+        self._device = device
+        self._pending = queue.Queue()
+        self._seen = set()
+        threading.Thread(target=self._work, name='child-hooker', daemon=True).start()
+        device.on('child-added', lambda child: self._pending.put(child))
+
+    def _work(self):
+        while True:
+            child = self._pending.get()
+            try:
+                self._hooker.on_child_added(child)
+            except Exception:  # on_child_added resumes in `finally`; the next child must still be served
+                pass
+            finally:
+                self._seen.add(child.pid)
+                self._pending.task_done()
+
+    def settle(self, main_pid):
+        """Waits until no orphan the command left us is held: none not yet reported and resumed (a fork
+        child is reported once it reaches its agent), none stopped at an exec that Frida's helper traces
+        (TracerPid set) to hook it. First, gating stops in every hooked process, so that nothing new is
+        held meanwhile: what they start from now on runs unhooked rather than be killed with us."""
+        for session, _script in list(self._hooker.scripts.values()):
+            try:
+                session.disable_child_gating()
+            except Exception:
+                pass
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while time.monotonic() < deadline:
+            if self._pending.unfinished_tasks == 0 and not self._device_has_pending():
+                orphans = [pid for pid in our_children() if pid != main_pid]
+                if not any(pid not in self._seen or is_traced(pid) for pid in orphans):
+                    return
+            time.sleep(0.01)
+
+    def _device_has_pending(self):
+        try:
+            return len(self._device.enumerate_pending_children()) > 0
+        except Exception:
+            return False
+
+
+def our_children():
+    """Our child processes, from /proc/self/task/*/children."""
+    pids = set()
+    try:
+        for task in os.listdir('/proc/self/task'):
+            with open(f'/proc/self/task/{task}/children') as file:
+                pids.update(int(pid) for pid in file.read().split())
+    except OSError:
+        return []
+    return list(pids)
+
+
+def is_traced(pid):
+    try:
+        with open(f'/proc/{pid}/status') as file:
+            return any(line.startswith('TracerPid:') and line.split()[1] != '0' for line in file)
+    except OSError:
+        return False
