@@ -17,8 +17,9 @@ describe('proxy/config: the service proxy options', function () {
     ['redis=127.0.0.1:0', /is not HOST:PORT/],
     ['redis=127.0.0.1:65536', /is not HOST:PORT/],
     ['redis=http://127.0.0.1:6379', /is not HOST:PORT/],
-    ['re.dis=127.0.0.1:6379', /is not a DNS label/],
-    ['-x=127.0.0.1:6379', /is not a DNS label/],
+    ['denpc.home=127.0.0.1:6379', { name: 'denpc.home', host: '127.0.0.1', port: 6379 }],
+    ['re..dis=127.0.0.1:6379', /is not a DNS name/],
+    ['-x=127.0.0.1:6379', /is not a DNS name/],
   ];
   for (const [spec, expected] of publishes) {
     it(`--publish ${spec}`, function () {
