@@ -11,6 +11,7 @@
  *     [publish.redis]
  *     target = "127.0.0.1:6379"
  *     connect-timeout = 5        # seconds, for this publication's target only
+ *     proxy-protocol = "v2"      # tell the target who the client is
  */
 import fs from 'node:fs';
 import type { Command, Option } from 'commander';
@@ -24,6 +25,8 @@ const fromFile = new WeakSet<string[]>();
 export interface FileExtras {
   /** Publication name → connect timeout (ms). */
   connectTimeouts: Map<string, number>;
+  /** Publication name → the PROXY protocol version its target gets. */
+  proxyProtocols: Map<string, 'v1' | 'v2'>;
 }
 
 /** The value of `--config FILE` (or `--config=FILE`) in `argv`, without parsing the rest. */
@@ -95,7 +98,7 @@ function optionFor(command: Command, key: string): Option | undefined {
  */
 export async function applyConfigFile(command: Command, file: string): Promise<FileExtras> {
   const { text, data } = await readToml(file);
-  const extras: FileExtras = { connectTimeouts: new Map() };
+  const extras: FileExtras = { connectTimeouts: new Map(), proxyProtocols: new Map() };
   const name = command.name();
   for (const [key, raw] of Object.entries(data)) {
     const at = where(file, text, '', key);
@@ -128,9 +131,12 @@ function publicationTables(tables: Record<string, unknown>, file: string, text: 
         if (typeof value !== 'number' || !(value > 0 && value <= 3600))
           throw new ConfigError(`${keyAt}: connect-timeout must be a number of seconds between 0 and 3600`);
         extras.connectTimeouts.set(publication, value * 1000);
+      } else if (key === 'proxy-protocol') {
+        if (value !== 'v1' && value !== 'v2') throw new ConfigError(`${keyAt}: proxy-protocol must be "v1" or "v2"`);
+        extras.proxyProtocols.set(publication, value);
       } else {
         throw new ConfigError(
-          `${keyAt}: unknown key '${key}' in publish.${publication} (a publication takes target and connect-timeout)`,
+          `${keyAt}: unknown key '${key}' in publish.${publication} (a publication takes target, connect-timeout and proxy-protocol)`,
         );
       }
     }

@@ -128,37 +128,52 @@ export function buildProgram(): Command {
   )
     .option('--publish <name=host:port>', 'publish a service (repeatable)', collect, [] as string[])
     .option('--json', 'print one JSON event per line on stdout')
-    .action(async (flags: EndpointFlags & MetricsFlags & { publish: string[]; json?: boolean }) => {
-      const logger = load.log().createLogger('proxy', flags.logFormat);
-      try {
-        const { parsePublish } = load.proxyConfig();
-        const { ServiceProxy } = load.proxy();
-        const daemon = daemonMetrics('proxy', flags);
-        const proxy = new ServiceProxy({
-          link: linkOptions(flags, logger),
-          targets: flags.publish.map((spec) => {
-            const target = parsePublish(spec);
-            const timeout = fileExtras.connectTimeouts.get(target.name);
-            return timeout !== undefined ? { ...target, connectTimeoutMs: timeout } : target;
-          }),
-          logger,
-          metrics: daemon.metrics,
-        });
-        daemon.read(() => proxy.snapshot());
-        proxy.on('event', (event: ProxyEvent) => {
-          if (flags.json) process.stdout.write(JSON.stringify(event) + '\n');
-          else if (event.event === 'published')
-            process.stdout.write(
-              `published ${event.name}: ${event.host} → ${event.target} (service key ${event.key})\n`,
-            );
-        });
-        await proxy.start();
-        await daemon.serve(logger);
-        onSignals(() => proxy.stop(), logger);
-      } catch (e) {
-        fail('underpass proxy', e);
-      }
-    });
+    .addOption(
+      new Option(
+        '--proxy-protocol <version>',
+        "tell every target who the client is (a config file's per publication)",
+      ).choices(['v1', 'v2']),
+    )
+    .action(
+      async (
+        flags: EndpointFlags & MetricsFlags & { publish: string[]; json?: boolean; proxyProtocol?: 'v1' | 'v2' },
+      ) => {
+        const logger = load.log().createLogger('proxy', flags.logFormat);
+        try {
+          const { parsePublish } = load.proxyConfig();
+          const { ServiceProxy } = load.proxy();
+          const daemon = daemonMetrics('proxy', flags);
+          const proxy = new ServiceProxy({
+            link: linkOptions(flags, logger),
+            targets: flags.publish.map((spec) => {
+              const target = parsePublish(spec);
+              const timeout = fileExtras.connectTimeouts.get(target.name);
+              const proxyProtocol = fileExtras.proxyProtocols.get(target.name) ?? flags.proxyProtocol;
+              return {
+                ...target,
+                ...(timeout !== undefined ? { connectTimeoutMs: timeout } : {}),
+                ...(proxyProtocol !== undefined ? { proxyProtocol } : {}),
+              };
+            }),
+            logger,
+            metrics: daemon.metrics,
+          });
+          daemon.read(() => proxy.snapshot());
+          proxy.on('event', (event: ProxyEvent) => {
+            if (flags.json) process.stdout.write(JSON.stringify(event) + '\n');
+            else if (event.event === 'published')
+              process.stdout.write(
+                `published ${event.name}: ${event.host} → ${event.target} (service key ${event.key})\n`,
+              );
+          });
+          await proxy.start();
+          await daemon.serve(logger);
+          onSignals(() => proxy.stop(), logger);
+        } catch (e) {
+          fail('underpass proxy', e);
+        }
+      },
+    );
 
   endpointOptions(program.command('redirector').description('serve hooks on this machine and tunnel their connections'))
     .option('--ipc <path>', 'Unix socket hooks connect to', defaultIpcPath())
@@ -275,7 +290,7 @@ export function buildProgram(): Command {
 }
 
 /** What the config file held beyond flags (the proxy's per-publication options). */
-let fileExtras: FileExtras = { connectTimeouts: new Map() };
+let fileExtras: FileExtras = { connectTimeouts: new Map(), proxyProtocols: new Map() };
 
 export async function main(argv: string[]): Promise<void> {
   // `underpass token list | head`: a reader that left is not an error.

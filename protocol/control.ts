@@ -35,7 +35,21 @@ export type AckMessage = z.infer<typeof ack>;
 
 /** Endpoint (service proxy or redirector) → server. */
 export const EndpointMessage = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('publish'), name, port }).strict(),
+  z
+    .object({
+      type: z.literal('publish'),
+      name,
+      port,
+      /**
+       * What the proxy wants with each tunnel request for this publication (added within version 1, and
+       * sent only when wanted, so an older server is never shown it): `client`, who asks (PROXY protocol).
+       */
+      wants: z
+        .array(z.enum(['client']))
+        .max(4)
+        .optional(),
+    })
+    .strict(),
   z.object({ type: z.literal('tunnel-failed'), id, code, message: text }).strict(),
   ack,
   /** A tunnel the endpoint aborted while its session was down: the server resets its side too. */
@@ -49,7 +63,28 @@ export const ServerMessage = z.discriminatedUnion('type', [
     .object({ type: z.literal('published'), name, host: z.string().max(253), key: z.string().min(16).max(128), port })
     .strict(),
   z.object({ type: z.literal('refused'), name, code, message: text }).strict(),
-  z.object({ type: z.literal('tunnel'), id, key: z.string().min(16).max(128) }).strict(),
+  z
+    .object({
+      type: z.literal('tunnel'),
+      id,
+      key: z.string().min(16).max(128),
+      /**
+       * Who asks, for a publication behind the PROXY protocol (added within version 1): sent only for a
+       * publication whose publish message wanted `client`, so an older proxy never meets it.
+       */
+      client: z
+        .object({
+          /** The requesting endpoint's address and port as the server saw them; absent over a WebSocket. */
+          address: z.string().max(64).optional(),
+          port: z.number().int().min(0).max(65535).optional(),
+          /** The requester's account, and the pseudo name it asked for. */
+          account: z.string().max(63),
+          host: z.string().max(253),
+        })
+        .strict()
+        .optional(),
+    })
+    .strict(),
   ack,
 ]);
 export type ServerMessage = z.infer<typeof ServerMessage>;

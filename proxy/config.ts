@@ -9,6 +9,7 @@ import { configure, verifyMs, type OptionsOf } from '../runtime/config';
 import type { LinkOptions } from '../runtime/link-config';
 import type { Logger } from '../runtime/log';
 import type { Metrics } from '../runtime/metrics';
+import type { ProxyProtocolVersion } from './proxy-protocol';
 
 /** One publication: its name, and the real server it stands for. */
 export interface Target {
@@ -17,6 +18,8 @@ export interface Target {
   port: number;
   /** This target's own connect timeout (ms), over the proxy's. */
   connectTimeoutMs?: number;
+  /** Tell the target who the client is, with a PROXY protocol header of this version. */
+  proxyProtocol?: ProxyProtocolVersion;
 }
 
 export interface ProxyConfig {

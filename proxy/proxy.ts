@@ -14,6 +14,7 @@ import type { MetricsSnapshot } from '../runtime/metrics';
 import { ResumableStream } from '../runtime/resumable-stream';
 import { ServerLink } from '../runtime/server-link';
 import { abort, splice } from '../runtime/splice';
+import { proxyHeader, type ProxyClient } from './proxy-protocol';
 import { proxyConfig, type ProxyConfig, type ProxyOptions, type Target } from './config';
 
 /** What `--json` prints, one object a line. */
@@ -62,7 +63,13 @@ export class ServiceProxy extends EventEmitter {
     this.wasUp = true;
     if (info.resume?.resumed === true) this.log.debug('session resumed');
     for (const target of this.options.targets)
-      this.link.send({ type: 'publish', name: target.name, port: target.port });
+      this.link.send({
+        type: 'publish',
+        name: target.name,
+        port: target.port,
+        // Asked for only when needed: a server older than `wants` would refuse the field.
+        ...(target.proxyProtocol !== undefined ? { wants: ['client' as const] } : {}),
+      });
   }
 
   private handleServerMessage(message: ServerMessage): void {
@@ -94,13 +101,13 @@ export class ServiceProxy extends EventEmitter {
         this.emitEvent({ event: 'refused', name: message.name, code: message.code, message: message.message });
         return;
       case 'tunnel':
-        this.handleTunnel(message.id, message.key);
+        this.handleTunnel(message.id, message.key, message.client);
         return;
     }
   }
 
   /** A tunnel request: connect to the key's target, then open the stream that carries the bytes, or say why not. */
-  private handleTunnel(id: string, key: string): void {
+  private handleTunnel(id: string, key: string, client: ProxyClient | undefined): void {
     const asked = performance.now();
     const fail = (code: string, message: string): void => {
       this.options.metrics?.tunnelOpened(code);
@@ -155,6 +162,11 @@ export class ServiceProxy extends EventEmitter {
           leg.destroy();
         }
       });
+      // The header goes first, so it is the first thing the target reads, whatever the client sends.
+      if (target.proxyProtocol !== undefined && client !== undefined && socket.remoteAddress !== undefined)
+        socket.write(
+          proxyHeader(target.proxyProtocol, client, { address: socket.remoteAddress, port: socket.remotePort ?? 0 }),
+        );
       // The proxy's splice has the service on side a: its bytes go downstream.
       const { metrics } = this.options;
       metrics?.tunnelOpened('ok', target.name, (performance.now() - asked) / 1000);

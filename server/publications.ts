@@ -29,6 +29,8 @@ export interface ProxySession {
   control: http2.ServerHttp2Stream;
   publications: Set<string>;
   pending: Map<string, PendingTunnel>;
+  /** Publications whose tunnel requests carry who asks (the proxy speaks the PROXY protocol to them). */
+  wantsClient: Set<string>;
 }
 
 export interface PublicationsDeps {
@@ -127,6 +129,7 @@ export class Publications {
       control: stream,
       publications: new Set(),
       pending: new Map(),
+      wantsClient: new Set(),
     };
     endpoint.control = stream;
     stream.respond({ ':status': 200, 'content-type': 'application/x-ndjson' });
@@ -148,6 +151,7 @@ export class Publications {
   private handleProxyMessage(proxy: ProxySession, message: EndpointMessage): void {
     switch (message.type) {
       case 'publish':
+        if (message.wants?.includes('client') === true) proxy.wantsClient.add(message.name.toLowerCase());
         void this.publish(proxy, message.name, message.port);
         return;
       case 'ack':

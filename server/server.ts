@@ -93,8 +93,8 @@ export class TunnelServer {
     const { metrics } = this.config;
     this.responder = new Responder(metrics);
     this.endpoints = new EndpointRegistry(this.config.graceMs, this.log, metrics);
-    this.tunnels = new TunnelMatcher(this.config, this.responder, this.log, metrics, (proxy, id, key) =>
-      this.publications.sendControl(proxy, { type: 'tunnel', id, key }),
+    this.tunnels = new TunnelMatcher(this.config, this.responder, this.log, metrics, (proxy, id, key, client) =>
+      this.publications.sendControl(proxy, { type: 'tunnel', id, key, ...(client !== undefined ? { client } : {}) }),
     );
   }
 

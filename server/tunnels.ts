@@ -5,6 +5,7 @@
  * loses with its proxy is refused to the redirector. Each publication's traffic is counted here for the
  * status page and the metrics.
  */
+import { unmapIPv4 } from '../protocol/ipc-wire';
 import crypto from 'node:crypto';
 import http2 from 'node:http2';
 import { LimitError, NotFoundError } from '../protocol/errors';
@@ -54,6 +55,26 @@ export interface TunnelLimits {
   maxPendingPerSession: number;
 }
 
+/** Who asks for a tunnel, as a publication behind the PROXY protocol is told. */
+export interface TunnelClient {
+  address?: string;
+  port?: number;
+  account: string;
+  host: string;
+}
+
+/** The requester as the server sees it: its TCP peer (none for a session carried over a WebSocket). */
+function clientOf(requester: http2.Http2Session, account: string, host: string): TunnelClient {
+  const socket = requester.socket as { remoteAddress?: string; remotePort?: number } | undefined;
+  const address = socket?.remoteAddress !== undefined ? unmapIPv4(socket.remoteAddress) : undefined;
+  return {
+    ...(address !== undefined ? { address } : {}),
+    ...(socket?.remotePort !== undefined ? { port: socket.remotePort } : {}),
+    account,
+    host,
+  };
+}
+
 export class TunnelMatcher {
   private readonly pending = new Map<string, PendingTunnel>();
   /** Tunnel requests waiting for a proxy's answer, per requesting session. */
@@ -66,7 +87,7 @@ export class TunnelMatcher {
     private readonly log: Logger,
     private readonly metrics: Metrics | undefined,
     /** Sends a tunnel request on the proxy's control stream. */
-    private readonly sendTunnel: (proxy: ProxySession, id: string, key: string) => void,
+    private readonly sendTunnel: (proxy: ProxySession, id: string, key: string, client?: TunnelClient) => void,
   ) {}
 
   /** Asks `proxy` for a tunnel to `publication` for the redirector's `stream`; the answer comes as its CONNECT. */
@@ -111,7 +132,14 @@ export class TunnelMatcher {
     this.pending.set(id, pending);
     proxy.pending.set(id, pending);
     stream.once('close', onClientClose);
-    this.sendTunnel(proxy, id, publication.key);
+    this.sendTunnel(
+      proxy,
+      id,
+      publication.key,
+      proxy.wantsClient.has(publication.name)
+        ? clientOf(requester, pending.requesterEndpoint.account, host)
+        : undefined,
+    );
   }
 
   /** The proxy reached the target and opens the stream that carries the bytes. */

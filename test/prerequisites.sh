@@ -9,7 +9,7 @@ declare -A pkg=(
   [ip]=iproute2 [nft]=nftables [tinyproxy]=tinyproxy [psql]=postgresql-client
   [ssh]=openssh-client [sshd]=openssh-server [microsocks]=microsocks [rsvg-convert]=librsvg2-bin
   [gcc]=gcc [mariadb]=mariadb-client [mariadbd]=mariadb-server [ruby]=ruby [php]=php-cli [nc]=netcat-openbsd
-  [javac]=default-jdk-headless [systemd-analyze]=systemd [chromium]=chromium [dig]=dnsutils
+  [javac]=default-jdk-headless [systemd-analyze]=systemd [chromium]=chromium [nginx]=nginx [dig]=dnsutils
 )
 missing=()
 for cmd in "${!pkg[@]}"; do
