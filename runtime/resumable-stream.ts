@@ -2,6 +2,10 @@
  * One leg of a tunneled connection — the part between an endpoint and the tunnel server — made to
  * survive the loss of the HTTP/2 session that carries it (PROTOCOL.md "Resumption").
  *
+ * Length: a little over 350 lines, kept as one file because it is one state machine (attached,
+ * detached, ended) over one replay buffer, with the small budget and acknowledgement types it shares
+ * with tunnel-table.ts.
+ *
  * To the code on either side it is a plain Duplex that `splice()` joins to a socket or to the other leg.
  * Underneath, it writes into one HTTP/2 stream at a time and keeps what it wrote in a replay buffer until
  * the peer acknowledges it (`ack` on the control stream, counted in bytes since the tunnel began). When
