@@ -226,6 +226,12 @@ export class Redirector implements TunnelDialer {
       }
       return { ok: false, code: 'UNAVAILABLE', message: isUnderpassError(e) ? e.message : String(e) };
     }
+    // A name resolves only while something serves it. One already in use keeps resolving while its proxy
+    // is away, so that the apps using it meet a refused connect (the service is down) rather than a name
+    // that vanished under them.
+    if (!info.online && ![...this.listeners.values()].some((l) => l.host === parsed.host)) {
+      return { ok: false, code: 'NOT_FOUND', message: `${parsed.host} is offline: its service proxy is not connected` };
+    }
     const address = this.table.addressOf(parsed.host);
     let listener: Listener;
     try {
