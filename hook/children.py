@@ -46,22 +46,31 @@ class ChildWorker:
                 self._pending.task_done()
 
     def settle(self, main_pid):
-        """Waits until no orphan the command left us is held: none not yet reported and resumed (a fork
-        child is reported once it reaches its agent), none stopped at an exec that Frida's helper traces
-        (TracerPid set) to hook it. First, gating stops in every hooked process, so that nothing new is
-        held meanwhile: what they start from now on runs unhooked rather than be killed with us."""
+        """Waits until no process of the command's tree is held by gating: neither an orphan it left us nor
+        a child of a hooked process that is not yet reported and resumed (a fork child is reported once it
+        reaches its agent) or is stopped at an exec that Frida's helper traces (TracerPid set). First,
+        gating stops in every hooked process, so that nothing new is held meanwhile: what they start from
+        now on runs unhooked rather than be killed with us (and is not waited for)."""
         for session, _script in list(self._hooker.scripts.values()):
             try:
                 session.disable_child_gating()
             except Exception:
                 pass
+        ungated_after = start_time_now()
         deadline = time.monotonic() + SETTLE_SECONDS
         while time.monotonic() < deadline:
             if self._pending.unfinished_tasks == 0 and not self._device_has_pending():
-                orphans = [pid for pid in our_children() if pid != main_pid]
-                if not any(pid not in self._seen or is_traced(pid) for pid in orphans):
+                parents = [os.getpid()] + [pid for pid in self._hooker.scripts if pid != main_pid]
+                tree = [pid for parent in parents for pid in children_of(parent) if pid != main_pid]
+                if not any(self._held(pid, ungated_after) for pid in tree):
                     return
             time.sleep(0.01)
+
+    def _held(self, pid, ungated_after):
+        if is_traced(pid):
+            return True
+        started = start_time(pid)
+        return pid not in self._seen and started is not None and started < ungated_after
 
     def _device_has_pending(self):
         try:
@@ -70,16 +79,31 @@ class ChildWorker:
             return False
 
 
-def our_children():
-    """Our child processes, from /proc/self/task/*/children."""
+def children_of(pid):
+    """The child processes of `pid`, from /proc/PID/task/*/children."""
     pids = set()
     try:
-        for task in os.listdir('/proc/self/task'):
-            with open(f'/proc/self/task/{task}/children') as file:
-                pids.update(int(pid) for pid in file.read().split())
+        for task in os.listdir(f'/proc/{pid}/task'):
+            with open(f'/proc/{pid}/task/{task}/children') as file:
+                pids.update(int(child) for child in file.read().split())
     except OSError:
         return []
     return list(pids)
+
+
+def start_time(pid):
+    """When `pid` started, in clock ticks after boot (/proc/PID/stat field 22), or None."""
+    try:
+        with open(f'/proc/{pid}/stat') as file:
+            return int(file.read().rsplit(')', 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def start_time_now():
+    """Now, in the unit of start_time()."""
+    with open('/proc/uptime') as file:
+        return int(float(file.read().split()[0]) * os.sysconf('SC_CLK_TCK'))
 
 
 def is_traced(pid):
