@@ -51,6 +51,7 @@ class ChildWorker:
         reaches its agent) or is stopped at an exec that Frida's helper traces (TracerPid set). First,
         gating stops in every hooked process, so that nothing new is held meanwhile: what they start from
         now on runs unhooked rather than be killed with us (and is not waited for)."""
+        self._hooker.gate_new_children = False
         for session, _script in list(self._hooker.scripts.values()):
             try:
                 session.disable_child_gating()

@@ -21,6 +21,7 @@ class Hooker:
         self.main_pid = None
         self.main_failure = None
         self.awaiting_exec = set()
+        self.gate_new_children = True
 
     def hook(self, pid, gate_children, main=False):
         """Attaches, loads and inits. Raises HookError (with the user's line) on failure. The `main`
@@ -119,7 +120,8 @@ class Hooker:
                     pass
             return
         try:
-            self.hook(child.pid, gate_children=True)
+            # Once the command is gone (children.py, settle), a child hooked late gates nothing more.
+            self.hook(child.pid, gate_children=self.gate_new_children)
         except HookError as error:
             say(f'child {child.pid} ({child.origin}) runs unhooked: {error}')
         except Exception as error:  # never leave a child suspended

@@ -142,7 +142,7 @@ def on(signo, frame):
     print(signal.Signals(signo).name, flush=True)
     sys.exit(40)
 signal.signal(signal.${signal}, on)
-print('ready', flush=True)
+sys.stdout.write('ready\\n'); sys.stdout.flush()
 time.sleep(1000)
 sys.exit(1)`;
       const child = spawn(HOOK_RUN_LAUNCHER, ['--ipc', chain.ipcPath, '--', PYTHON, '-c', script], {
@@ -153,7 +153,7 @@ sys.exit(1)`;
       child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
       child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
       const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-      assert.ok(await eventually(() => stdout.includes('ready'), 20_000), stderr);
+      assert.ok(await eventually(() => stdout.includes('ready\n'), 20_000), stderr);
       child.kill(signal);
       const code = await exited;
       assert.equal(stdout, `ready\n${signal}\n`, stderr);
