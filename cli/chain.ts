@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { z } from 'zod';
 import { projectRoot } from '../runtime/paths';
 
 export const ROOT = projectRoot();
@@ -103,13 +104,15 @@ export class Program {
   }
 }
 
-export interface Published {
-  event: 'published';
-  name: string;
-  host: string;
-  key: string;
-  target: string;
-}
+/** The proxy's `--json` line for a publication the server accepted, as the chain reads it. */
+const Published = z.object({
+  event: z.literal('published'),
+  name: z.string(),
+  host: z.string(),
+  key: z.string(),
+  target: z.string(),
+});
+export type Published = z.infer<typeof Published>;
 
 /**
  * Runs a command to completion, collecting its output. With `processGroup`, the command leads its own
@@ -251,7 +254,7 @@ export class Chain {
         20_000,
         'stdout',
       );
-      this.published.set(name, JSON.parse(m[1]!) as Published);
+      this.published.set(name, Published.parse(JSON.parse(m[1]!)));
     }
   }
 
