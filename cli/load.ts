@@ -19,6 +19,8 @@ export const load = {
   tokens: () => require('../server/tokens') as typeof import('../server/tokens'),
   metrics: () => require('../runtime/metrics') as typeof import('../runtime/metrics'),
   ipcClient: () => require('../runtime/ipc-client') as typeof import('../runtime/ipc-client'),
+  forwarding: () => require('../server/forwarding') as typeof import('../server/forwarding'),
+  forwardRules: () => require('../protocol/forward-rules') as typeof import('../protocol/forward-rules'),
   statusPage: () => require('../server/status-page') as typeof import('../server/status-page'),
   hookRun: () => require('../hook/run') as typeof import('../hook/run'),
 };

@@ -58,6 +58,12 @@ export function buildProgram(): Command {
     .option('--cert <file>', 'TLS certificate (PEM) instead of the generated one')
     .option('--key <file>', 'TLS private key (PEM) for --cert')
     .option('--zone <zone>', 'DNS zone pseudo names live under', DEFAULT_ZONE)
+    .option(
+      '--forward-allow <rule>',
+      'a destination it may dial for redirectors (forwarding mode): [ACCOUNT=].suffix, name, address or CIDR, [:PORT|:LOW-HIGH]; repeatable; none by default',
+      collect,
+      [] as string[],
+    )
     .addOption(keepaliveOption())
     .addOption(graceOption())
     .addOption(logFormat())
@@ -70,6 +76,7 @@ export function buildProgram(): Command {
         cert?: string;
         key?: string;
         zone: string;
+        forwardAllow: string[];
         metrics?: string;
         metricsPerPublication?: boolean;
         keepalive: number;
@@ -95,6 +102,7 @@ export function buildProgram(): Command {
             keepaliveMs: flags.keepalive * 1000,
             graceMs: flags.grace * 1000,
             logger,
+            forwardAllow: load.forwarding().parseAllowRules(flags.forwardAllow),
             ...(metrics !== undefined ? { metrics } : {}),
           });
           daemon.read(() => server.snapshot());
@@ -187,7 +195,13 @@ export function buildProgram(): Command {
     .option('--dns <host:port>', "DNS responder for the zone, for programs the hook cannot enter ('off': none)", 'auto')
     .option('--socks <host:port>', 'SOCKS5 listener with remote names (curl --socks5-hostname), on loopback')
     .option('--http-proxy <host:port>', 'HTTP CONNECT proxy listener (curl -x), on loopback')
-    .action(async (flags: RedirectorFlags) => {
+    .option(
+      '--forward <pattern>',
+      'a plain destination reached through the tunnel server (forwarding mode): .suffix, name, address or CIDR, [:PORT|:LOW-HIGH]; repeatable',
+      collect,
+      [] as string[],
+    )
+    .action(async (flags: RedirectorFlags & { forward: string[] }) => {
       const logger = load.log().createLogger('redirector', flags.logFormat);
       try {
         const { parseServiceKey } = load.redirectorConfig();
@@ -202,6 +216,7 @@ export function buildProgram(): Command {
           serviceKeys,
           logger,
           fallbacks: load.fallbacks().fallbackOptions(flags),
+          forward: flags.forward.map((p) => load.forwardRules().parseForwardRule(p)),
         });
         daemon.read(() => redirector.snapshot());
         const info = await redirector.start();

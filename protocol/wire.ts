@@ -44,6 +44,8 @@ export const Headers = {
   received: 'underpass-received',
   /** On a redirector's CONNECT: optional service key that grants access to another account's publication. */
   serviceKey: 'underpass-service-key',
+  /** On a redirector's CONNECT: `1` — the authority is a plain destination the server dials (forwarding mode). */
+  forward: 'underpass-forward',
   /** On a refusal: the {@link ErrorCode} of the failure. */
   errorCode: 'underpass-error',
   /** On a refusal: one readable line. */

@@ -10,6 +10,7 @@ import { configure, verifyMs, type OptionsOf } from '../runtime/config';
 import type { LinkOptions } from '../runtime/link-config';
 import type { Logger } from '../runtime/log';
 import type { Metrics } from '../runtime/metrics';
+import type { ForwardRule } from '../protocol/forward-rules';
 import { CLAIM_WAIT_MS } from './claims';
 import type { FallbackOptions } from './fallback-listeners';
 
@@ -30,6 +31,8 @@ export interface RedirectorConfig {
   fallbacks: FallbackOptions;
   /** Counts tunnels and bytes (`--metrics`); absent: nothing is counted. */
   metrics: Metrics | undefined;
+  /** Plain destinations that go through the tunnel server (forwarding mode, `--forward`); none by default. */
+  forward: ForwardRule[];
 }
 
 type Required = 'link' | 'ipcPath' | 'logger';
@@ -43,6 +46,7 @@ export const defaultRedirectorConfig: Omit<RedirectorConfig, Required> = {
   claimWaitMs: CLAIM_WAIT_MS,
   fallbacks: { dns: null, socks: null, httpProxy: null },
   metrics: undefined,
+  forward: [],
 };
 
 /** The options completed from the defaults and verified; throws ConfigError naming what is wrong. */

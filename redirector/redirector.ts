@@ -36,7 +36,8 @@ import {
   type ListReply,
   type StatusReply,
 } from '../protocol/ipc';
-import { tryParsePseudoName } from '../protocol/names';
+import { formatHostPort, tryParsePseudoName } from '../protocol/names';
+import { tryMatchRule } from '../protocol/forward-rules';
 import { Headers, isUnder, NameInfo, NameList, Paths, type SessionInfo } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
 import type { MetricsSnapshot } from '../runtime/metrics';
@@ -431,6 +432,7 @@ export class Redirector implements TunnelDialer {
   private requestTunnel(
     listener: Pick<Listener, 'host' | 'port'>,
     onRefused?: (error: UnderpassError) => void,
+    extraHeaders: http2.OutgoingHttpHeaders = {},
   ): { stream: http2.ClientHttp2Stream | null; answered: Promise<Answered> } {
     const live = this.link.current();
     if (!live) {
@@ -440,8 +442,9 @@ export class Redirector implements TunnelDialer {
     }
     const stream = live.session.request({
       ':method': 'CONNECT',
-      ':authority': `${listener.host}:${listener.port}`,
+      ':authority': formatHostPort(listener),
       ...this.headersFor(listener.host),
+      ...extraHeaders,
     });
     const asked = performance.now();
     const answered = new Promise<Answered>((resolve, reject) => {
@@ -538,6 +541,7 @@ export class Redirector implements TunnelDialer {
     if (zone === undefined) throw new DialError('unavailable', 'no session to the tunnel server yet');
     // An IPv4 destination that is a pseudo address (resolved through the DNS responder) stands for its name.
     const parsed = tryParsePseudoName((net.isIPv4(name) ? this.table.tryNameOf(name) : null) ?? name, zone);
+    if (!parsed && tryMatchRule(this.options.forward, name, port) !== null) return this.dialForward(name, port);
     if (!parsed)
       throw new DialError(
         'outside-zone',
@@ -564,6 +568,25 @@ export class Redirector implements TunnelDialer {
       throw new DialError(busy ? 'unavailable' : 'refused', errorText(e));
     }
     const authority = `${target.host}:${port}`;
+    return {
+      carry: (socket) => this.carry(authority, tunnel, socket),
+      open: () => this.legOf(authority, tunnel),
+      cancel: () => tunnel.stream.close(http2.constants.NGHTTP2_CANCEL),
+    };
+  }
+
+  /** Forwarding mode: the tunnel server dials `host:port` itself (it must allow it: `--forward-allow`). */
+  private async dialForward(host: string, port: number): Promise<OpenedTunnel> {
+    const target = { host, port };
+    let tunnel: Answered;
+    try {
+      tunnel = await this.requestTunnel(target, undefined, { [Headers.forward]: '1' }).answered;
+    } catch (e) {
+      const busy = isUnderpassError(e) && ['UP_ERR_UNREACHABLE', 'UP_ERR_LIMIT'].includes(e.code);
+      throw new DialError(busy ? 'unavailable' : 'refused', errorText(e));
+    }
+    const authority = formatHostPort(target);
+    this.log.info('forwarded through the tunnel server', { target: authority });
     return {
       carry: (socket) => this.carry(authority, tunnel, socket),
       open: () => this.legOf(authority, tunnel),

@@ -8,6 +8,7 @@ import { zone } from '../protocol/names';
 import { complete, verifyCount, verifyMs, type OptionsOf } from '../runtime/config';
 import type { Logger } from '../runtime/log';
 import type { Metrics } from '../runtime/metrics';
+import type { AllowRule } from './forwarding';
 
 export interface ServerConfig {
   host: string;
@@ -35,6 +36,8 @@ export interface ServerConfig {
   graceMs: number;
   /** Counts tunnels, bytes, refusals and resumes (`--metrics`); absent: nothing is counted. */
   metrics: Metrics | undefined;
+  /** Destinations the server dials for redirectors (forwarding mode, `--forward-allow`); none by default. */
+  forwardAllow: AllowRule[];
 }
 
 type Required = 'host' | 'port' | 'dataDir' | 'logger';
@@ -53,6 +56,7 @@ export const defaultServerConfig: Omit<ServerConfig, Required> = {
   keepaliveMs: KEEPALIVE_MS,
   graceMs: GRACE_MS,
   metrics: undefined,
+  forwardAllow: [],
 };
 
 /** The options completed from the defaults and verified; throws ConfigError naming what is wrong. */

@@ -21,7 +21,7 @@ import fs from 'node:fs/promises';
 import type http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { isUnderpassError, NotFoundError, OfflineError } from '../protocol/errors';
+import { BadMessageError, isUnderpassError, NotFoundError, OfflineError } from '../protocol/errors';
 import { publicationId, pseudoName, tryParseHostPort } from '../protocol/names';
 import { Headers, Paths, WIRE_VERSION, type SessionInfo } from '../protocol/wire';
 import { keepalive, raiseSessionWindow } from '../runtime/h2';
@@ -34,6 +34,7 @@ import { MemoryDirectory, type PublicationDirectory } from './directory';
 import { EndpointRegistry, type EndpointSession } from './endpoints';
 import { Listener } from './listener';
 import { Publications, type ProxySession } from './publications';
+import { Forwarder } from './forwarding';
 import { Responder } from './respond';
 import { PublicationStore } from './store';
 import { TokenStore } from './token-store';
@@ -79,6 +80,7 @@ export class TunnelServer {
   private readonly directory: PublicationDirectory<ProxySession> = new MemoryDirectory();
   private readonly endpoints: EndpointRegistry;
   private readonly tunnels: TunnelMatcher;
+  private readonly forwarder: Forwarder;
   private readonly responder: Responder;
   private readonly startedAt = new Date().toISOString();
   readonly zone: string;
@@ -95,6 +97,9 @@ export class TunnelServer {
     this.endpoints = new EndpointRegistry(this.config.graceMs, this.log, metrics);
     this.tunnels = new TunnelMatcher(this.config, this.responder, this.log, metrics, (proxy, id, key, client) =>
       this.publications.sendControl(proxy, { type: 'tunnel', id, key, ...(client !== undefined ? { client } : {}) }),
+    );
+    this.forwarder = new Forwarder(this.config.forwardAllow, this.responder, this.log, metrics, (fields) =>
+      this.audit(fields),
     );
   }
 
@@ -224,7 +229,13 @@ export class TunnelServer {
         const resumeId = headers[Headers.resumeTunnel];
         if (typeof resumeId === 'string') this.endpoints.resumeTunnel(stream, resumeId, headers[Headers.received]);
         else if (typeof tunnelId === 'string') this.tunnels.answer(stream, tunnelId);
-        else {
+        else if (headers[Headers.forward] === '1') {
+          const target = tryParseHostPort(headers[':authority'] ?? '');
+          if (target === null) throw new BadMessageError('a forward names no HOST:PORT');
+          void this.forwarder.open(stream, account, target.host, target.port, () =>
+            this.endpoints.endpointFor(stream, account),
+          );
+        } else {
           this.responder.markTunnelRequest(stream);
           this.handleTunnelRequest(stream, account, headers, grant);
         }
