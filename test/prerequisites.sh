@@ -10,6 +10,7 @@ declare -A pkg=(
   [ssh]=openssh-client [sshd]=openssh-server [microsocks]=microsocks [rsvg-convert]=librsvg2-bin
   [gcc]=gcc [mariadb]=mariadb-client [mariadbd]=mariadb-server [ruby]=ruby [php]=php-cli [nc]=netcat-openbsd
   [javac]=default-jdk-headless [systemd-analyze]=systemd [chromium]=chromium [nginx]=nginx [dig]=dnsutils
+  [git]=git
 )
 missing=()
 for cmd in "${!pkg[@]}"; do
