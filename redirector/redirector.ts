@@ -13,12 +13,11 @@
  * When another program holds the published port on every local address, the listener takes another port
  * of the pseudo address and tells the hook which (pseudo-listener.ts).
  *
- * Length: about 600 lines, over the ~350 the house aims at. Admission (admission.ts), the IPC server,
- * the pseudo table, the listeners' ports and the fallback doors are their own files already; what is left
- * is the IPC answers, the lookups with their cache, and a listener's park-accept-join path, which share
- * the listeners and the session. The next cut is the IPC answers (hello, resolve, reverse, list, status)
- * into their own file, once the work on the fallbacks and the listener ports that is changing them now has
- * landed.
+ * Length: about 550 lines, over the ~350 the house aims at. Admission (admission.ts), the IPC server,
+ * the pseudo table, the listeners' ports, the fallback doors and the status and ls reports (reports.ts)
+ * are their own files already; what is left is the IPC answers about names and connects, the lookups with
+ * their cache, the tunnel requests, and a listener's park-accept-join path, which all share the listeners
+ * and the session. The next cut is the name answers (hello, resolve, reverse) into their own file.
  */
 import http2 from 'node:http2';
 import net from 'node:net';
@@ -33,12 +32,10 @@ import {
   type HelloReply,
   type ResolveReply,
   type ReverseReply,
-  type ListReply,
-  type StatusReply,
 } from '../protocol/ipc';
 import { formatHostPort, tryParsePseudoName } from '../protocol/names';
 import { tryMatchRule } from '../protocol/forward-rules';
-import { Headers, isUnder, NameInfo, NameList, Paths, type SessionInfo } from '../protocol/wire';
+import { Headers, NameInfo, Paths, type SessionInfo } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
 import type { MetricsSnapshot } from '../runtime/metrics';
 import { ResumableStream } from '../runtime/resumable-stream';
@@ -49,6 +46,7 @@ import { Admission } from './admission';
 import { redirectorConfig, type RedirectorConfig, type RedirectorOptions } from './config';
 import { IpcServer } from './ipc-server';
 import { listenOnPseudo, movedListenerWarning } from './pseudo-listener';
+import { Reports } from './reports';
 import { PseudoAddressTable } from './pseudo-table';
 import { FallbackListeners } from './fallback-listeners';
 import { DialError, type OpenedTunnel, type TunnelDialer } from './tunnel-dialer';
@@ -72,8 +70,6 @@ interface Answered {
 }
 
 const NAME_TTL_MS = 30_000;
-/** Refusals `underpass status` shows. */
-const MAX_REFUSALS_KEPT = 20;
 
 function ignoreError(): void {}
 
@@ -101,7 +97,7 @@ export class Redirector implements TunnelDialer {
   private info: SessionInfo | null = null;
   private readonly sockets = new Set<net.Socket>();
   private readonly admission: Admission;
-  private readonly refusals: StatusReply['refusals'] = [];
+  private readonly reports: Reports;
   private readonly fallbacks: FallbackListeners;
 
   private readonly options: RedirectorConfig;
@@ -117,16 +113,25 @@ export class Redirector implements TunnelDialer {
     this.link.on('up', (_session: http2.ClientHttp2Session, info: SessionInfo) => {
       this.info = info;
     });
+    this.reports = new Reports({
+      link: this.link,
+      info: () => this.info,
+      zone: () => this.zone(),
+      listeners: () => this.listeners.values(),
+      fallbacks: () => this.handleHello().listeners ?? {},
+      keyedHosts: () => this.options.serviceKeys.keys(),
+      lookup: (host) => this.lookup(host),
+    });
     this.ipc = new IpcServer(
       options.ipcPath,
       {
         hello: () => this.handleHello(),
-        resolve: async (r) => this.noted(await this.handleResolve(r.name)),
-        connect: async (r) => this.noted(await this.handleConnect(r.address, r.port)),
-        reverse: (r) => this.noted(this.handleReverse(r.address)),
+        resolve: async (r) => this.reports.noted(await this.handleResolve(r.name)),
+        connect: async (r) => this.reports.noted(await this.handleConnect(r.address, r.port)),
+        reverse: (r) => this.reports.noted(this.handleReverse(r.address)),
         claim: (r) => this.handleClaim(r),
-        status: () => this.handleStatus(),
-        list: async (r) => this.noted(await this.handleList(r.under)),
+        status: () => this.reports.status(),
+        list: async (r) => this.reports.noted(await this.reports.list(r.under)),
       },
       options.logger,
     );
@@ -270,95 +275,6 @@ export class Redirector implements TunnelDialer {
     return { ok: true, name, ...(listener === undefined ? {} : movedOf(listener)) };
   }
 
-  /**
-   * `underpass ls`: what the server lists for our token under `under` (a pseudo name's suffix; without
-   * the zone, the zone is added), and the publications whose service keys we hold.
-   */
-  private async handleList(under: string): Promise<ListReply | ErrorReply> {
-    const live = this.link.current();
-    if (!live) return { ok: false, code: 'UNAVAILABLE', message: 'no session to the tunnel server (reconnecting)' };
-    const zone = this.zone();
-    const lowered = under.toLowerCase().replace(/\.$/, '');
-    const suffix = lowered === '' || isUnder(lowered, zone) ? lowered : `${lowered}.${zone}`;
-    let listed: NameList;
-    try {
-      listed = await getJson(
-        live.session,
-        { ':path': `${Paths.list}?under=${encodeURIComponent(suffix)}`, ...this.link.authHeaders() },
-        NameList,
-        {
-          refused: 'the server refused the list',
-          closed: (e) => new UnreachableError(`the session closed during the list${e ? ` (${e.message})` : ''}`, e),
-          malformed: 'the server sent a malformed list',
-        },
-      );
-    } catch (e) {
-      return { ok: false, code: 'UNAVAILABLE', message: isUnderpassError(e) ? e.message : String(e) };
-    }
-    const names = listed.names.map(({ host, port, online }) => ({ host, port, online }));
-    for (const host of this.options.serviceKeys.keys()) {
-      if (!isUnder(host, suffix) || names.some((n) => n.host === host)) continue;
-      try {
-        const info = await this.lookup(host);
-        names.push({ host: info.host, port: info.port, online: info.online });
-      } catch {
-        // A key whose publication is gone lists nothing; its lookup logs why when it is used.
-      }
-    }
-    return { ok: true, names, truncated: listed.truncated };
-  }
-
-  /** Keeps the latest refusals for `underpass status`. */
-  private noteRefusal(code: string, message: string): void {
-    this.refusals.push({ time: new Date().toISOString(), code, message });
-    if (this.refusals.length > MAX_REFUSALS_KEPT) this.refusals.shift();
-  }
-
-  private noted<T extends { ok: boolean }>(reply: T): T {
-    if (!reply.ok && 'code' in reply && 'message' in reply) this.noteRefusal(String(reply.code), String(reply.message));
-    return reply;
-  }
-
-  /** `underpass status`: the session (with a PING's round trip), the listeners, the latest refusals. */
-  private async handleStatus(): Promise<StatusReply> {
-    const live = this.link.current();
-    const rttMs =
-      live === null
-        ? undefined
-        : await new Promise<number | undefined>((resolve) => {
-            const timer = setTimeout(() => resolve(undefined), 2_000);
-            try {
-              live.session.ping((error, duration) => {
-                clearTimeout(timer);
-                resolve(error ? undefined : duration);
-              });
-            } catch {
-              clearTimeout(timer);
-              resolve(undefined);
-            }
-          });
-    const route = this.link.route;
-    return {
-      ok: true,
-      session: {
-        up: live !== null,
-        server: this.link.server,
-        ...(route !== null ? { route } : {}),
-        ...(rttMs !== undefined ? { rttMs } : {}),
-        ...(this.info !== null ? { account: this.info.account, zone: this.info.zone } : {}),
-      },
-      listeners: [...this.listeners.values()].map((l) => ({
-        host: l.host,
-        address: l.address,
-        port: l.port,
-        ...(l.moved !== null ? { listenPort: l.moved.listenPort } : {}),
-      })),
-      fallbacks: this.handleHello().listeners ?? {},
-      tunnels: this.link.tunnels.size,
-      refusals: [...this.refusals],
-    };
-  }
-
   /** A hook names a connection it opened to one of our listeners: admit it without the /proc check. */
   private handleClaim(claim: ClaimRequest): void {
     // Claims for listeners we do not have would only take room in the table.
@@ -453,7 +369,7 @@ export class Redirector implements TunnelDialer {
         this.options.metrics?.tunnelOpened(error.code, listener.host);
         // A blocking connect's refusal is noted with its IPC reply; an optimistic one has none.
         if (onRefused !== undefined)
-          this.noteRefusal(error.code, `${listener.host}:${listener.port}: ${error.message}`);
+          this.reports.noteRefusal(error.code, `${listener.host}:${listener.port}: ${error.message}`);
         onRefused?.(error);
         reject(error);
       };
