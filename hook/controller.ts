@@ -9,6 +9,12 @@
 import path from 'node:path';
 import { projectRoot } from '../runtime/paths';
 
+/** What `hook-run --publish [NAME] [--json]` asks: the command's listening socket published as NAME. */
+export interface PublishOption {
+  name: string;
+  json: boolean;
+}
+
 /** Runs a command with the hook, or hooks a running process; resolves to the exit status to report. */
 export interface HookController {
   readonly kind: 'frida-binding' | 'python-sidecar';

@@ -6,7 +6,7 @@
 import type * as Frida from 'frida' with { 'resolution-mode': 'import' };
 import { readFileSync } from 'node:fs';
 import { HookRunError } from './controller';
-import type { HookController, HookPaths } from './controller';
+import type { HookController, HookPaths, PublishOption } from './controller';
 
 /** The binding's module namespace. */
 type FridaModule = typeof Frida;
@@ -62,6 +62,7 @@ export class FridaBindingController implements HookController {
     private readonly frida: FridaModule,
     private readonly paths: HookPaths,
     private readonly ipcPath: string,
+    private readonly publish?: PublishOption,
   ) {}
 
   async run(command: string[]): Promise<number> {
@@ -176,7 +177,10 @@ export class FridaBindingController implements HookController {
     await script.load();
     let result: unknown;
     try {
-      result = await callExport(script, 'init', { ipcPath: this.ipcPath });
+      result = await callExport(script, 'init', {
+        ipcPath: this.ipcPath,
+        ...(this.publish !== undefined ? { publish: this.publish } : {}),
+      });
     } catch (error) {
       await session.detach().catch(() => undefined);
       const text = messageOf(error);

@@ -3,8 +3,10 @@ child that child gating suspends, hook it and always resume it. The user's lines
 wrong on the way are worded here.
 """
 
+import json
 import os
 import signal
+import sys
 
 from messages import HookError, debug, one_line, say
 
@@ -12,8 +14,10 @@ from messages import HookError, debug, one_line, say
 class Hooker:
     """Loads the agent into processes and keeps their scripts alive."""
 
-    def __init__(self, frida, device, source, ipc_path):
+    def __init__(self, frida, device, source, ipc_path, publish=None):
         self.frida = frida
+        # hook-run --publish: {'name', 'json'}; every hooked process publishes its listening socket.
+        self.publish = publish
         self.device = device
         self.source = source
         self.ipc_path = ipc_path
@@ -48,6 +52,8 @@ class Hooker:
             script.on('message', lambda message, data: self.on_message(pid, message))
             script.load()
             options = {'ipcPath': self.ipc_path}
+            if self.publish is not None:
+                options['publish'] = self.publish
             if main:
                 options['controllerPid'] = os.getpid()
             result = script.exports_sync.init(options)
@@ -74,6 +80,8 @@ class Hooker:
             payload = message.get('payload') or {}
             if isinstance(payload, dict) and payload.get('type') == 'warning':
                 say(f'process {pid}: {payload.get("message")}')
+            elif isinstance(payload, dict) and payload.get('type') == 'published':
+                announce_publication(pid, payload, self.publish)
             else:
                 debug(f'process {pid}: {payload}')
         elif message.get('type') == 'error':
@@ -169,3 +177,24 @@ def kill_quietly(pid):
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
+
+
+def announce_publication(pid, payload, publish):
+    """One line (or one JSON object, with --json) on stderr for a publication made for the command."""
+    event = {
+        'event': str(payload.get('event', 'published')),
+        'name': str(payload.get('name', '')),
+        'host': str(payload.get('host', '')),
+        'port': int(payload.get('port', 0)),
+        'pid': pid,
+    }
+    if publish is not None and publish.get('json'):
+        try:
+            sys.stderr.write(json.dumps(event) + '\n')
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+    elif event['event'] == 'published':
+        say(f'published {event["name"]}: {event["host"]}:{event["port"]} (process {pid})')
+    else:
+        say(f'unpublished {event["name"]} (process {pid})')

@@ -5,7 +5,9 @@
  *
  *   hook-run [--ipc PATH] -- COMMAND [ARGS...]
  *   hook-run [--ipc PATH] --pid PID
+ *   hook-run [--ipc PATH] --publish [NAME] [--json] -- SERVER_COMMAND [ARGS...]
  */
+import path from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { defaultIpcPath } from '../runtime/paths';
 import { HookRunError } from './controller';
@@ -24,6 +26,11 @@ export async function runHookCli(argv: string[]): Promise<number> {
     .usage('[--ipc PATH] -- COMMAND [ARGS...] | [--ipc PATH] --pid PID')
     .option('--ipc <path>', 'IPC endpoint of the redirector', defaultIpcPath())
     .option('--pid <pid>', 'hook this running process instead of running a command')
+    .option(
+      '--publish [name]',
+      "publish the command's listening TCP socket as NAME (default: the program's name) through the redirector",
+    )
+    .option('--json', 'with --publish: one JSON object per publication on stderr')
     .helpOption('-h, --help', 'show this help')
     .exitOverride()
     .configureOutput({ writeErr: () => undefined, writeOut: (text) => process.stdout.write(text) })
@@ -38,7 +45,7 @@ export async function runHookCli(argv: string[]): Promise<number> {
     }
     throw error;
   }
-  const options = program.opts<{ ipc: string; pid?: string }>();
+  const options = program.opts<{ ipc: string; pid?: string; publish?: string | true; json?: boolean }>();
 
   if (options.pid !== undefined && command.length > 0)
     return fail(`give either --pid PID or -- COMMAND, not both (usage: ${USAGE})`, 2);
@@ -46,7 +53,23 @@ export async function runHookCli(argv: string[]): Promise<number> {
   if (options.ipc === '') return fail('--ipc needs a path', 2);
 
   try {
-    const controller = await pickController(options.ipc);
+    const publish =
+      options.publish === undefined
+        ? undefined
+        : {
+            // `--publish` alone takes the program's name, as a publication name allows it.
+            name:
+              options.publish === true
+                ? path
+                    .basename(command[0] ?? 'app')
+                    .toLowerCase()
+                    .replace(/[^a-z0-9-]/g, '-')
+                : options.publish,
+            json: options.json === true,
+          };
+    if (publish !== undefined && options.pid !== undefined)
+      return fail('--publish goes with -- SERVER_COMMAND, not --pid', 2);
+    const controller = await pickController(options.ipc, undefined, publish);
     if (options.pid !== undefined) {
       const pid = Number(options.pid);
       if (!/^\d+$/.test(options.pid) || !Number.isSafeInteger(pid) || pid <= 0)

@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import { HookRunError } from './controller';
-import type { HookController, HookPaths } from './controller';
+import type { HookController, HookPaths, PublishOption } from './controller';
 
 /** What hook-run passes on to its command. */
 const RELAYED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
@@ -18,6 +18,7 @@ export class SidecarController implements HookController {
   constructor(
     private readonly paths: HookPaths,
     private readonly ipcPath: string,
+    private readonly publish?: PublishOption,
   ) {}
 
   run(command: string[]): Promise<number> {
@@ -31,6 +32,10 @@ export class SidecarController implements HookController {
   private runSidecar(tail: string[]): Promise<number> {
     // -S: the sidecar puts its .venv's site-packages on sys.path itself, sparing site.py's start-up.
     const args = ['-S', this.paths.sidecar, '--agent', this.paths.agent, '--ipc', this.ipcPath, '--exit-with-parent'];
+    if (this.publish !== undefined) {
+      args.push('--publish', this.publish.name);
+      if (this.publish.json) args.push('--json');
+    }
     return new Promise((resolve, reject) => {
       const child = spawn(this.paths.venvPython, args.concat(tail), { stdio: 'inherit' });
       // The sidecar passes every one of these on (hook/signal_relay.py), except what the terminal sent,

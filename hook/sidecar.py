@@ -37,7 +37,15 @@ PR_SET_PDEATHSIG = 1
 
 
 def parse_args(argv):
-    options = {'agent': None, 'ipc': None, 'pid': None, 'command': None, 'exit_with_parent': False}
+    options = {
+        'agent': None,
+        'ipc': None,
+        'pid': None,
+        'command': None,
+        'exit_with_parent': False,
+        'publish': None,
+        'json': False,
+    }
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -48,7 +56,11 @@ def parse_args(argv):
             options['exit_with_parent'] = True
             i += 1
             continue
-        if arg in ('--agent', '--ipc', '--pid'):
+        if arg == '--json':
+            options['json'] = True
+            i += 1
+            continue
+        if arg in ('--agent', '--ipc', '--pid', '--publish'):
             if i + 1 >= len(argv):
                 raise UsageError(f'{arg} needs a value')
             options[arg[2:]] = argv[i + 1]
@@ -99,7 +111,8 @@ def main(argv):
         return 1
 
     device = frida.get_local_device()
-    hooker = Hooker(frida, device, source, options['ipc'])
+    publish = {'name': options['publish'], 'json': options['json']} if options['publish'] else None
+    hooker = Hooker(frida, device, source, options['ipc'], publish)
     try:
         if options['pid'] is not None:
             return attach_process(hooker, options['pid'], relay)

@@ -9,7 +9,7 @@
  * `agentIpcTable` writes from the same table when hook/build-agent.mjs bundles it. Its types come from
  * here as type-only imports, which cost the bundle nothing.
  *
- * Version notes. v1 as first shipped: hello, resolve, open-tunnel, reverse. Added within v1: `list` (for `underpass ls`) and `status` (for
+ * Version notes. v1 as first shipped: hello, resolve, open-tunnel, reverse. Added within v1: `publish` (for `hook-run --publish`), `list` (for `underpass ls`) and `status` (for
  * `underpass status`, which an older redirector does not answer: the command then says so), `claim`, and
  * `features` in the hello reply announcing it. IPC_VERSION did not change, because the hello check is an
  * exact match and a new number would turn every mixed pair away: an older agent never claims and is
@@ -135,6 +135,21 @@ export const ReverseReply = z.object({
 });
 export type ReverseReply = z.infer<typeof ReverseReply>;
 
+/**
+ * `hook-run --publish NAME`: the hooked server app listens on `port` (of `address`): the redirector
+ * publishes NAME for it through a session of its own, and answers once the server accepted it.
+ */
+export const PublishRequest = z.object({
+  name: z.string().min(1).max(200),
+  address: z.string().max(64),
+  port,
+  pid: z.number().int(),
+});
+export type PublishRequest = z.infer<typeof PublishRequest>;
+
+export const PublishReply = z.object({ ok, host: z.string(), port });
+export type PublishReply = z.infer<typeof PublishReply>;
+
 /** `underpass status`: nothing to ask, all to hear. */
 export const StatusRequest = z.object({});
 export type StatusRequest = z.infer<typeof StatusRequest>;
@@ -201,6 +216,7 @@ export const IpcMessages = {
   claim: { event: 'claim', request: ClaimRequest, reply: null },
   status: { event: 'status', request: StatusRequest, reply: StatusReply },
   list: { event: 'list', request: ListRequest, reply: ListReply },
+  publish: { event: 'publish', request: PublishRequest, reply: PublishReply },
 } as const;
 
 export type IpcKind = keyof typeof IpcMessages;
@@ -223,6 +239,7 @@ export const IpcEvent = {
   claim: IpcMessages.claim.event,
   status: IpcMessages.status.event,
   list: IpcMessages.list.event,
+  publish: IpcMessages.publish.event,
   reply: IPC_REPLY_EVENT,
 } as const;
 
@@ -234,6 +251,7 @@ const requestSchemas: { [K in IpcKind]: z.ZodType<IpcRequest<K>> } = {
   claim: ClaimRequest,
   status: StatusRequest,
   list: ListRequest,
+  publish: PublishRequest,
 };
 
 const replySchemas: { [K in IpcRequestKind]: z.ZodType<IpcReply<K>> } = {
@@ -243,6 +261,7 @@ const replySchemas: { [K in IpcRequestKind]: z.ZodType<IpcReply<K>> } = {
   reverse: z.union([ReverseReply, ErrorReply]),
   status: z.union([StatusReply, ErrorReply]),
   list: z.union([ListReply, ErrorReply]),
+  publish: z.union([PublishReply, ErrorReply]),
 };
 
 /** A request's data, parsed; null when it does not fit the request's schema. */
@@ -281,6 +300,7 @@ export function agentIpcTable(): AgentIpcTable {
       reverse: replyShape('reverse'),
       status: replyShape('status'),
       list: replyShape('list'),
+      publish: replyShape('publish'),
     },
   };
 }

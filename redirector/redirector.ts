@@ -46,6 +46,7 @@ import { Admission } from './admission';
 import { redirectorConfig, type RedirectorConfig, type RedirectorOptions } from './config';
 import { IpcServer } from './ipc-server';
 import { listenOnPseudo, movedListenerWarning } from './pseudo-listener';
+import { AppPublications } from './app-publications';
 import { Reports } from './reports';
 import { PseudoAddressTable } from './pseudo-table';
 import { FallbackListeners } from './fallback-listeners';
@@ -98,6 +99,7 @@ export class Redirector implements TunnelDialer {
   private readonly sockets = new Set<net.Socket>();
   private readonly admission: Admission;
   private readonly reports: Reports;
+  private readonly appPublications: AppPublications;
   private readonly fallbacks: FallbackListeners;
 
   private readonly options: RedirectorConfig;
@@ -113,6 +115,7 @@ export class Redirector implements TunnelDialer {
     this.link.on('up', (_session: http2.ClientHttp2Session, info: SessionInfo) => {
       this.info = info;
     });
+    this.appPublications = new AppPublications(options.link, options.logger);
     this.reports = new Reports({
       link: this.link,
       info: () => this.info,
@@ -131,6 +134,7 @@ export class Redirector implements TunnelDialer {
         reverse: (r) => this.reports.noted(this.handleReverse(r.address)),
         claim: (r) => this.handleClaim(r),
         status: () => this.reports.status(),
+        publish: async (r) => this.reports.noted(await this.appPublications.publish(r)),
         list: async (r) => this.reports.noted(await this.reports.list(r.under)),
       },
       options.logger,
@@ -173,6 +177,7 @@ export class Redirector implements TunnelDialer {
   }
 
   stop(): void {
+    this.appPublications.stop();
     this.ipc.stop();
     this.fallbacks.stop();
     for (const l of this.listeners.values()) {

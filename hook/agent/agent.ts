@@ -30,6 +30,7 @@
 import { IPC_VERSION } from '../../protocol/ipc-wire';
 import type { HelloReply } from '../../protocol/ipc';
 import { installConnectHooks } from './connect-hooks';
+import { installListenHook, revertListenHook } from './listen-hook';
 import { installFdGuard, revertFdGuard } from './fd-guard';
 import { configureGates } from './gates';
 import { installedHookNames, revertAll } from './hooks';
@@ -52,6 +53,8 @@ export interface InitOptions {
   ipcPath: string;
   /** Set for the command `hook-run` started: its pid, which this process must not outlive (lifetime.ts). */
   controllerPid?: number;
+  /** `hook-run --publish NAME`: publish the process's listening socket as NAME (listen-hook.ts). */
+  publish?: { name: string; json: boolean };
 }
 
 let initialised = false;
@@ -75,6 +78,7 @@ function init(options: InitOptions): InitResult {
   configureGates(space.zones, space.base, space.prefix);
   installResolveHooks(libc, space);
   installConnectHooks(libc, space);
+  if (options.publish !== undefined) installListenHook(libc, options.publish.name);
   initialised = true;
   return { hooked: true, hooks: [...installedHookNames(), ...guarded] };
 }
@@ -114,6 +118,7 @@ function tryUnhookableReason(): string | null {
 }
 
 function dispose(): void {
+  revertListenHook();
   revertAll();
   revertFdGuard();
   guarded = [];
