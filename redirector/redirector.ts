@@ -124,6 +124,7 @@ export class Redirector implements TunnelDialer {
       fallbacks: () => this.handleHello().listeners ?? {},
       keyedHosts: () => this.options.serviceKeys.keys(),
       lookup: (host) => this.lookup(host),
+      log: (line) => this.log.info(line),
     });
     this.ipc = new IpcServer(
       options.ipcPath,

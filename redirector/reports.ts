@@ -12,6 +12,8 @@ import type { ServerLink } from '../runtime/server-link';
 
 /** Refusals `underpass status` shows. */
 export const MAX_REFUSALS_KEPT = 20;
+/** How many distinct refusal messages are remembered as logged before the memory starts over. */
+const MAX_REFUSALS_LOGGED = 1000;
 
 /** What the reports read of the redirector. */
 export interface ReportSources {
@@ -24,15 +26,27 @@ export interface ReportSources {
   /** The hosts whose service keys the redirector holds. */
   keyedHosts: () => Iterable<string>;
   lookup: (host: string) => Promise<NameInfo>;
+  /** Writes one line to the redirector's log. */
+  log: (line: string) => void;
 }
 
 export class Reports {
   private readonly refusals: StatusReply['refusals'] = [];
+  /** Refusal messages already logged. */
+  private readonly logged = new Set<string>();
 
   constructor(private readonly sources: ReportSources) {}
 
-  /** Keeps a refusal for `underpass status`. */
+  /**
+   * Keeps a refusal for `underpass status`, and logs it the first time: once per distinct refusal, as the
+   * hook tells the app, so that an app that retries does not flood the log.
+   */
   noteRefusal(code: string, message: string): void {
+    if (!this.logged.has(message)) {
+      if (this.logged.size >= MAX_REFUSALS_LOGGED) this.logged.clear();
+      this.logged.add(message);
+      this.sources.log(`refused a hook's request (${code}): ${message}`);
+    }
     this.refusals.push({ time: new Date().toISOString(), code, message });
     if (this.refusals.length > MAX_REFUSALS_KEPT) this.refusals.shift();
   }

@@ -4,7 +4,7 @@
  * it, a claim, whose failure the app never sees.
  */
 import { trySockaddrIPv4 } from '../../protocol/ipc-wire';
-import type { HelloReply, IPv4Endpoint } from '../../protocol/ipc';
+import type { ErrorReply, HelloReply, IPv4Endpoint } from '../../protocol/ipc';
 import { ipcNotify, IpcTransportError, ipcRequest } from './ipc-client';
 import { ECONNREFUSED, EINPROGRESS, EINTR, ETIMEDOUT, getLibc, libcFunctions } from './libc';
 import { isKnown, noteListener } from './listen-ports';
@@ -18,6 +18,7 @@ export function resolvePseudoName(name: string): ResolveOutcome {
       noteListener(reply.address, reply.moved);
       return { kind: 'ok', name: reply.name, address: reply.address };
     }
+    reportRefusal(reply);
     return reply.code === 'NOT_FOUND' || reply.code === 'BAD_REQUEST' ? { kind: 'not-found' } : { kind: 'again' };
   } catch (error) {
     warnOnce(error);
@@ -32,7 +33,10 @@ export function resolvePseudoName(name: string): ResolveOutcome {
 export function requestConnect(address: string, port: number): number {
   try {
     const reply = ipcRequest('connect', { address, port });
-    if (!reply.ok) return ECONNREFUSED;
+    if (!reply.ok) {
+      reportRefusal(reply);
+      return ECONNREFUSED;
+    }
     noteListener(address, reply.moved);
     return 0;
   } catch (error) {
@@ -132,4 +136,26 @@ function warnOnce(error: unknown): void {
     type: 'warning',
     message: `redirector unreachable: ${error instanceof Error ? error.message : String(error)}`,
   });
+}
+
+/** What to do about a refusal, by its code: the redirector's message says what happened. */
+const REMEDY: Record<ErrorReply['code'], string> = {
+  NOT_FOUND: "check the name: 'underpass ls' lists the publications this redirector may use",
+  REFUSED: "a publication answers on its own port only, while its service runs; 'underpass ls' shows both",
+  UNAVAILABLE: "the redirector cannot serve it now: 'underpass status' and the redirector's log say why",
+  BAD_REQUEST: 'the hook and the redirector disagree on the IPC protocol: run the same version of both',
+};
+
+const reported = new Set<string>();
+
+/**
+ * One line to the controller (hook-run prints it on the app's stderr) for each distinct refusal the hook
+ * turns into an error code (EAI_NONAME, EAI_AGAIN, ECONNREFUSED), so the user learns why, not just that,
+ * a lookup or connect failed; once per cause in this process, never on every call of an app that retries.
+ */
+function reportRefusal(reply: ErrorReply): void {
+  const key = `${reply.code}\0${reply.message}`;
+  if (reported.has(key) || reported.size >= 100) return;
+  reported.add(key);
+  send({ type: 'warning', message: `${reply.message}: ${REMEDY[reply.code]}` });
 }

@@ -33,7 +33,10 @@ describe('access: accounts, grants and service keys', function () {
   ];
 
   /** Starts a redirector for bob and runs a client through it; returns the client's line. */
-  async function bobReaches(host: string, extra: string[] = []): Promise<{ line: string; redirector: Program }> {
+  async function bobReaches(
+    host: string,
+    extra: string[] = [],
+  ): Promise<{ line: string; stderr: string; redirector: Program }> {
     const ipc = path.join(dir, `r${programs.length}.sock`);
     const redirector = start('redirector', [
       UNDERPASS,
@@ -58,7 +61,7 @@ try:
     s = socket.create_connection(('${host}', ${echoPort})); s.sendall(b'in\\n'); print(s.recv(10).decode().strip())
 except socket.gaierror: print('no such name')`,
     ]);
-    return { line: r.stdout.trim() + r.stderr.trim(), redirector };
+    return { line: r.stdout.trim(), stderr: r.stderr, redirector };
   }
 
   before(async function () {
@@ -113,7 +116,12 @@ except socket.gaierror: print('no such name')`,
 
   it("another account's publication: invisible without a grant or key, reachable with either", async function () {
     const denied = await bobReaches(published.get('private')!.host);
-    assert.equal(denied.line, 'no such name');
+    assert.equal(denied.line, 'no such name', denied.stderr);
+    // The refusal's reason reaches the app's stderr in one line (issue 12).
+    assert.match(
+      denied.stderr,
+      /^hook-run: process \d+: \S+ belongs to another account: present its service key[^\n]*\n$/,
+    );
     await denied.redirector.waitFor(
       /private\.alice\.underpass\.internal belongs to another account: present its service key/,
     );
