@@ -192,6 +192,11 @@ export function inNetns(netns: string | undefined, command: string, args: string
 }
 
 /** The whole chain: tunnel server, one service proxy publishing `publish`, one redirector. */
+/** A real web server (Python's http.server) serving `dir` on 127.0.0.1:`port`. */
+export function httpServer(port: number, dir: string, label = 'web'): Program {
+  return new Program(label, PYTHON, ['-m', 'http.server', String(port), '--bind', '127.0.0.1', '--directory', dir]);
+}
+
 export class Chain {
   server!: Program;
   proxy!: Program;

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Chain, freePort, Program, tmpDir } from '../cli/chain';
+import { Chain, freePort, httpServer, tmpDir } from '../cli/chain';
 
 function step(text: string): void {
   process.stdout.write(`\n▶ ${text}\n`);
@@ -18,15 +18,7 @@ async function main(): Promise<number> {
   step(
     `a real web server on 127.0.0.1:${webPort} (python3 -m http.server), standing in for the service behind a firewall`,
   );
-  const web = new Program('web', 'python3', [
-    '-m',
-    'http.server',
-    String(webPort),
-    '--bind',
-    '127.0.0.1',
-    '--directory',
-    webDir,
-  ]);
+  const web = httpServer(webPort, webDir);
   const chain = new Chain([`web=127.0.0.1:${webPort}`]);
   try {
     await web.waitFor(/Serving HTTP/);

@@ -15,6 +15,7 @@ import {
   Chain,
   freePort,
   HOOK_RUN_LAUNCHER,
+  httpServer,
   lineEchoServer,
   Program,
   PYTHON,
@@ -53,17 +54,7 @@ describe('programs the hook cannot enter: DNS responder, SOCKS5, HTTP proxy, for
     fs.mkdirSync(path.join(dir, 'www'));
     fs.writeFileSync(path.join(dir, 'www', 'page.txt'), page);
     extra.push(lineEchoServer(echoPort, { upper: true }));
-    extra.push(
-      new Program('web', PYTHON, [
-        '-m',
-        'http.server',
-        String(webPort),
-        '--bind',
-        '127.0.0.1',
-        '--directory',
-        path.join(dir, 'www'),
-      ]),
-    );
+    extra.push(httpServer(webPort, path.join(dir, 'www')));
 
     const pgDir = path.join(dir, 'pg');
     fs.mkdirSync(pgDir);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Chain, freePort, lineEchoServer, Program, PYTHON, tmpDir } from '../harness';
+import { Chain, freePort, httpServer, lineEchoServer, Program, PYTHON, tmpDir } from '../harness';
 
 describe('the spine: an unmodified client reaches a published service', function () {
   let chain: Chain;
@@ -37,17 +37,7 @@ describe('the spine: an unmodified client reaches a published service', function
         'no',
       ]),
     );
-    extra.push(
-      new Program('http.server', 'python3', [
-        '-m',
-        'http.server',
-        String(webPort),
-        '--bind',
-        '127.0.0.1',
-        '--directory',
-        webDir,
-      ]),
-    );
+    extra.push(httpServer(webPort, webDir, 'http.server'));
     // A real echo server, upper-casing what it reads.
     extra.push(lineEchoServer(echoPort, { upper: true }));
     await extra[0]!.waitFor(/Ready to accept connections/);

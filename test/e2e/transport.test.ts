@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Chain, HOOK_RUN, PYTHON, Program, UNDERPASS, freePort, inNetns, run, tmpDir } from '../harness';
+import { Chain, HOOK_RUN, httpServer, PYTHON, Program, UNDERPASS, freePort, inNetns, run, tmpDir } from '../harness';
 import { ClientHost } from '../netns';
 
 const PY_ECHO = (port: number, host = '127.0.0.1'): string[] => [
@@ -155,15 +155,7 @@ except OSError as e: print('blocked')`,
       fs.writeFileSync(path.join(webDir, 'big.bin'), big);
       sha50 = crypto.createHash('sha256').update(big).digest('hex');
       const webPort = await freePort();
-      web = new Program('web', 'python3', [
-        '-m',
-        'http.server',
-        String(webPort),
-        '--bind',
-        '127.0.0.1',
-        '--directory',
-        webDir,
-      ]);
+      web = httpServer(webPort, webDir);
       await web.waitFor(/Serving HTTP/);
       chain = await new Chain([`echo=127.0.0.1:${echoPort}`, `web=127.0.0.1:${webPort}`], {
         redirectorArgs: ['--keepalive', '1'],
