@@ -5,6 +5,7 @@
  */
 import type * as Frida from 'frida' with { 'resolution-mode': 'import' };
 import { readFileSync } from 'node:fs';
+import { AgentInitResult, AgentMessage, publicationLine } from './agent-messages';
 import { HookRunError } from './controller';
 import type { HookController, HookPaths, PublishOption } from './controller';
 
@@ -13,24 +14,6 @@ type FridaModule = typeof Frida;
 
 /** UNDERPASS_HOOK_DEBUG=1: one line per hooked process, as the sidecar prints. */
 const DEBUG = !['', '0', undefined].includes(process.env.UNDERPASS_HOOK_DEBUG);
-
-/** What the agent's `init` answers (hook/agent/agent.ts, InitResult); checked, since RPC results are untyped. */
-interface AgentInitResult {
-  hooked: boolean;
-  hooks: string[];
-  notice?: string;
-}
-
-function isAgentInitResult(value: unknown): value is AgentInitResult {
-  if (typeof value !== 'object' || value === null) return false;
-  const result = value as Record<string, unknown>;
-  return (
-    typeof result['hooked'] === 'boolean' &&
-    Array.isArray(result['hooks']) &&
-    result['hooks'].every((hook) => typeof hook === 'string') &&
-    (result['notice'] === undefined || typeof result['notice'] === 'string')
-  );
-}
 
 /** The `frida` package, or null when it is not installed or its native part does not load. */
 export async function tryLoadFridaBinding(): Promise<FridaModule | null> {
@@ -169,10 +152,10 @@ export class FridaBindingController implements HookController {
         process.stderr.write(`hook-run: process ${pid}: hook error: ${message.description}\n`);
         return;
       }
-      const payload: unknown = message.payload;
-      if (typeof payload === 'object' && payload !== null && (payload as { type?: unknown }).type === 'warning') {
-        process.stderr.write(`hook-run: process ${pid}: ${String((payload as { message?: unknown }).message)}\n`);
-      }
+      const parsed = AgentMessage.safeParse(message.payload);
+      if (!parsed.success) return;
+      if (parsed.data.type === 'warning') process.stderr.write(`hook-run: process ${pid}: ${parsed.data.message}\n`);
+      else process.stderr.write(publicationLine(parsed.data, pid, this.publish?.json === true) + '\n');
     });
     await script.load();
     let result: unknown;
@@ -187,13 +170,14 @@ export class FridaBindingController implements HookController {
       if (text.includes('no redirector at ')) throw noRedirector(this.ipcPath);
       throw new HookRunError(`hook failed in process ${pid}: ${text}`);
     }
-    if (!isAgentInitResult(result)) {
+    const init = AgentInitResult.safeParse(result);
+    if (!init.success) {
       await session.detach().catch(() => undefined);
       throw new HookRunError(`hook failed in process ${pid}: the agent's init answered ${JSON.stringify(result)}`);
     }
-    if (!result.hooked)
-      process.stderr.write(`hook-run: process ${pid}: ${result.notice ?? 'cannot be hooked'}; it runs unhooked\n`);
-    else if (DEBUG) process.stderr.write(`hook-run: hooked process ${pid} (${result.hooks.join(', ')})\n`);
+    if (!init.data.hooked)
+      process.stderr.write(`hook-run: process ${pid}: ${init.data.notice ?? 'cannot be hooked'}; it runs unhooked\n`);
+    else if (DEBUG) process.stderr.write(`hook-run: hooked process ${pid} (${init.data.hooks.join(', ')})\n`);
     return script;
   }
 
