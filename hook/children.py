@@ -66,6 +66,20 @@ class ChildWorker:
                 if not any(self._held(pid, ungated_after) for pid in tree):
                     return
             time.sleep(0.01)
+        # Out of time (a loaded machine: each attach is CPU-bound): whatever gating still holds runs on
+        # unhooked rather than be killed when we exit.
+        self._release_pending()
+
+    def _release_pending(self):
+        try:
+            pending = self._device.enumerate_pending_children()
+        except Exception:
+            return
+        for child in pending:
+            try:
+                self._device.resume(child.pid)
+            except Exception:
+                pass
 
     def _held(self, pid, ungated_after):
         if is_traced(pid):
