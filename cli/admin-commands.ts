@@ -5,21 +5,21 @@
 import path from 'node:path';
 import type { Command } from 'commander';
 import { ConfigError } from '../protocol/errors';
+import { collect } from './config-file';
 import { load } from './load';
 import { fail } from './options';
 
 /** Adds `token` and `service` to `program`, whose daemon commands `service install` checks flags against. */
 export function addAdminCommands(program: Command): void {
   const token = program.command('token').description("issue, list and revoke tokens in a server's data dir");
-  const repeatable = (v: string, acc: string[]): string[] => [...acc, v];
   token
     .command('create')
     .description('issue a token; prints it once, alone on the last line (only its hash is kept)')
     .requiredOption('--data-dir <dir>', "the server's data dir (a running server takes the token at once)")
     .requiredOption('--account <name>', 'the account the token acts as')
     .option('--expires <duration>', 'lifetime: 30d, 12h, 90m, 2s (default: never)')
-    .option('--publish <glob>', 'publication names it may publish (repeatable; default: any)', repeatable, [])
-    .option('--connect <glob>', 'NAME.OWNER it may reach, e.g. "*.alice" (repeatable; default: any)', repeatable, [])
+    .option('--publish <glob>', 'publication names it may publish (repeatable; default: any)', collect, [])
+    .option('--connect <glob>', 'NAME.OWNER it may reach, e.g. "*.alice" (repeatable; default: any)', collect, [])
     .option('--name <label>', 'a label for lists and the audit log')
     .action(
       (flags: {

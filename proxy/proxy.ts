@@ -13,6 +13,7 @@ import type { Logger } from '../runtime/log';
 import type { MetricsSnapshot } from '../runtime/metrics';
 import { ResumableStream } from '../runtime/resumable-stream';
 import { ServerLink } from '../runtime/server-link';
+import { dialTarget } from '../runtime/dial';
 import { abort, splice } from '../runtime/splice';
 import { proxyHeader, type ProxyClient } from './proxy-protocol';
 import { proxyConfig, type ProxyConfig, type ProxyOptions, type Target } from './config';
@@ -118,60 +119,60 @@ export class ServiceProxy extends EventEmitter {
       fail('UP_ERR_NOT_FOUND', 'the proxy holds no publication with that service key');
       return;
     }
-    const socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true });
-    const timeout = setTimeout(
-      () => socket.destroy(new Error('ETIMEDOUT')),
-      target.connectTimeoutMs ?? this.options.connectTimeoutMs,
-    );
-    socket.once('error', (e: NodeJS.ErrnoException) => {
-      clearTimeout(timeout);
-      if (socket.connecting || socket.bytesRead + socket.bytesWritten === 0) {
-        this.log.warn(`cannot connect to ${target.host}:${target.port} (${e.code ?? e.message})`, {
-          publication: target.name,
-        });
+    dialTarget(target.host, target.port, target.connectTimeoutMs ?? this.options.connectTimeoutMs, {
+      failed: (reason) => {
+        this.log.warn(`cannot connect to ${target.host}:${target.port} (${reason})`, { publication: target.name });
         fail(
           'UP_ERR_TARGET_REFUSED',
-          `${target.name}'s target ${target.host}:${target.port} refused the connection (${e.code ?? e.message})`,
+          `${target.name}'s target ${target.host}:${target.port} refused the connection (${reason})`,
         );
+      },
+      connected: (socket) => this.carryTunnel(id, target, client, asked, socket),
+    });
+  }
+
+  /** The target answered: open the stream that carries the tunnel, and splice the two. */
+  private carryTunnel(
+    id: string,
+    target: Target,
+    client: ProxyClient | undefined,
+    asked: number,
+    socket: net.Socket,
+  ): void {
+    const live = this.link.current();
+    if (!live) {
+      socket.destroy();
+      return;
+    }
+    const authority = `${target.name}:${target.port}`;
+    const stream = live.session.request({
+      ':method': 'CONNECT',
+      ':authority': authority,
+      [Headers.tunnelId]: id,
+      ...this.link.authHeaders(),
+    });
+    stream.on('error', () => undefined);
+    const leg = new ResumableStream(authority);
+    leg.attach(stream, 0);
+    this.link.tunnels.add(id, leg);
+    // Spliced at once: what the target says first (a banner, a greeting) travels right behind the
+    // HEADERS instead of waiting for the server's 200. A refusal (the client gave up meanwhile) resets
+    // the target connection before the stream's end could close it in order.
+    stream.once('response', (headers) => {
+      if (Number(headers[':status']) !== 200) {
+        abort(socket);
+        leg.destroy();
       }
     });
-    socket.once('connect', () => {
-      clearTimeout(timeout);
-      const live = this.link.current();
-      if (!live) {
-        socket.destroy();
-        return;
-      }
-      const authority = `${target.name}:${target.port}`;
-      const stream = live.session.request({
-        ':method': 'CONNECT',
-        ':authority': authority,
-        [Headers.tunnelId]: id,
-        ...this.link.authHeaders(),
-      });
-      stream.on('error', () => undefined);
-      const leg = new ResumableStream(authority);
-      leg.attach(stream, 0);
-      this.link.tunnels.add(id, leg);
-      // Spliced at once: what the target says first (a banner, a greeting) travels right behind the
-      // HEADERS instead of waiting for the server's 200. A refusal (the client gave up meanwhile) resets
-      // the target connection before the stream's end could close it in order.
-      stream.once('response', (headers) => {
-        if (Number(headers[':status']) !== 200) {
-          abort(socket);
-          leg.destroy();
-        }
-      });
-      // The header goes first, so it is the first thing the target reads, whatever the client sends.
-      if (target.proxyProtocol !== undefined && client !== undefined && socket.remoteAddress !== undefined)
-        socket.write(
-          proxyHeader(target.proxyProtocol, client, { address: socket.remoteAddress, port: socket.remotePort ?? 0 }),
-        );
-      // The proxy's splice has the service on side a: its bytes go downstream.
-      const { metrics } = this.options;
-      metrics?.tunnelOpened('ok', target.name, (performance.now() - asked) / 1000);
-      splice(socket, leg, undefined, undefined, metrics?.meter(target.name, 'b'));
-    });
+    // The header goes first, so it is the first thing the target reads, whatever the client sends.
+    if (target.proxyProtocol !== undefined && client !== undefined && socket.remoteAddress !== undefined)
+      socket.write(
+        proxyHeader(target.proxyProtocol, client, { address: socket.remoteAddress, port: socket.remotePort ?? 0 }),
+      );
+    // The proxy's splice has the service on side a: its bytes go downstream.
+    const { metrics } = this.options;
+    metrics?.tunnelOpened('ok', target.name, (performance.now() - asked) / 1000);
+    splice(socket, leg, undefined, undefined, metrics?.meter(target.name, 'b'));
   }
 
   /** What the metrics read at scrape time. */

@@ -33,7 +33,7 @@ import {
   type ResolveReply,
   type ReverseReply,
 } from '../protocol/ipc';
-import { formatHostPort, tryParsePseudoName } from '../protocol/names';
+import { formatHostPort, tryParsePseudoName, type HostPort } from '../protocol/names';
 import { tryMatchRule } from '../protocol/forward-rules';
 import { Headers, NameInfo, Paths, type SessionInfo } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
@@ -481,34 +481,26 @@ export class Redirector implements TunnelDialer {
     }
     if (info.port !== port)
       throw new DialError('refused', `${parsed.host} is published on port ${info.port}, not ${port}`);
-    const target = { host: parsed.host, port };
-    let tunnel: Answered;
-    try {
-      tunnel = await this.requestTunnel(target).answered;
-    } catch (e) {
-      const busy = isUnderpassError(e) && ['UP_ERR_UNREACHABLE', 'UP_ERR_LIMIT'].includes(e.code);
-      throw new DialError(busy ? 'unavailable' : 'refused', errorText(e));
-    }
-    const authority = `${target.host}:${port}`;
-    return {
-      carry: (socket) => this.carry(authority, tunnel, socket),
-      open: () => this.legOf(authority, tunnel),
-      cancel: () => tunnel.stream.close(http2.constants.NGHTTP2_CANCEL),
-    };
+    return this.openDialed({ host: parsed.host, port });
   }
 
   /** Forwarding mode: the tunnel server dials `host:port` itself (it must allow it: `--forward-allow`). */
   private async dialForward(host: string, port: number): Promise<OpenedTunnel> {
-    const target = { host, port };
+    const opened = await this.openDialed({ host, port }, { [Headers.forward]: '1' });
+    this.log.info('forwarded through the tunnel server', { target: formatHostPort({ host, port }) });
+    return opened;
+  }
+
+  /** Requests the tunnel a dial asked for and hands it over to the listener that dialled. */
+  private async openDialed(target: HostPort, extraHeaders?: http2.OutgoingHttpHeaders): Promise<OpenedTunnel> {
     let tunnel: Answered;
     try {
-      tunnel = await this.requestTunnel(target, undefined, { [Headers.forward]: '1' }).answered;
+      tunnel = await this.requestTunnel(target, undefined, extraHeaders).answered;
     } catch (e) {
       const busy = isUnderpassError(e) && ['UP_ERR_UNREACHABLE', 'UP_ERR_LIMIT'].includes(e.code);
       throw new DialError(busy ? 'unavailable' : 'refused', errorText(e));
     }
     const authority = formatHostPort(target);
-    this.log.info('forwarded through the tunnel server', { target: authority });
     return {
       carry: (socket) => this.carry(authority, tunnel, socket),
       open: () => this.legOf(authority, tunnel),

@@ -38,10 +38,10 @@ export function refusalFrom(headers: http2.IncomingHttpHeaders, fallback: string
   const code = headers[Headers.errorCode];
   const message = headers[Headers.errorMessage];
   const status = Number(headers[':status']);
-  // The server says why when a token it issued has ended (revoked, expired); a wrong token gets the
-  // default line, which says where the right one is.
+  // The server's own words say why, and what to do: a wrong token, or an issued one that was revoked or
+  // expired. (A server that sent none gets the generic line.)
   if (status === 401)
-    return typeof message === 'string' && message.startsWith('token ')
+    return typeof message === 'string' && message !== ''
       ? new AuthError(`the server rejected the token: ${message}`)
       : new AuthError();
   return errorOfCode(

@@ -18,6 +18,7 @@ import { Headers } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
 import type { Metrics } from '../runtime/metrics';
 import { ResumableStream } from '../runtime/resumable-stream';
+import { dialTarget } from '../runtime/dial';
 import { splice } from '../runtime/splice';
 import type { EndpointSession } from './endpoints';
 import type { Responder } from './respond';
@@ -116,33 +117,24 @@ export class Forwarder {
       );
       return;
     }
-    const socket = net.connect({ host: address, port, allowHalfOpen: true, noDelay: true });
-    const timer = setTimeout(() => socket.destroy(new Error('ETIMEDOUT')), DIAL_TIMEOUT_MS);
-    socket.once('error', (e: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      if (socket.bytesRead + socket.bytesWritten === 0)
-        this.refuse(
-          stream,
-          account,
-          target,
-          new TargetRefusedError(`${target} refused the connection (${e.code ?? e.message})`),
-        );
-    });
-    socket.once('connect', () => {
-      clearTimeout(timer);
-      if (stream.destroyed || stream.closed) {
-        socket.destroy();
-        return;
-      }
-      const id = crypto.randomBytes(12).toString('base64url');
-      stream.respond({ ':status': 200, [Headers.tunnelId]: id });
-      // The redirector's side outlives its stream for the grace period, as a relayed tunnel's does.
-      const leg = new ResumableStream('');
-      leg.attach(stream, 0);
-      endpoint().tunnels.add(id, leg);
-      this.metrics?.tunnelOpened('ok');
-      this.log.info('forwarding', { account, target, address });
-      splice(leg, socket, undefined, undefined, this.metrics?.meter(target));
+    dialTarget(address, port, DIAL_TIMEOUT_MS, {
+      failed: (reason) =>
+        this.refuse(stream, account, target, new TargetRefusedError(`${target} refused the connection (${reason})`)),
+      connected: (socket) => {
+        if (stream.destroyed || stream.closed) {
+          socket.destroy();
+          return;
+        }
+        const id = crypto.randomBytes(12).toString('base64url');
+        stream.respond({ ':status': 200, [Headers.tunnelId]: id });
+        // The redirector's side outlives its stream for the grace period, as a relayed tunnel's does.
+        const leg = new ResumableStream('');
+        leg.attach(stream, 0);
+        endpoint().tunnels.add(id, leg);
+        this.metrics?.tunnelOpened('ok');
+        this.log.info('forwarding', { account, target, address });
+        splice(leg, socket, undefined, undefined, this.metrics?.meter(target));
+      },
     });
   }
 }

@@ -207,7 +207,11 @@ export class TunnelServer {
       if (stream.session !== undefined) this.authenticated.delete(stream.session);
       this.throttle.fail(remote);
       this.log.warn('refused a request with a wrong or missing token', { remote });
-      this.responder.refuse(stream, 'UP_ERR_AUTH', 'wrong or missing token');
+      this.responder.refuse(
+        stream,
+        'UP_ERR_AUTH',
+        'wrong or missing token: check --token (the server prints where its token is)',
+      );
       return;
     }
     if (stream.session !== undefined) {

@@ -19,19 +19,19 @@ const SOCK_STREAM = 1;
 let listener: InvocationListener | null = null;
 let published: number | null = null;
 
+interface SocketQueries {
+  getsockname: NativeFunction<number, [number, NativePointerValue, NativePointerValue]>;
+  getsockopt: NativeFunction<number, [number, number, number, NativePointerValue, NativePointerValue]>;
+}
+
 /** The descriptor each thread is passing to listen(), from onEnter to onLeave. */
 const pendingFd = new Map<number, number>();
 
 /** The address and port a socket is bound to, for TCP sockets of IPv4 or IPv6; null otherwise. */
-function tryTcpEndpoint(libc: Module, fd: number): { address: string; port: number } | null {
-  const getsockname = new NativeFunction(libc.getExportByName('getsockname'), 'int', ['int', 'pointer', 'pointer']);
-  const getsockopt = new NativeFunction(libc.getExportByName('getsockopt'), 'int', [
-    'int',
-    'int',
-    'int',
-    'pointer',
-    'pointer',
-  ]);
+function tryTcpEndpoint(
+  { getsockname, getsockopt }: SocketQueries,
+  fd: number,
+): { address: string; port: number } | null {
   const type = Memory.alloc(4);
   const typeLength = Memory.alloc(4);
   typeLength.writeU32(4);
@@ -64,6 +64,17 @@ export function installListenHook(libc: Module, name: string): void {
   if (listener !== null) return;
   const target = libc.findExportByName('listen');
   if (target === null) return;
+  // Made once, here, rather than at every listen().
+  const queries: SocketQueries = {
+    getsockname: new NativeFunction(libc.getExportByName('getsockname'), 'int', ['int', 'pointer', 'pointer']),
+    getsockopt: new NativeFunction(libc.getExportByName('getsockopt'), 'int', [
+      'int',
+      'int',
+      'int',
+      'pointer',
+      'pointer',
+    ]),
+  };
   listener = Interceptor.attach(target, {
     onEnter(args) {
       pendingFd.set(this.threadId, args[0]!.toInt32());
@@ -72,7 +83,7 @@ export function installListenHook(libc: Module, name: string): void {
       const fd = pendingFd.get(this.threadId);
       pendingFd.delete(this.threadId);
       if (fd === undefined || retval.toInt32() !== 0) return;
-      const endpoint = tryTcpEndpoint(libc, fd);
+      const endpoint = tryTcpEndpoint(queries, fd);
       if (endpoint === null) return;
       if (published !== null) {
         if (published !== endpoint.port)
