@@ -23,6 +23,9 @@ import { libcFunctions } from './libc';
 
 /** System call numbers (close_range is 436 on every Linux architecture). */
 const SYS_CLOSE: Partial<Record<Architecture, number>> = { x64: 3, arm64: 57 };
+const SYS_FSTAT: Partial<Record<Architecture, number>> = { x64: 5, arm64: 80 };
+/** Where struct stat keeps st_mode: after st_dev, st_ino and (x86_64 only) st_nlink. */
+const ST_MODE_OFFSET: Partial<Record<Architecture, number>> = { x64: 24, arm64: 16 };
 const SYS_CLOSE_RANGE = 436;
 const ENOSYS = 38;
 /** close_range's "to the end" upper bound. */
@@ -40,10 +43,12 @@ const CONFIG = {
   size: 56,
 };
 
-const SOURCE = (sysClose: number): string => `
+const SOURCE = (sysClose: number, sysFstat: number, stModeOffset: number): string => `
 #include <gum/guminterceptor.h>
 
 #define SYS_CLOSE ${sysClose}
+#define SYS_FSTAT ${sysFstat}
+#define ST_MODE_OFFSET ${stModeOffset}
 #define SYS_CLOSE_RANGE ${SYS_CLOSE_RANGE}
 
 struct up_fd_config {
@@ -77,6 +82,24 @@ static int up_is_cloaked (long fd)
   return 0;
 }
 
+/*
+ * Whether a descriptor the table names is still of a kind Frida's are (a socket, or an anonymous inode
+ * such as an eventfd, whose stat has no file type). A forked child carries its parent's table, and
+ * numbers Frida gave up there may come back as the app's own pipe or file (bash's command
+ * substitutions): skipping the close of such a pipe would leave its reader waiting for ever.
+ */
+static int up_still_frida (long fd)
+{
+  unsigned long st[32];
+  unsigned int type;
+  if (SYS_FSTAT < 0 || up_fd_config.syscall == 0)
+    return 1;
+  if (((up_syscall_fn) up_fd_config.syscall) (SYS_FSTAT, fd, (long) st, 0, 0, 0, 0) != 0)
+    return 1;
+  type = *(unsigned int *) ((char *) st + ST_MODE_OFFSET) & 0170000;
+  return type == 0140000 || type == 0;
+}
+
 /* Frida's own code closing what it opened: the caller of the replaced function is inside the agent. */
 static int up_from_agent (void)
 {
@@ -90,7 +113,7 @@ static int up_from_agent (void)
 
 int up_close (int fd)
 {
-  if (up_is_cloaked (fd) && !up_from_agent ())
+  if (up_is_cloaked (fd) && !up_from_agent () && up_still_frida (fd))
     return 0;
   return ((up_close_fn) up_fd_config.close) (fd);
 }
@@ -117,7 +140,7 @@ void up_closefrom (int lowfd)
 
 long up_syscall (long n, long a, long b, long c, long d, long e, long f)
 {
-  if (n == SYS_CLOSE && up_is_cloaked (a) && !up_from_agent ())
+  if (n == SYS_CLOSE && up_is_cloaked (a) && !up_from_agent () && up_still_frida (a))
     return 0;
   if (n == SYS_CLOSE_RANGE && !up_from_agent ())
   {
@@ -151,7 +174,7 @@ export function installFdGuard(libc: Module): string[] {
   if (guard !== null) return guardedNames();
   const sysClose = SYS_CLOSE[Process.arch];
   const config = Memory.alloc(CONFIG.size);
-  const module = new CModule(SOURCE(sysClose ?? -1), {
+  const module = new CModule(SOURCE(sysClose ?? -1, SYS_FSTAT[Process.arch] ?? -1, ST_MODE_OFFSET[Process.arch] ?? 0), {
     up_fd_config: config,
     __errno_location: libcFunctions().errnoLocation,
   });

@@ -82,6 +82,16 @@ describe('a hooked program that closes every descriptor (issue 12)', function ()
     assert.match(r.stderr, /^OpenSSH/m);
   });
 
+  it("a forking shell script (pyenv's) whose children reuse Frida's old descriptor numbers for pipes exits", async function () {
+    // In a forked child the guard's table is its parent's, and a number Frida gave up there came back as
+    // a command substitution's pipe: skipping its close left the reader waiting (pyenv's shims hung).
+    const pyenv = which('pyenv');
+    if (pyenv === null) this.skip();
+    const r = await chain.hookRun([pyenv, '--version'], { timeoutMs: 60_000 });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^pyenv \d/);
+  });
+
   it('after os.closerange, a forked child and an exec child are still hooked and reach the service', async function () {
     const host = chain.host('echo');
     const script = `
