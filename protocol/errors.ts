@@ -22,6 +22,7 @@ export const ERROR_CODES = [
   'UP_ERR_LIMIT',
   'UP_ERR_NO_REDIRECTOR',
   'UP_ERR_RESET',
+  'UP_ERR_CLUSTER_UNAVAILABLE',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -155,6 +156,16 @@ export class TunnelResetError extends UnderpassError {
   }
 }
 
+/**
+ * A cluster node cannot reach the shared state (Redis): what needs another node (a publication this node
+ * does not hold, a claim) is refused until it is back; what the node holds itself keeps working.
+ */
+export class ClusterUnavailableError extends UnderpassError {
+  constructor(message: string, cause?: unknown) {
+    super('UP_ERR_CLUSTER_UNAVAILABLE', message, { cause });
+  }
+}
+
 /** The class of each code, for a code a peer sent (one table: adding a code without a class fails to compile). */
 const CLASS_OF: { [C in ErrorCode]: (message: string) => UnderpassError } = {
   UP_ERR_PROTOCOL: (m) => new ProtocolError(m),
@@ -171,6 +182,7 @@ const CLASS_OF: { [C in ErrorCode]: (message: string) => UnderpassError } = {
   UP_ERR_LIMIT: (m) => new LimitError(m),
   UP_ERR_NO_REDIRECTOR: (m) => new NoRedirectorError(m),
   UP_ERR_RESET: (m) => new TunnelResetError(m),
+  UP_ERR_CLUSTER_UNAVAILABLE: (m) => new ClusterUnavailableError(m),
 };
 
 /** The error a peer reported with `code` and `message`, as its own class. */

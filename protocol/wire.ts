@@ -103,5 +103,6 @@ export const StatusOf: Partial<Record<ErrorCode, number>> = {
   UP_ERR_LIMIT: 429,
   UP_ERR_TARGET_REFUSED: 502,
   UP_ERR_OFFLINE: 503,
+  UP_ERR_CLUSTER_UNAVAILABLE: 503,
   UP_ERR_UNREACHABLE: 504,
 };

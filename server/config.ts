@@ -38,6 +38,18 @@ export interface ServerConfig {
   metrics: Metrics | undefined;
   /** Destinations the server dials for redirectors (forwarding mode, `--forward-allow`); none by default. */
   forwardAllow: AllowRule[];
+  /** Several servers as one service (`--cluster`, `--node`, `--advertise`); absent: a cluster of one. */
+  cluster: ClusterConfig | undefined;
+}
+
+/** How a node joins a cluster: the shared state's URL, its own name, and where others reach it. */
+export interface ClusterConfig {
+  /** `redis://HOST:PORT[/DB]`, `rediss://…`, `redis+sentinel://…` or `redis+cluster://…`. */
+  url: string;
+  /** This node's name, unique in the cluster. */
+  node: string;
+  /** HOST:PORT endpoints and other nodes dial; absent: the address it listens on. */
+  advertise: string | undefined;
 }
 
 type Required = 'host' | 'port' | 'dataDir' | 'logger';
@@ -57,6 +69,7 @@ export const defaultServerConfig: Omit<ServerConfig, Required> = {
   graceMs: GRACE_MS,
   metrics: undefined,
   forwardAllow: [],
+  cluster: undefined,
 };
 
 /** The options completed from the defaults and verified; throws ConfigError naming what is wrong. */

@@ -25,13 +25,15 @@ import type http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { BadMessageError, isUnderpassError, NotFoundError, OfflineError } from '../protocol/errors';
-import { publicationId, pseudoName, tryParseHostPort } from '../protocol/names';
+import { formatHostPort, publicationId, pseudoName, tryParseHostPort } from '../protocol/names';
 import { Headers, Paths, WIRE_VERSION, type SessionInfo } from '../protocol/wire';
 import { keepalive, raiseSessionWindow } from '../runtime/h2';
 import type { Logger } from '../runtime/log';
 import type { MetricsSnapshot } from '../runtime/metrics';
 import { Accounts, AuthThrottle, loadAccountsFile, loadOrCreateToken } from './accounts';
 import { ensureIdentity } from './certificate';
+import type { ClusterView } from './cluster/cluster';
+import { LocalCluster, type LocalState } from './cluster/local-cluster';
 import { serverConfig, type ServerConfig, type ServerOptions } from './config';
 import { MemoryDirectory, type PublicationDirectory } from './directory';
 import { EndpointRegistry, type EndpointSession } from './endpoints';
@@ -86,6 +88,9 @@ export class TunnelServer {
   private readonly forwarder: Forwarder;
   private readonly responder: Responder;
   private readonly startedAt = new Date().toISOString();
+  /** Where it listens once started (what a cluster of one advertises). */
+  private address: AddressInfo | null = null;
+  private clusterView: ClusterView;
   readonly zone: string;
   certPath = '';
   tokenFile: string | null = null;
@@ -104,6 +109,23 @@ export class TunnelServer {
     this.forwarder = new Forwarder(this.config.forwardAllow, this.responder, this.log, metrics, (fields) =>
       this.audit(fields),
     );
+    this.clusterView = new LocalCluster(this.localState());
+  }
+
+  /** The cluster this server is a node of: a cluster of one without `--cluster`. */
+  get cluster(): ClusterView {
+    return this.clusterView;
+  }
+
+  /** What this node's cluster view reads of it. */
+  private localState(): LocalState {
+    return {
+      advertise: () =>
+        this.address === null ? '' : formatHostPort({ host: this.address.address, port: this.address.port }),
+      sessions: () => this.endpoints.size,
+      tunnels: () => this.tunnels.open,
+      holds: (id) => this.directory.holderOf(id) !== undefined,
+    };
   }
 
   private get log(): Logger {
@@ -145,7 +167,8 @@ export class TunnelServer {
       },
       this.log,
     );
-    return this.listener.listen(this.config.port, this.config.host);
+    this.address = await this.listener.listen(this.config.port, this.config.host);
+    return this.address;
   }
 
   async stop(): Promise<void> {

@@ -1,0 +1,50 @@
+/**
+ * The cluster as one node sees it: which nodes are alive, where each listens, how loaded it is, and which
+ * node owns a publication now. Several `underpass server` processes started with the same `--cluster
+ * redis://…` act as one service through it (PROTOCOL.md "Cluster state in Redis"); a server started
+ * without `--cluster` sees a cluster of one (local-cluster.ts), so nothing else has to ask which it is.
+ *
+ * This is the contract the assignment and node-to-node relay code is written against: names here stay.
+ */
+
+/** A live node: its name (`--node`), where endpoints and other nodes reach it, and its load now. */
+export interface NodeInfo {
+  name: string;
+  /** HOST:PORT endpoints and nodes dial (`--advertise`, else the address it listens on). */
+  advertise: string;
+  /** Endpoint sessions connected to it. */
+  sessions: number;
+  /** Tunnels open through it. */
+  tunnels: number;
+  /** What least-load assignment compares: sessions plus tunnels. */
+  load: number;
+}
+
+/**
+ * Who serves a publication: the node whose proxy session published it last, and the epoch of that claim.
+ * Every claim takes the next epoch, so a newer owner always wins over a stale one and a node coming
+ * back with an older epoch cannot take an entry back.
+ */
+export interface Ownership {
+  node: string;
+  epoch: number;
+}
+
+export interface ClusterView {
+  /** This node's name (`--node`; `local` without a cluster). */
+  readonly node: string;
+  /** Whether the shared state is reachable now; when false, only what this node holds itself works. */
+  readonly available: boolean;
+  /** The live nodes, this one included (the nodes whose heartbeat has not expired). */
+  nodes(): Promise<NodeInfo[]>;
+  /**
+   * The live owner of `publicationId` (`ACCOUNT/NAME`), or null when nobody serves it or its owner's
+   * heartbeat expired. Rejects with ClusterUnavailableError while the shared state is unreachable.
+   */
+  ownerOf(publicationId: string): Promise<Ownership | null>;
+  /**
+   * The credential nodes present to one another (a bearer secret, base64url): derived from the
+   * cluster's shared secret, so every node of one cluster has the same one, and no endpoint token is it.
+   */
+  nodeSecret(): string;
+}

@@ -1,0 +1,42 @@
+/**
+ * The cluster of one that a server without `--cluster` is: it alone is alive, it owns whatever its
+ * own directory holds, and it never loses its state (nothing is shared).
+ */
+import crypto from 'node:crypto';
+import type { ClusterView, NodeInfo, Ownership } from './cluster';
+
+/** What the server tells its cluster view of itself. */
+export interface LocalState {
+  advertise(): string;
+  sessions(): number;
+  tunnels(): number;
+  /** Whether this node's directory holds `publicationId` now. */
+  holds(publicationId: string): boolean;
+}
+
+export const LOCAL_NODE = 'local';
+
+export class LocalCluster implements ClusterView {
+  readonly node = LOCAL_NODE;
+  readonly available = true;
+  /** No other node ever asks for it; a random one keeps a forgotten check from passing by accident. */
+  private readonly secret = crypto.randomBytes(32).toString('base64url');
+
+  constructor(private readonly state: LocalState) {}
+
+  nodes(): Promise<NodeInfo[]> {
+    const sessions = this.state.sessions();
+    const tunnels = this.state.tunnels();
+    return Promise.resolve([
+      { name: this.node, advertise: this.state.advertise(), sessions, tunnels, load: sessions + tunnels },
+    ]);
+  }
+
+  ownerOf(publicationId: string): Promise<Ownership | null> {
+    return Promise.resolve(this.state.holds(publicationId) ? { node: this.node, epoch: 1 } : null);
+  }
+
+  nodeSecret(): string {
+    return this.secret;
+  }
+}
