@@ -20,6 +20,7 @@ export const load = {
   metrics: () => require('../runtime/metrics') as typeof import('../runtime/metrics'),
   ipcClient: () => require('../runtime/ipc-client') as typeof import('../runtime/ipc-client'),
   forwarding: () => require('../server/forwarding') as typeof import('../server/forwarding'),
+  placement: () => require('../server/cluster/placement') as typeof import('../server/cluster/placement'),
   forwardRules: () => require('../protocol/forward-rules') as typeof import('../protocol/forward-rules'),
   statusPage: () => require('../server/status-page') as typeof import('../server/status-page'),
   hookRun: () => require('../hook/run') as typeof import('../hook/run'),

@@ -64,12 +64,17 @@ export function buildProgram(): Command {
       collect,
       [] as string[],
     )
+    .option(
+      '--placement <file>',
+      "in a cluster: 'PATTERN NODE' lines placing endpoints by the names they publish (NAME.ACCOUNT) or their account",
+    )
     .addOption(keepaliveOption())
     .addOption(graceOption())
     .addOption(logFormat())
     .action(
       async (flags: {
         listen: string;
+        placement?: string;
         dataDir: string;
         token?: string;
         accounts?: string;
@@ -103,6 +108,7 @@ export function buildProgram(): Command {
             graceMs: flags.grace * 1000,
             logger,
             forwardAllow: load.forwarding().parseAllowRules(flags.forwardAllow),
+            placement: flags.placement !== undefined ? load.placement().loadPlacement(flags.placement) : [],
             ...(metrics !== undefined ? { metrics } : {}),
           });
           daemon.read(() => server.snapshot());

@@ -23,6 +23,7 @@ export const ERROR_CODES = [
   'UP_ERR_NO_REDIRECTOR',
   'UP_ERR_RESET',
   'UP_ERR_CLUSTER_UNAVAILABLE',
+  'UP_ERR_MOVED',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -166,6 +167,20 @@ export class ClusterUnavailableError extends UnderpassError {
   }
 }
 
+/**
+ * Not a failure: the cluster node an endpoint reached sends it to another (assignment), whose HOST:PORT
+ * the refusal's `underpass-node-address` header names. The endpoint dials there once.
+ */
+export class MovedError extends UnderpassError {
+  constructor(
+    message: string,
+    /** HOST:PORT of the node to dial; '' when the peer named none. */
+    readonly address = '',
+  ) {
+    super('UP_ERR_MOVED', message);
+  }
+}
+
 /** The class of each code, for a code a peer sent (one table: adding a code without a class fails to compile). */
 const CLASS_OF: { [C in ErrorCode]: (message: string) => UnderpassError } = {
   UP_ERR_PROTOCOL: (m) => new ProtocolError(m),
@@ -183,6 +198,7 @@ const CLASS_OF: { [C in ErrorCode]: (message: string) => UnderpassError } = {
   UP_ERR_NO_REDIRECTOR: (m) => new NoRedirectorError(m),
   UP_ERR_RESET: (m) => new TunnelResetError(m),
   UP_ERR_CLUSTER_UNAVAILABLE: (m) => new ClusterUnavailableError(m),
+  UP_ERR_MOVED: (m) => new MovedError(m),
 };
 
 /** The error a peer reported with `code` and `message`, as its own class. */

@@ -46,6 +46,20 @@ export const Headers = {
   serviceKey: 'underpass-service-key',
   /** On a redirector's CONNECT: `1` — the authority is a plain destination the server dials (forwarding mode). */
   forward: 'underpass-forward',
+  /** On a node link's stream: the name of the node that opens it (added within version 1). */
+  node: 'underpass-node',
+  /** On a node link's stream: that node's credential, an HMAC of its name under the cluster's node secret. */
+  nodeAuth: 'underpass-node-auth',
+  /** On a relayed CONNECT: the account of the redirector the relaying node serves. */
+  relayAccount: 'underpass-relay-account',
+  /** On a relayed CONNECT: the redirector's address and port as the relaying node saw them. */
+  relayClient: 'underpass-relay-client',
+  /** On the refusal `UP_ERR_MOVED` of GET /v1/session: HOST:PORT of the node to dial instead. */
+  moveTo: 'underpass-node-address',
+  /** On GET /v1/session: `1` — the endpoint was sent here by another node, which it must not be sent on from. */
+  moved: 'underpass-moved',
+  /** On GET /v1/session: the names a proxy publishes (comma-separated), for placement. */
+  publishes: 'underpass-publishes',
   /** On a refusal: the {@link ErrorCode} of the failure. */
   errorCode: 'underpass-error',
   /** On a refusal: one readable line. */
@@ -104,5 +118,6 @@ export const StatusOf: Partial<Record<ErrorCode, number>> = {
   UP_ERR_TARGET_REFUSED: 502,
   UP_ERR_OFFLINE: 503,
   UP_ERR_CLUSTER_UNAVAILABLE: 503,
+  UP_ERR_MOVED: 307,
   UP_ERR_UNREACHABLE: 504,
 };

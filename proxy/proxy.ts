@@ -36,7 +36,7 @@ export class ServiceProxy extends EventEmitter {
   constructor(options: ProxyOptions) {
     super();
     this.options = proxyConfig(options);
-    this.link = new ServerLink(this.options.link);
+    this.link = new ServerLink({ ...this.options.link, publishes: this.options.targets.map((t) => t.name) });
     this.link.on('up', (_session: http2.ClientHttp2Session, info: SessionInfo) => this.publishAll(info));
     this.link.on('message', (message: ServerMessage) => this.handleServerMessage(message));
     this.link.on('down', () => this.emitEvent({ event: 'disconnected' }));

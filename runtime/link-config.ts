@@ -33,6 +33,8 @@ export interface LinkConfig {
   graceMs: number;
   /** Reconnect backoff: the first delay, doubling up to the last (ms), each with ±50 % jitter. */
   backoff: { minMs: number; maxMs: number };
+  /** The publications a proxy will announce, told in its session hello for placement (cluster). */
+  publishes: string[];
 }
 
 type Required = 'server' | 'ca' | 'token' | 'logger';
@@ -45,6 +47,7 @@ export const defaultLinkConfig: Omit<LinkConfig, Required> = {
   proxy: undefined,
   graceMs: GRACE_MS,
   backoff: { minMs: 250, maxMs: 30_000 },
+  publishes: [],
 };
 
 /** The options completed from the defaults and verified; throws ConfigError naming what is wrong. */

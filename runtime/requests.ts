@@ -5,7 +5,14 @@
  */
 import http2 from 'node:http2';
 import type { z } from 'zod';
-import { AuthError, errorOfCode, isErrorCode, ProtocolError, type UnderpassError } from '../protocol/errors';
+import {
+  AuthError,
+  errorOfCode,
+  isErrorCode,
+  MovedError,
+  ProtocolError,
+  type UnderpassError,
+} from '../protocol/errors';
 import { Headers } from '../protocol/wire';
 
 /** Largest JSON answer an endpoint reads (bytes). */
@@ -44,6 +51,8 @@ export function refusalFrom(headers: http2.IncomingHttpHeaders, fallback: string
     return typeof message === 'string' && message !== ''
       ? new AuthError(`the server rejected the token: ${message}`)
       : new AuthError();
+  const to = headers[Headers.moveTo];
+  if (code === 'UP_ERR_MOVED' && typeof to === 'string') return new MovedError(String(message ?? ''), to);
   return errorOfCode(
     isErrorCode(code) ? code : 'UP_ERR_PROTOCOL',
     typeof message === 'string' && message !== '' ? message : `${fallback} (HTTP ${status})`,

@@ -14,12 +14,13 @@ import { encodeControl, ServerMessage, type EndpointMessage } from '../protocol/
 import {
   AuthError,
   isUnderpassError,
+  MovedError,
   ProtocolError,
   TlsError,
   UnderpassError,
   UnreachableError,
 } from '../protocol/errors';
-import { formatHostPort } from '../protocol/names';
+import { formatHostPort, tryParseHostPort, type HostPort } from '../protocol/names';
 import { Headers, Paths, SessionInfo, WIRE_VERSION } from '../protocol/wire';
 import { readControl } from './control-stream';
 import { keepalive, raiseSessionWindow, sessionOptions } from './h2';
@@ -74,7 +75,8 @@ export class ServerLink extends EventEmitter {
   private readonly backoff: Backoff;
   private stopped = false;
   private timer: NodeJS.Timeout | null = null;
-  private readonly where: string;
+  /** Where the session goes: the configured server, or the node assignment sent this endpoint to. */
+  private target: HostPort;
   private readonly routes: Route[];
   /** The route that worked last; tried first on every reconnect. */
   private preferred: Route | null = null;
@@ -84,7 +86,7 @@ export class ServerLink extends EventEmitter {
     const config = linkConfig(options);
     this.config = config;
     this.backoff = new Backoff(config.backoff.minMs, config.backoff.maxMs);
-    this.where = `${config.server.host}:${config.server.port}`;
+    this.target = config.server;
     this.routes = candidateRoutes(config.transport, proxyFor(config.server, config.proxy));
     this.tunnels = new TunnelTable({
       graceMs: config.graceMs,
@@ -93,9 +95,13 @@ export class ServerLink extends EventEmitter {
     });
   }
 
-  /** The tunnel server, HOST:PORT. */
+  /** The tunnel server (or the node of it this endpoint was sent to), HOST:PORT. */
   get server(): string {
-    return this.where;
+    return formatHostPort(this.target);
+  }
+
+  private get where(): string {
+    return formatHostPort(this.target);
   }
 
   /** How the live session reaches the server, for logs and tests. */
@@ -144,7 +150,7 @@ export class ServerLink extends EventEmitter {
     const failures: Array<{ route: Route; error: UnderpassError }> = [];
     for (const route of order) {
       try {
-        const info = await this.dialRoute(route);
+        const info = await this.dialFollowing(route);
         if (this.preferred !== route)
           this.config.logger.info(`session to the tunnel server ${this.where} runs over ${describeRoute(route)}`);
         this.preferred = route;
@@ -163,8 +169,34 @@ export class ServerLink extends EventEmitter {
     );
   }
 
-  private async dialRoute(route: Route): Promise<SessionInfo> {
-    const { server, ca } = this.config;
+  /**
+   * Dials the node the last session was on (the configured server at first); when that node sends this
+   * endpoint to another (assignment, `UP_ERR_MOVED`), dials that one, saying so, so that it is not sent
+   * on again. A node that cannot be reached sends the endpoint back to the configured server.
+   */
+  private async dialFollowing(route: Route): Promise<SessionInfo> {
+    try {
+      return await this.dialRoute(route, false);
+    } catch (e) {
+      if (e instanceof MovedError) {
+        const to = tryParseHostPort(e.address);
+        if (to === null) throw new ProtocolError(`the server sent this endpoint to '${e.address}', not HOST:PORT`);
+        this.config.logger.info(`the tunnel server ${this.where} sends this endpoint to ${e.address} (${e.message})`);
+        this.target = to;
+        return this.dialRoute(route, true);
+      }
+      if (this.target === this.config.server || e instanceof AuthError) throw e;
+      this.config.logger.warn(
+        `node ${this.where} is unreachable (${isUnderpassError(e) ? e.message : String(e)}): back to ${formatHostPort(this.config.server)}`,
+      );
+      this.target = this.config.server;
+      return this.dialFollowing(route);
+    }
+  }
+
+  private async dialRoute(route: Route, moved: boolean): Promise<SessionInfo> {
+    const server = this.target;
+    const { ca } = this.config;
     const stream = await openRoute(route, { host: server.host, port: server.port, ca }).catch((e: unknown) => {
       throw isUnderpassError(e) ? e : describeDialError(e as NodeJS.ErrnoException, this.where);
     });
@@ -189,7 +221,7 @@ export class ServerLink extends EventEmitter {
     raiseSessionWindow(session);
     let info: SessionInfo;
     try {
-      info = await this.hello(session);
+      info = await this.hello(session, moved);
     } catch (e) {
       session.destroy();
       throw e;
@@ -290,9 +322,15 @@ export class ServerLink extends EventEmitter {
     // session up, the table resets it a grace period after the session's return (TunnelTable.resume).
   }
 
-  private async hello(session: http2.ClientHttp2Session): Promise<SessionInfo> {
+  private async hello(session: http2.ClientHttp2Session, moved: boolean): Promise<SessionInfo> {
     const resume = this.resumeToken === null ? {} : { [Headers.resume]: this.resumeToken };
-    const info = await getJson(session, { ':path': Paths.session, ...this.authHeaders(), ...resume }, SessionInfo, {
+    const { publishes } = this.config;
+    const assignment = {
+      ...(moved ? { [Headers.moved]: '1' } : {}),
+      ...(publishes.length > 0 ? { [Headers.publishes]: publishes.join(',') } : {}),
+    };
+    const headers = { ':path': Paths.session, ...this.authHeaders(), ...resume, ...assignment };
+    const info = await getJson(session, headers, SessionInfo, {
       refused: 'the server refused the session',
       closed: (e) =>
         new UnreachableError(`the tunnel server at ${this.where} closed the session${e ? ` (${e.message})` : ''}`, e),

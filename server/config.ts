@@ -8,6 +8,7 @@ import { zone } from '../protocol/names';
 import { complete, verifyCount, verifyMs, type OptionsOf } from '../runtime/config';
 import type { Logger } from '../runtime/log';
 import type { Metrics } from '../runtime/metrics';
+import type { PlacementRule } from './cluster/placement';
 import type { AllowRule } from './forwarding';
 
 export interface ServerConfig {
@@ -40,6 +41,8 @@ export interface ServerConfig {
   forwardAllow: AllowRule[];
   /** Several servers as one service (`--cluster`, `--node`, `--advertise`); absent: a cluster of one. */
   cluster: ClusterConfig | undefined;
+  /** In a cluster, the operator's placement table (`--placement FILE`); empty: least load places. */
+  placement: PlacementRule[];
 }
 
 /** How a node joins a cluster: the shared state's URL, its own name, and where others reach it. */
@@ -70,6 +73,7 @@ export const defaultServerConfig: Omit<ServerConfig, Required> = {
   metrics: undefined,
   forwardAllow: [],
   cluster: undefined,
+  placement: [],
 };
 
 /** The options completed from the defaults and verified; throws ConfigError naming what is wrong. */

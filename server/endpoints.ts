@@ -50,6 +50,11 @@ export class EndpointRegistry {
     return this.byH2.get(h2);
   }
 
+  /** Whether resumption token `token` names a session this server holds (it is resumed here, never moved). */
+  holds(token: string): boolean {
+    return this.byId.has(token.slice(0, token.indexOf('.')));
+  }
+
   /** Forgets an endpoint session at once (its token ended): it cannot be resumed. */
   forget(endpoint: EndpointSession): void {
     this.byId.delete(endpoint.id);

@@ -58,10 +58,7 @@ export class Publications {
     const parsed = tryParsePseudoName(host, this.deps.zone);
     const publication = parsed ? this.deps.store.get(parsed.account, parsed.publication) : undefined;
     if (!parsed || !publication) throw new NotFoundError(`${host} is not a publication on this server`);
-    if (grant !== undefined && !grant.mayConnect(`${publication.name}.${publication.account}`)) {
-      this.deps.audit({ event: 'scope.refused', id: grant.id, account, connect: host });
-      throw new ForbiddenError(`token ${grant.id} may not reach ${host}: its --connect scope does not cover it`);
-    }
+    this.checkScope(account, host, publication, grant);
     if (serviceKey !== undefined && !secretsEqual(serviceKey, publication.key)) {
       throw new ForbiddenError(`wrong service key for ${host}: ask its owner for the key the proxy printed`);
     }
@@ -71,6 +68,31 @@ export class Publications {
       );
     }
     return publication;
+  }
+
+  /** Refuses a token whose --connect scope does not cover the publication. */
+  checkScope(
+    account: string,
+    host: string,
+    publication: { account: string; name: string },
+    grant: TokenGrant | undefined,
+  ): void {
+    if (grant !== undefined && !grant.mayConnect(`${publication.name}.${publication.account}`)) {
+      this.deps.audit({ event: 'scope.refused', id: grant.id, account, connect: host });
+      throw new ForbiddenError(`token ${grant.id} may not reach ${host}: its --connect scope does not cover it`);
+    }
+  }
+
+  /**
+   * The publication a pseudo name stands for when no proxy of this node holds it (another node may):
+   * its owner's account and name, and its id; null when a proxy here holds it, or it is no pseudo name.
+   */
+  heldElsewhere(host: string): { account: string; name: string; id: string } | null {
+    const parsed = tryParsePseudoName(host, this.deps.zone);
+    if (parsed === null) return null;
+    const id = publicationId(parsed.account, parsed.publication);
+    if (this.deps.directory.holderOf(id) !== undefined) return null;
+    return { account: parsed.account, name: parsed.publication, id };
   }
 
   /** What GET /v1/names/HOST answers. */

@@ -4,7 +4,7 @@
  * session.
  */
 import http2 from 'node:http2';
-import type { ErrorCode } from '../protocol/errors';
+import { isUnderpassError, type ErrorCode } from '../protocol/errors';
 import { Headers, StatusOf } from '../protocol/wire';
 import type { Metrics } from '../runtime/metrics';
 
@@ -29,6 +29,26 @@ export class Responder {
     }
     stream.respond(
       { ':status': StatusOf[code] ?? 400, [Headers.errorCode]: code, [Headers.errorMessage]: message },
+      { endStream: true },
+    );
+  }
+
+  /** Refuses with what `error` says: its code and line when it is one of ours. */
+  fail(stream: http2.ServerHttp2Stream, error: unknown): void {
+    if (isUnderpassError(error)) this.refuse(stream, error.code, error.message);
+    else this.refuse(stream, 'UP_ERR_PROTOCOL', 'bad request');
+  }
+
+  /** Sends an endpoint opening its session to another node (assignment): `UP_ERR_MOVED` with the address. */
+  moved(stream: http2.ServerHttp2Stream, address: string, message: string): void {
+    if (stream.destroyed || stream.closed) return;
+    stream.respond(
+      {
+        ':status': StatusOf.UP_ERR_MOVED ?? 307,
+        [Headers.errorCode]: 'UP_ERR_MOVED',
+        [Headers.errorMessage]: message,
+        [Headers.moveTo]: address,
+      },
       { endStream: true },
     );
   }

@@ -17,14 +17,16 @@
  * a publication, behind an interface a shared directory can implement), tunnels.ts (matching a tunnel
  * request with its proxy's answer), respond.ts (refusals), forwarding.ts (forwarding mode).
  *
- * Length: about 370 lines, just over the ~350 the house aims at: the one routing switch for every path,
- * and the metrics' and status page's views, which read every room at once.
+ * Length: about 430 lines, over the ~350 the house aims at: the one routing switch for every path (a
+ * cluster node's included: the node links' streams, assignment at the session hello), and the metrics'
+ * and status page's views, which read every room at once; what a cluster node does itself lives in
+ * cluster/cluster-node.ts.
  */
 import fs from 'node:fs/promises';
 import type http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { BadMessageError, isUnderpassError, NotFoundError, OfflineError } from '../protocol/errors';
+import { BadMessageError, NotFoundError, OfflineError } from '../protocol/errors';
 import { formatHostPort, publicationId, pseudoName, tryParseHostPort } from '../protocol/names';
 import { Headers, Paths, WIRE_VERSION, type SessionInfo } from '../protocol/wire';
 import { keepalive, raiseSessionWindow } from '../runtime/h2';
@@ -44,25 +46,9 @@ import { Responder } from './respond';
 import { PublicationStore } from './store';
 import { TokenStore } from './token-store';
 import { appendAudit, tryTokenId, type TokenGrant } from './tokens';
-import { TunnelMatcher } from './tunnels';
-
-/** What the status page shows: the server's state now, nothing secret (no keys, no tokens). */
-export interface ServerStatus {
-  zone: string;
-  startedAt: string;
-  publications: {
-    host: string;
-    account: string;
-    name: string;
-    port: number;
-    online: boolean;
-    tunnelsOpen: number;
-    tunnelsOpened: number;
-    bytesUp: number;
-    bytesDown: number;
-  }[];
-  endpoints: { account: string; remote: string; role: 'proxy' | 'client'; tunnels: number; connected: boolean }[];
-}
+import type { ServerStatus } from './status-page';
+import { TunnelMatcher, type TunnelClient } from './tunnels';
+import { ClusterNode } from './cluster/cluster-node';
 
 /** One shared no-op listener (a fresh closure per stream is 56 B of heap for the stream's life). */
 function ignore(): void {}
@@ -87,6 +73,8 @@ export class TunnelServer {
   private readonly tunnels: TunnelMatcher;
   private readonly forwarder: Forwarder;
   private readonly responder: Responder;
+  /** In a cluster: endpoints and tunnels that belong on other nodes. */
+  private node: ClusterNode | null = null;
   private readonly startedAt = new Date().toISOString();
   /** Where it listens once started (what a cluster of one advertises). */
   private address: AddressInfo | null = null;
@@ -153,6 +141,20 @@ export class TunnelServer {
       log: this.log,
       audit: (fields) => this.audit(fields),
     });
+    // A cluster of one has no other node to send endpoints or relay tunnels to.
+    if (this.config.cluster !== undefined)
+      this.node = new ClusterNode({
+        cluster: this.cluster,
+        cert: identity.cert,
+        placement: this.config.placement,
+        keepaliveMs: this.config.keepaliveMs,
+        publications: this.publications,
+        endpoints: this.endpoints,
+        responder: this.responder,
+        load: () => this.endpoints.size + this.tunnels.open,
+        log: this.log,
+        metrics: this.config.metrics,
+      });
     this.tokens = new TokenStore(
       dataDir,
       (ids, reason) => this.endTokenSessions(ids, reason),
@@ -173,6 +175,7 @@ export class TunnelServer {
 
   async stop(): Promise<void> {
     this.tokens?.stop();
+    this.node?.stop();
     for (const session of this.sessions) session.destroy();
     await this.listener?.close();
   }
@@ -195,6 +198,10 @@ export class TunnelServer {
 
   private handleStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
     stream.on('error', ignore);
+    if (headers[Headers.node] !== undefined) {
+      this.handleNodeStream(stream, headers);
+      return;
+    }
     const auth = headers.authorization;
     const token = typeof auth === 'string' && auth.startsWith('Bearer ') ? auth.slice(7) : '';
     const remote = stream.session?.socket?.remoteAddress ?? 'websocket';
@@ -270,27 +277,13 @@ export class TunnelServer {
           this.handleTunnelRequest(stream, account, headers, grant);
         }
       } else if (method === 'GET' && path === Paths.session) {
-        const token = headers[Headers.resume];
-        const { endpoint, resumed } = this.endpoints.open(
-          stream.session as http2.Http2Session,
-          account,
-          typeof token === 'string' ? token : undefined,
-        );
-        const graceMs = this.config.graceMs;
-        const info: SessionInfo = {
-          v: WIRE_VERSION,
-          account,
-          zone: this.zone,
-          resume: { token: `${endpoint.id}.${endpoint.secret}`, resumed, graceMs },
-        };
-        this.responder.json(stream, info);
+        void this.openSession(stream, account, headers).catch((e: unknown) => this.responder.fail(stream, e));
       } else if (method === 'GET' && path.startsWith(Paths.names)) {
         const key = headers[Headers.serviceKey];
         const host = decodeURIComponent(path.slice(Paths.names.length));
-        this.responder.json(
-          stream,
-          this.publications.nameInfo(account, host, typeof key === 'string' ? key : undefined, grant),
-        );
+        const info = this.publications.nameInfo(account, host, typeof key === 'string' ? key : undefined, grant);
+        if (this.node === null) this.responder.json(stream, info);
+        else this.node.answerName(stream, info);
       } else if (method === 'GET' && (path === Paths.list || path.startsWith(`${Paths.list}?`))) {
         const under = new URL(path, 'http://server').searchParams.get('under') ?? '';
         this.responder.json(stream, this.publications.list(account, under.toLowerCase(), grant));
@@ -300,31 +293,69 @@ export class TunnelServer {
         this.responder.refuse(stream, 'UP_ERR_NOT_FOUND', `no such endpoint: ${String(method)} ${path}`);
       }
     } catch (e) {
-      this.responder.refuse(
-        stream,
-        isUnderpassError(e) ? e.code : 'UP_ERR_PROTOCOL',
-        isUnderpassError(e) ? e.message : 'bad request',
-      );
+      this.responder.fail(stream, e);
     }
   }
 
-  /** A redirector asks for a tunnel to PSEUDO_NAME:PORT. */
+  /** GET /v1/session: the endpoint's session here, new or resumed, unless its cluster places it elsewhere. */
+  private async openSession(
+    stream: http2.ServerHttp2Stream,
+    account: string,
+    headers: http2.IncomingHttpHeaders,
+  ): Promise<void> {
+    if (this.node !== null && (await this.node.sendAway(stream, account, headers))) return;
+    const token = headers[Headers.resume];
+    const h2 = stream.session as http2.Http2Session;
+    const { endpoint, resumed } = this.endpoints.open(h2, account, typeof token === 'string' ? token : undefined);
+    const info: SessionInfo = {
+      v: WIRE_VERSION,
+      account,
+      zone: this.zone,
+      resume: { token: `${endpoint.id}.${endpoint.secret}`, resumed, graceMs: this.config.graceMs },
+    };
+    this.responder.json(stream, info);
+  }
+
+  /** Another node relays a redirector's CONNECT to a publication whose proxy is here. */
+  private handleNodeStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    try {
+      if (this.node === null) throw new NotFoundError('this server is not a node of a cluster');
+      const asker = this.node.relayedAsker(stream, headers);
+      if (asker === null) return;
+      this.responder.markTunnelRequest(stream);
+      this.handleTunnelRequest(stream, asker.account, headers, undefined, asker);
+    } catch (e) {
+      this.responder.fail(stream, e);
+    }
+  }
+
+  /**
+   * A redirector asks for a tunnel to PSEUDO_NAME:PORT, here or, in a cluster, through the node that
+   * holds the publication; `relayed` is who asks when another node relays the request.
+   */
   private handleTunnelRequest(
     stream: http2.ServerHttp2Stream,
     account: string,
     headers: http2.IncomingHttpHeaders,
     grant: TokenGrant | undefined,
+    relayed?: TunnelClient,
   ): void {
     const { host, port } = tryParseHostPort(headers[':authority'] ?? '') ?? { host: '', port: 0 };
+    if (relayed === undefined && this.node?.relayAway(stream, account, headers, grant) === true) return;
     const key = headers[Headers.serviceKey];
-    const publication = this.publications.lookup(account, host, typeof key === 'string' ? key : undefined, grant);
+    const serviceKey = typeof key === 'string' ? key : undefined;
+    const publication = this.publications.lookup(account, host, serviceKey, grant);
     if (port !== publication.port) {
       throw new NotFoundError(`${host} is published on port ${publication.port}, not ${port}`);
     }
     const proxy = this.publications.holderOf(publication);
     if (!proxy) throw new OfflineError(`${host} is offline: its service proxy is not connected`);
-    this.tunnels.request(stream, host, publication, proxy, (): EndpointSession =>
-      this.endpoints.endpointFor(stream, account),
+    this.tunnels.request(
+      stream,
+      host,
+      publication,
+      proxy,
+      relayed ?? ((): EndpointSession => this.endpoints.endpointFor(stream, account)),
     );
   }
 

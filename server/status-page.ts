@@ -9,7 +9,24 @@
  */
 import type http from 'node:http';
 import type { ExtraRoute } from '../runtime/metrics';
-import type { ServerStatus } from './server';
+
+/** What the status page shows: the server's state now, nothing secret (no keys, no tokens). */
+export interface ServerStatus {
+  zone: string;
+  startedAt: string;
+  publications: {
+    host: string;
+    account: string;
+    name: string;
+    port: number;
+    online: boolean;
+    tunnelsOpen: number;
+    tunnelsOpened: number;
+    bytesUp: number;
+    bytesDown: number;
+  }[];
+  endpoints: { account: string; remote: string; role: 'proxy' | 'client'; tunnels: number; connected: boolean }[];
+}
 
 const PAGE = `<!doctype html>
 <html lang="en">

@@ -8,6 +8,7 @@
 import { unmapIPv4 } from '../protocol/ipc-wire';
 import crypto from 'node:crypto';
 import http2 from 'node:http2';
+import type { Duplex } from 'node:stream';
 import { LimitError, NotFoundError } from '../protocol/errors';
 import { publicationId } from '../protocol/names';
 import { Headers } from '../protocol/wire';
@@ -38,7 +39,8 @@ export interface PendingTunnel {
   client: http2.ServerHttp2Stream;
   /** The session the request came on, for its pending count. */
   requester: http2.Http2Session;
-  requesterEndpoint: EndpointSession;
+  /** Null for a tunnel another node relays: its side is the node link's stream, never resumed. */
+  requesterEndpoint: EndpointSession | null;
   publication: Publication;
   /** performance.now() when the request came, for the open latency. */
   started: number;
@@ -64,7 +66,7 @@ export interface TunnelClient {
 }
 
 /** The requester as the server sees it: its TCP peer (none for a session carried over a WebSocket). */
-function clientOf(requester: http2.Http2Session, account: string, host: string): TunnelClient {
+export function clientOf(requester: http2.Http2Session, account: string, host: string): TunnelClient {
   const socket = requester.socket as { remoteAddress?: string; remotePort?: number } | undefined;
   const address = socket?.remoteAddress !== undefined ? unmapIPv4(socket.remoteAddress) : undefined;
   return {
@@ -96,17 +98,21 @@ export class TunnelMatcher {
     host: string,
     publication: Publication,
     proxy: ProxySession,
-    /** The requester's endpoint session (made for it on the spot, once the request is taken). */
-    requesterEndpoint: () => EndpointSession,
+    /**
+     * The requester's endpoint session (made for it on the spot, once the request is taken); for a
+     * tunnel another node relays, who that node says asks.
+     */
+    requester: (() => EndpointSession) | TunnelClient,
   ): void {
     if (proxy.pending.size >= this.limits.maxPendingPerProxy) {
       throw new LimitError(`too many tunnels waiting for ${host}'s proxy`);
     }
-    const requester = stream.session as http2.Http2Session;
-    const waiting = this.pendingBySession.get(requester) ?? 0;
+    const session = stream.session as http2.Http2Session;
+    const waiting = this.pendingBySession.get(session) ?? 0;
     if (waiting >= this.limits.maxPendingPerSession)
       throw new LimitError('too many tunnel requests waiting on this session');
-    this.pendingBySession.set(requester, waiting + 1);
+    this.pendingBySession.set(session, waiting + 1);
+    const requesterEndpoint = typeof requester === 'function' ? requester() : null;
 
     const id = crypto.randomBytes(12).toString('base64url');
     const timer = setTimeout(() => {
@@ -122,8 +128,8 @@ export class TunnelMatcher {
       id,
       proxy,
       client: stream,
-      requester,
-      requesterEndpoint: requesterEndpoint(),
+      requester: session,
+      requesterEndpoint,
       publication,
       started: performance.now(),
       timer,
@@ -136,9 +142,11 @@ export class TunnelMatcher {
       proxy,
       id,
       publication.key,
-      proxy.wantsClient.has(publication.name)
-        ? clientOf(requester, pending.requesterEndpoint.account, host)
-        : undefined,
+      !proxy.wantsClient.has(publication.name)
+        ? undefined
+        : typeof requester === 'function'
+          ? clientOf(session, pending.requesterEndpoint?.account ?? '', host)
+          : requester,
     );
   }
 
@@ -158,18 +166,22 @@ export class TunnelMatcher {
     client.respond({ ':status': 200, [Headers.tunnelId]: id });
     // Each leg outlives its stream for the grace period should its endpoint's link drop.
     // The server never resumes a tunnel itself (its endpoints do), so its legs name no authority.
-    const clientLeg = new ResumableStream('');
+    let clientSide: Duplex = client;
+    if (pending.requesterEndpoint !== null) {
+      const clientLeg = new ResumableStream('');
+      clientLeg.attach(client, 0);
+      pending.requesterEndpoint.tunnels.add(id, clientLeg);
+      clientSide = clientLeg;
+    }
     const proxyLeg = new ResumableStream('');
-    clientLeg.attach(client, 0);
     proxyLeg.attach(stream, 0);
-    pending.requesterEndpoint.tunnels.add(id, clientLeg);
     pending.proxy.endpoint.tunnels.add(id, proxyLeg);
     const traffic = this.trafficOf(pending.publication);
     traffic.open += 1;
     traffic.opened += 1;
     this.metrics?.tunnelOpened('ok', pending.publication.name, (performance.now() - pending.started) / 1000);
     splice(
-      clientLeg,
+      clientSide,
       proxyLeg,
       this.log.isDebugEnabled() ? this.tunnelClosedLogger(pending.publication.name, traffic) : traffic.closed,
       undefined,

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { redisServer } from '../cluster';
 import { Chain, freePort, httpServer, lineEchoServer, Program, PYTHON, tmpDir } from '../harness';
 
 describe('the spine: an unmodified client reaches a published service', function () {
@@ -25,18 +26,7 @@ describe('the spine: an unmodified client reaches a published service', function
     const big = crypto.randomBytes(20 * 1024 * 1024);
     fs.writeFileSync(path.join(webDir, 'big.bin'), big);
     bigSha = crypto.createHash('sha256').update(big).digest('hex');
-    extra.push(
-      new Program('redis-server', 'redis-server', [
-        '--port',
-        String(redisPort),
-        '--bind',
-        '127.0.0.1',
-        '--save',
-        '',
-        '--appendonly',
-        'no',
-      ]),
-    );
+    extra.push(redisServer(redisPort));
     extra.push(httpServer(webPort, webDir, 'http.server'));
     // A real echo server, upper-casing what it reads.
     extra.push(lineEchoServer(echoPort, { upper: true }));
