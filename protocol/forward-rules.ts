@@ -13,7 +13,16 @@ import { tryNormalizeHostname } from './names';
 
 export type ForwardRule =
   | { kind: 'name'; name: string; suffix: boolean; ports: PortRange | null; text: string }
-  | { kind: 'net'; list: net.BlockList; ports: PortRange | null; text: string };
+  | {
+      kind: 'net';
+      list: net.BlockList;
+      /** The network's address and prefix length, as given (what a hook's native gate compares). */
+      address: string;
+      prefix: number;
+      family: 4 | 6;
+      ports: PortRange | null;
+      text: string;
+    };
 
 export interface PortRange {
   low: number;
@@ -65,7 +74,7 @@ export function parseForwardRule(rule: string): ForwardRule {
     if (!Number.isInteger(prefix) || prefix < 0 || prefix > bits) fail(`/${prefixText ?? ''} is not a prefix length`);
     const list = new net.BlockList();
     list.addSubnet(address!, prefix, family === 4 ? 'ipv4' : 'ipv6');
-    return { kind: 'net', list, ports, text: rule };
+    return { kind: 'net', list, address: address!, prefix, family: family === 4 ? 4 : 6, ports, text: rule };
   }
   if (prefixText !== undefined) fail(`'${address ?? ''}' is not an address`);
   const suffix = body.startsWith('.');
@@ -92,6 +101,14 @@ export function ruleMatches(rule: ForwardRule, host: string, port: number): bool
 /** The first rule `host:port` matches, or null. */
 export function tryMatchRule(rules: readonly ForwardRule[], host: string, port: number): ForwardRule | null {
   return rules.find((r) => ruleMatches(r, host, port)) ?? null;
+}
+
+/**
+ * The first name rule `host` matches on some port, or null: a hooked app's lookup, which knows no port
+ * yet, is answered for such a name, and its connect checks the port (tryMatchRule).
+ */
+export function tryMatchName(rules: readonly ForwardRule[], host: string): ForwardRule | null {
+  return rules.find((r) => r.kind === 'name' && ruleMatches({ ...r, ports: null }, host, 1)) ?? null;
 }
 
 /**

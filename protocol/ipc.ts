@@ -17,7 +17,11 @@
  * `claim` (an older redirector would ignore the event, and each claim costs an IPC connection). Then
  * `moved` in the resolve, open-tunnel and reverse replies (a listener on another port than the published
  * one): an older agent ignores it and connects to the published port, which is all an older redirector
- * ever listened on.
+ * ever listened on. Then forwarding mode for hooked apps (issue 15): `forward` in the hello reply (the
+ * names and networks to hand over), in the resolve and reverse replies (the address stands for a
+ * forwarded name), `via` in the open-tunnel reply, and `fix` in an error reply. An older agent ignores
+ * them all and never hands a forwarded name or network over; an older redirector sends none, so a newer
+ * agent hands nothing over either.
  */
 import { z } from 'zod';
 import { IPC_REPLY_EVENT } from './ipc-wire';
@@ -60,6 +64,24 @@ export const HelloListeners = z.object({
 });
 export type HelloListeners = z.infer<typeof HelloListeners>;
 
+/**
+ * What a hooked app hands to the redirector for forwarding mode (its `--forward` patterns): lookups of
+ * these names, and connects to these IPv4 networks (a v4-mapped IPv6 destination included). Ports are
+ * checked by the redirector for names (a lookup has none), by the hook's gate for networks.
+ */
+export const HelloForward = z.object({
+  /** `suffix`: the name and every name under it; else the name alone. Lower case, no trailing dot. */
+  names: z.array(z.object({ name: z.string(), suffix: z.boolean() })),
+  nets: z.array(
+    z.object({
+      address: dottedQuad,
+      prefix: z.number().int().min(0).max(32),
+      ports: z.object({ low: port, high: port }).optional(),
+    }),
+  ),
+});
+export type HelloForward = z.infer<typeof HelloForward>;
+
 export const HelloReply = z.object({
   ok,
   v: z.number().int(),
@@ -74,6 +96,8 @@ export const HelloReply = z.object({
   features: z.array(z.string()).optional(),
   /** Its listeners for programs the hook cannot enter (issue 12); absent from older redirectors. */
   listeners: HelloListeners.optional(),
+  /** Forwarding mode's destinations (issue 15); absent when it has none, and from older redirectors. */
+  forward: HelloForward.optional(),
 });
 export type HelloReply = z.infer<typeof HelloReply>;
 
@@ -101,6 +125,11 @@ export const ResolveReply = z.object({
   /** Dotted-quad IPv4 pseudo address, inside `pseudoNet`. */
   address: z.string(),
   moved: MovedPort.optional(),
+  /**
+   * The name is a forwarding-mode destination (the tunnel server resolves and dials it), not a
+   * publication: the hook asks before every connect to its address, non-blocking ones too.
+   */
+  forward: z.boolean().optional(),
 });
 export type ResolveReply = z.infer<typeof ResolveReply>;
 
@@ -108,7 +137,16 @@ export type ResolveReply = z.infer<typeof ResolveReply>;
 export const ConnectRequest = z.object({ address: dottedQuad, port });
 export type ConnectRequest = z.infer<typeof ConnectRequest>;
 
-export const ConnectReply = z.object({ ok, moved: MovedPort.optional() });
+export const ConnectReply = z.object({
+  ok,
+  moved: MovedPort.optional(),
+  /**
+   * Forwarding mode, a destination outside the pseudo network (a `--forward` CIDR): the pseudo address
+   * whose listener carries it. The hook connects there instead (`moved` then speaks of this address),
+   * and getpeername() answers the destination the app asked for.
+   */
+  via: dottedQuad.optional(),
+});
 export type ConnectReply = z.infer<typeof ConnectReply>;
 
 /**
@@ -132,6 +170,8 @@ export const ReverseReply = z.object({
   name: z.string(),
   /** As in ResolveReply, when the name has a listener: what a hook asks about an address it never resolved. */
   moved: MovedPort.optional(),
+  /** As in ResolveReply. */
+  forward: z.boolean().optional(),
 });
 export type ReverseReply = z.infer<typeof ReverseReply>;
 
@@ -200,7 +240,13 @@ export const IPC_ERROR_CODES = [
 ] as const;
 export type IpcErrorCode = (typeof IPC_ERROR_CODES)[number];
 
-export const ErrorReply = z.object({ ok: z.literal(false), code: z.enum(IPC_ERROR_CODES), message: z.string() });
+export const ErrorReply = z.object({
+  ok: z.literal(false),
+  code: z.enum(IPC_ERROR_CODES),
+  message: z.string(),
+  /** What to do, when it is not what the code usually calls for (a forwarding refusal); the hook says it. */
+  fix: z.string().optional(),
+});
 export type ErrorReply = z.infer<typeof ErrorReply>;
 
 /**

@@ -13,11 +13,11 @@
  * When another program holds the published port on every local address, the listener takes another port
  * of the pseudo address and tells the hook which (pseudo-listener.ts).
  *
- * Length: about 550 lines, over the ~350 the house aims at. Admission (admission.ts), the IPC server,
- * the pseudo table, the listeners' ports, the fallback doors and the status and ls reports (reports.ts)
- * are their own files already; what is left is the IPC answers about names and connects, the lookups with
- * their cache, the tunnel requests, and a listener's park-accept-join path, which all share the listeners
- * and the session. The next cut is the name answers (hello, resolve, reverse) into their own file.
+ * Length: about 600 lines, over the ~350 the house aims at. Admission (admission.ts), the IPC server,
+ * the pseudo table, the listeners' ports, the fallback doors, the status and ls reports (reports.ts) and
+ * which of a hooked app's lookups and connects are forwarded (hook-forwarding.ts) are their own files
+ * already; what is left is the IPC answers about names and connects, the lookups with their cache, the
+ * tunnel requests, and a listener's park-accept-join path, which all share the listeners and the session. The next cut is the name answers (hello, resolve, reverse) into their own file.
  */
 import http2 from 'node:http2';
 import net from 'node:net';
@@ -50,6 +50,7 @@ import { AppPublications } from './app-publications';
 import { Reports } from './reports';
 import { PseudoAddressTable } from './pseudo-table';
 import { FallbackListeners } from './fallback-listeners';
+import { HookForwarding, SERVER_REFUSED_FORWARD } from './hook-forwarding';
 import { DialError, type OpenedTunnel, type TunnelDialer } from './tunnel-dialer';
 
 /** One pseudo address:port the redirector listens on, and the tunnels parked for it. */
@@ -60,6 +61,8 @@ interface Listener {
   port: number;
   /** Where the hook must connect instead of `port`, when the listener could not take it. */
   moved: MovedPort | null;
+  /** Forwarding mode: the tunnel server dials `host:port` itself (hook-forwarding.ts). */
+  forward: boolean;
   server: net.Server;
   parked: Array<{ tunnel: Answered; timer: NodeJS.Timeout }>;
 }
@@ -71,6 +74,9 @@ interface Answered {
 }
 
 const NAME_TTL_MS = 30_000;
+
+/** Marks a tunnel request as forwarding mode's: the server dials the authority itself. */
+const FORWARD_HEADERS: http2.OutgoingHttpHeaders = { [Headers.forward]: '1' };
 
 function ignoreError(): void {}
 
@@ -101,6 +107,7 @@ export class Redirector implements TunnelDialer {
   private readonly reports: Reports;
   private readonly appPublications: AppPublications;
   private readonly fallbacks: FallbackListeners;
+  private readonly forwarding: HookForwarding;
 
   private readonly options: RedirectorConfig;
 
@@ -111,6 +118,7 @@ export class Redirector implements TunnelDialer {
       options.pseudoNet,
       path.join(path.dirname(options.ipcPath), `${path.basename(options.ipcPath)}.addresses.json`),
     );
+    this.forwarding = new HookForwarding(this.options.forward, this.table, () => this.zone());
     this.link = new ServerLink(options.link);
     this.link.on('up', (_session: http2.ClientHttp2Session, info: SessionInfo) => {
       this.info = info;
@@ -130,7 +138,8 @@ export class Redirector implements TunnelDialer {
       options.ipcPath,
       {
         hello: () => this.handleHello(),
-        resolve: async (r) => this.reports.noted(await this.handleResolve(r.name)),
+        resolve: async (r) =>
+          this.reports.noted(this.forwarding.tryResolve(r.name) ?? (await this.handleResolve(r.name))),
         connect: async (r) => this.reports.noted(await this.handleConnect(r.address, r.port)),
         reverse: (r) => this.reports.noted(this.handleReverse(r.address)),
         claim: (r) => this.handleClaim(r),
@@ -202,6 +211,7 @@ export class Redirector implements TunnelDialer {
       pseudoNet: { base: this.table.baseAddress, prefix: this.table.prefix },
       features: ['claim'],
       listeners: this.fallbacks.describe(),
+      ...this.forwarding.hello(),
     };
   }
 
@@ -245,14 +255,8 @@ export class Redirector implements TunnelDialer {
       return { ok: false, code: 'NOT_FOUND', message: `${parsed.host} is offline: its service proxy is not connected` };
     }
     const address = this.table.addressOf(parsed.host);
-    let listener: Listener;
-    try {
-      listener = await this.ensureListener(parsed.host, address, info.port);
-    } catch (e) {
-      const message = `cannot listen on ${address}:${info.port} for ${parsed.host}: ${e instanceof Error ? e.message : String(e)}`;
-      this.log.warn(message);
-      return { ok: false, code: 'UNAVAILABLE', message };
-    }
+    const listener = await this.tryListener(parsed.host, address, info.port, false);
+    if ('ok' in listener) return listener;
     this.log.debug('resolved', { name: parsed.host, address, port: info.port });
     return { ok: true, name: parsed.host, address, ...movedOf(listener) };
   }
@@ -278,7 +282,12 @@ export class Redirector implements TunnelDialer {
     const name = this.table.tryNameOf(address);
     if (name === null) return { ok: false, code: 'NOT_FOUND', message: `${address} is not a pseudo address` };
     const listener = [...this.listeners.values()].find((l) => l.address === address);
-    return { ok: true, name, ...(listener === undefined ? {} : movedOf(listener)) };
+    return {
+      ok: true,
+      name,
+      ...(listener === undefined ? {} : movedOf(listener)),
+      ...(this.forwarding.isForwarded(name) ? { forward: true } : {}),
+    };
   }
 
   /** A hook names a connection it opened to one of our listeners: admit it without the /proc check. */
@@ -299,7 +308,15 @@ export class Redirector implements TunnelDialer {
 
   /** A blocking connect: answer only once the chain reached the real server, so a refusal is connect()'s own. */
   private async handleConnect(address: string, port: number): Promise<ConnectReply | ErrorReply> {
-    const listener = this.listeners.get(`${address}:${port}`);
+    const target = this.forwarding.tryTarget(address, port);
+    if (target !== null && 'ok' in target) return target;
+    let listener = this.listeners.get(`${target?.address ?? address}:${port}`);
+    const fresh = !listener && target !== null;
+    if (!listener && target !== null) {
+      const opened = await this.tryListener(target.host, target.address, port, true);
+      if ('ok' in opened) return opened;
+      listener = opened;
+    }
     if (!listener) {
       const name = this.table.tryNameOf(address);
       return {
@@ -310,10 +327,40 @@ export class Redirector implements TunnelDialer {
     }
     try {
       this.park(listener, await this.openTunnel(listener));
-      return { ok: true, ...movedOf(listener) };
+      return { ok: true, ...movedOf(listener), ...(target?.standIn === true ? { via: target.address } : {}) };
     } catch (e) {
       this.log.info(`tunnel to ${listener.host}:${port} refused: ${isUnderpassError(e) ? e.message : String(e)}`);
-      return { ok: false, code: 'REFUSED', message: isUnderpassError(e) ? e.message : String(e) };
+      // A destination tried once and refused keeps no listener: an app probing many ports would pile them up.
+      if (fresh) this.dropIdleListener(listener);
+      const fix = listener.forward ? { fix: SERVER_REFUSED_FORWARD } : {};
+      return { ok: false, code: 'REFUSED', message: isUnderpassError(e) ? e.message : String(e), ...fix };
+    }
+  }
+
+  /** Closes a listener nothing waits on and no connection uses (a new one opens on the next connect). */
+  private dropIdleListener(listener: Listener): void {
+    listener.server.getConnections((error, count) => {
+      if (error !== null || count > 0 || listener.parked.length > 0) return;
+      if (this.listeners.get(`${listener.address}:${listener.port}`) !== listener) return;
+      this.listeners.delete(`${listener.address}:${listener.port}`);
+      this.bound.delete(`${listener.address}:${listener.moved?.listenPort ?? listener.port}`);
+      listener.server.close();
+    });
+  }
+
+  /** The listener for `host` on `address:port` (opened if need be), or the reply saying why there is none. */
+  private async tryListener(
+    host: string,
+    address: string,
+    port: number,
+    forward: boolean,
+  ): Promise<Listener | ErrorReply> {
+    try {
+      return await this.ensureListener(host, address, port, forward);
+    } catch (e) {
+      const message = `cannot listen on ${address}:${port} for ${host}: ${errorText(e)}`;
+      this.log.warn(message);
+      return { ok: false, code: 'UNAVAILABLE', message };
     }
   }
 
@@ -400,25 +447,25 @@ export class Redirector implements TunnelDialer {
   }
 
   private openTunnel(listener: Listener): Promise<Answered> {
-    return this.requestTunnel(listener).answered;
+    return this.requestTunnel(listener, undefined, listener.forward ? FORWARD_HEADERS : {}).answered;
   }
 
   /** The listener of `host`'s publication on `address:port`, opened on first use (once, however many ask). */
-  private ensureListener(host: string, address: string, port: number): Promise<Listener> {
+  private ensureListener(host: string, address: string, port: number, forward: boolean): Promise<Listener> {
     const key = `${address}:${port}`;
     const existing = this.listeners.get(key);
     if (existing) return Promise.resolve(existing);
     let opening = this.opening.get(key);
     if (!opening) {
-      opening = this.openListener(host, address, port).finally(() => this.opening.delete(key));
+      opening = this.openListener(host, address, port, forward).finally(() => this.opening.delete(key));
       this.opening.set(key, opening);
     }
     return opening;
   }
 
-  private async openListener(host: string, address: string, port: number): Promise<Listener> {
+  private async openListener(host: string, address: string, port: number, forward: boolean): Promise<Listener> {
     const server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true });
-    const listener: Listener = { host, address, port, moved: null, server, parked: [] };
+    const listener: Listener = { host, address, port, moved: null, forward, server, parked: [] };
     server.on('connection', (socket) => this.handleAccept(listener, socket));
     const binding = await listenOnPseudo(server, address, port);
     if (binding.moved !== null) {
@@ -427,7 +474,11 @@ export class Redirector implements TunnelDialer {
     }
     this.listeners.set(`${address}:${port}`, listener);
     this.bound.set(`${address}:${binding.listenPort}`, listener);
-    this.log.info('listening for tunneled connections', { name: host, address, port: binding.listenPort });
+    this.log.info(forward ? 'listening for forwarded connections' : 'listening for tunneled connections', {
+      name: host,
+      address,
+      port: binding.listenPort,
+    });
     return listener;
   }
 
@@ -486,7 +537,7 @@ export class Redirector implements TunnelDialer {
 
   /** Forwarding mode: the tunnel server dials `host:port` itself (it must allow it: `--forward-allow`). */
   private async dialForward(host: string, port: number): Promise<OpenedTunnel> {
-    const opened = await this.openDialed({ host, port }, { [Headers.forward]: '1' });
+    const opened = await this.openDialed({ host, port }, FORWARD_HEADERS);
     this.log.info('forwarded through the tunnel server', { target: formatHostPort({ host, port }) });
     return opened;
   }
@@ -519,11 +570,15 @@ export class Redirector implements TunnelDialer {
     // Optimistic: the app's first bytes travel right behind the tunnel request and wait at the server
     // for the proxy's answer, saving a round trip; a refusal resets the connection the app holds.
     const leg = new ResumableStream(authority);
-    const { stream, answered } = this.requestTunnel(listener, (e) => {
-      this.log.info(`tunnel to ${listener.host}:${listener.port} refused: ${e.message}`);
-      abort(socket);
-      leg.destroy();
-    });
+    const { stream, answered } = this.requestTunnel(
+      listener,
+      (e) => {
+        this.log.info(`tunnel to ${listener.host}:${listener.port} refused: ${e.message}`);
+        abort(socket);
+        leg.destroy();
+      },
+      listener.forward ? FORWARD_HEADERS : {},
+    );
     // Observed before anything else: without a session the answer is already a rejection (the refusal
     // itself is handled above), and one left unobserved would end the process.
     answered.then(

@@ -75,7 +75,7 @@ function init(options: InitOptions): InitResult {
   const hello = sayHello(options.ipcPath);
   enableClaims(hello);
   const space = new PseudoSpace(hello);
-  configureGates(space.zones, space.base, space.prefix);
+  configureGates(space.gatedNames(), space.base, space.prefix, space.forwardNets);
   installResolveHooks(libc, space);
   installConnectHooks(libc, space);
   if (options.publish !== undefined) installListenHook(libc, options.publish.name);

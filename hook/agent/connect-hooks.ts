@@ -24,11 +24,17 @@
  * from the gate as their last argument.
  */
 import { errnoOf, replaceExport, setCallerErrno } from './hooks';
-import { F_GETFL, libcFunctions, MSG_FASTOPEN, MSGHDR, O_NONBLOCK } from './libc';
-import type { IPv4Endpoint } from '../../protocol/ipc';
+import { AF_INET, F_GETFL, libcFunctions, MSG_FASTOPEN, MSGHDR, O_NONBLOCK } from './libc';
+import { tryParseIPv4, type IPv4Endpoint } from '../../protocol/ipc-wire';
+import { isForwardedName, tryForwardedAddressOf, tryStandInOf } from './forwarding';
 import { listenPortOf, tryPublishedPortOf } from './listen-ports';
 import type { PseudoSpace } from './pseudo-space';
 import { claimConnection, learnListener, requestConnect } from './redirector-client';
+
+/** Where a connect the redirector serves goes; `outside`: a forwarded address outside the pseudo network. */
+interface Destination extends IPv4Endpoint {
+  outside: boolean;
+}
 
 export function installConnectHooks(libc: Module, space: PseudoSpace): void {
   const { fcntl } = libcFunctions();
@@ -36,36 +42,44 @@ export function installConnectHooks(libc: Module, space: PseudoSpace): void {
     const flags = fcntl(fd, F_GETFL);
     return flags >= 0 && (flags & O_NONBLOCK) === 0;
   };
+  const destinationOf = (sockaddr: NativePointer, length: number): Destination | null => {
+    const pseudo = space.tryPseudoDestination(sockaddr, length);
+    if (pseudo !== null) return { ...pseudo, outside: false };
+    const forwarded = space.tryForwardDestination(sockaddr, length);
+    return forwarded === null ? null : { ...forwarded, outside: true };
+  };
   /**
    * What connect(), sendto() and sendmsg() share once they know where a call goes (`destination`, null
-   * when it is not a pseudo address): a blocking call to a pseudo destination asks the redirector first
-   * and fails with its errno if refused; then the original `call` runs — given the listener's port when
-   * it is not the app's, else null — and its connection is claimed; the app gets the original's return
-   * value and errno.
+   * when the redirector does not serve it): a blocking call asks the redirector first, and so does every
+   * forwarded one (forwarding.ts says why), failing with its errno if refused; then the original `call`
+   * runs — given the listener's address and port when they are not the app's, else null — and its
+   * connection is claimed; the app gets the original's return value and errno.
    */
   const connectThrough = (
     fd: number,
-    destination: IPv4Endpoint | null,
+    destination: Destination | null,
     errnoOut: NativePointer,
-    call: (movedTo: number | null) => SystemFunctionResult<number> | SystemFunctionResult<Int64>,
+    call: (to: IPv4Endpoint | null) => SystemFunctionResult<number> | SystemFunctionResult<Int64>,
   ): number | Int64 => {
     if (destination === null) {
       const result = call(null);
       setCallerErrno(errnoOut, errnoOf(result));
       return result.value;
     }
-    if (isBlocking(fd)) {
+    const blocking = isBlocking(fd);
+    // Learnt before deciding: a reverse reply also says whether the address is a forwarded name's.
+    if (!blocking && !destination.outside) learnListener(destination.address);
+    if (blocking || destination.outside || isForwardedName(destination.address)) {
       const refused = requestConnect(destination.address, destination.port);
       if (refused !== 0) {
         setCallerErrno(errnoOut, refused);
         return -1;
       }
-    } else {
-      learnListener(destination.address);
     }
-    const port = listenPortOf(destination.address, destination.port);
-    const result = call(port === destination.port ? null : port);
-    claimConnection(fd, { address: destination.address, port }, result.value, errnoOf(result));
+    const address = (destination.outside ? tryStandInOf(destination.address) : null) ?? destination.address;
+    const to = { address, port: listenPortOf(address, destination.port) };
+    const result = call(to.address === destination.address && to.port === destination.port ? null : to);
+    claimConnection(fd, to, result.value, errnoOf(result));
     setCallerErrno(errnoOut, errnoOf(result));
     return result.value;
   };
@@ -74,10 +88,10 @@ export function installConnectHooks(libc: Module, space: PseudoSpace): void {
     const original = new SystemFunction(target, 'int', ['int', 'pointer', 'uint']);
     return new NativeCallback(
       (fd: number, sockaddr: NativePointer, length: number, errnoOut: NativePointer): number => {
-        const destination = space.tryPseudoDestination(sockaddr, length);
+        const destination = destinationOf(sockaddr, length);
         // connect()'s original returns an int, so its result is a number.
-        return connectThrough(fd, destination, errnoOut, (movedTo) =>
-          original(fd, movedTo === null ? sockaddr : withPort(sockaddr, length, movedTo), length),
+        return connectThrough(fd, destination, errnoOut, (to) =>
+          original(fd, to === null ? sockaddr : redirected(sockaddr, length, to), length),
         ) as number;
       },
       'int',
@@ -97,14 +111,14 @@ export function installConnectHooks(libc: Module, space: PseudoSpace): void {
         addressLength: number,
         errnoOut: NativePointer,
       ): number | Int64 => {
-        const destination = (flags & MSG_FASTOPEN) !== 0 ? space.tryPseudoDestination(sockaddr, addressLength) : null;
-        return connectThrough(fd, destination, errnoOut, (movedTo) =>
+        const destination = (flags & MSG_FASTOPEN) !== 0 ? destinationOf(sockaddr, addressLength) : null;
+        return connectThrough(fd, destination, errnoOut, (to) =>
           original(
             fd,
             buffer,
             length,
             flags,
-            movedTo === null ? sockaddr : withPort(sockaddr, addressLength, movedTo),
+            to === null ? sockaddr : redirected(sockaddr, addressLength, to),
             addressLength,
           ),
         );
@@ -120,12 +134,12 @@ export function installConnectHooks(libc: Module, space: PseudoSpace): void {
       (fd: number, message: NativePointer, flags: number, errnoOut: NativePointer): number | Int64 => {
         const destination =
           (flags & MSG_FASTOPEN) !== 0 && !message.isNull()
-            ? space.tryPseudoDestination(message.add(MSGHDR.name).readPointer(), message.add(MSGHDR.namelen).readU32())
+            ? destinationOf(message.add(MSGHDR.name).readPointer(), message.add(MSGHDR.namelen).readU32())
             : null;
-        return connectThrough(fd, destination, errnoOut, (movedTo) => {
-          if (movedTo === null) return original(fd, message, flags);
+        return connectThrough(fd, destination, errnoOut, (to) => {
+          if (to === null) return original(fd, message, flags);
           // Both copies stay referenced here until the call returns: Frida frees what nothing refers to.
-          const name = withPort(message.add(MSGHDR.name).readPointer(), message.add(MSGHDR.namelen).readU32(), movedTo);
+          const name = redirected(message.add(MSGHDR.name).readPointer(), message.add(MSGHDR.namelen).readU32(), to);
           const copy = Memory.alloc(MSGHDR.size);
           Memory.copy(copy, message, MSGHDR.size);
           copy.add(MSGHDR.name).writePointer(name);
@@ -137,7 +151,8 @@ export function installConnectHooks(libc: Module, space: PseudoSpace): void {
     );
   });
 
-  // Only sockets connected to a moved listener reach this (gates.ts): their peer shows the published port.
+  // Pseudo peers reach this once some peer was rewritten (gates.ts): a moved listener's shows the
+  // published port, a stand-in's the forwarded address.
   replaceExport(
     libc,
     'getpeername',
@@ -145,8 +160,11 @@ export function installConnectHooks(libc: Module, space: PseudoSpace): void {
       new NativeCallback(
         (_fd: number, sockaddr: NativePointer, length: number): void => {
           const peer = space.tryPseudoDestination(sockaddr, length);
-          const published = peer === null ? null : tryPublishedPortOf(peer.address, peer.port);
+          if (peer === null) return;
+          const published = tryPublishedPortOf(peer.address, peer.port);
+          const forwarded = tryForwardedAddressOf(peer.address);
           if (published !== null) writePort(sockaddr, published);
+          if (forwarded !== null) writeAddress(sockaddr, forwarded);
         },
         'void',
         ['int', 'pointer', 'uint'],
@@ -154,12 +172,24 @@ export function installConnectHooks(libc: Module, space: PseudoSpace): void {
   );
 }
 
-/** A copy of the `length`-byte sockaddr at `sockaddr` (AF_INET or AF_INET6: the port sits at 2) with `port`. */
-function withPort(sockaddr: NativePointer, length: number, port: number): NativePointer {
+/**
+ * A copy of the `length`-byte sockaddr at `sockaddr` (AF_INET, or AF_INET6 `::ffff:a.b.c.d`: the port
+ * sits at 2) with the address and port of `to`.
+ */
+function redirected(sockaddr: NativePointer, length: number, to: IPv4Endpoint): NativePointer {
   const copy = Memory.alloc(length);
   Memory.copy(copy, sockaddr, length);
-  writePort(copy, port);
+  writePort(copy, to.port);
+  writeAddress(copy, to.address);
   return copy;
+}
+
+/** Writes the IPv4 `address` into an AF_INET sockaddr, or as `::ffff:a.b.c.d` into an AF_INET6 one. */
+function writeAddress(sockaddr: NativePointer, address: string): void {
+  const value = tryParseIPv4(address);
+  if (value === null) return;
+  const at = sockaddr.add(sockaddr.readU16() === AF_INET ? 4 : 20);
+  at.writeByteArray([value >>> 24, (value >>> 16) & 0xff, (value >>> 8) & 0xff, value & 0xff]);
 }
 
 function writePort(sockaddr: NativePointer, port: number): void {

@@ -6,15 +6,19 @@
  * Each gate decides whether its call concerns a pseudo name or address, exactly as loosely as PseudoSpace
  * or more so (never less):
  * - a name is pseudo when, without one trailing dot and compared ASCII-case-insensitively, it ends with
- *   `.` + one of the zones (so never the zone itself);
+ *   `.` + one of the zones (so never the zone itself), or matches a forwarded name pattern (forwarding.ts:
+ *   a `.suffix`, the name and those under it, or a name alone);
  * - an address is pseudo when it is AF_INET inside the pseudo network, or AF_INET6 `::ffff:a.b.c.d` with
- *   a.b.c.d inside it.
+ *   a.b.c.d inside it; a connect's (connect, sendto and sendmsg with MSG_FASTOPEN) also when that IPv4
+ *   address and its port lie in one of forwarding mode's networks (a loop over a handful of words, none
+ *   when the redirector forwards nothing).
  * Anything else is passed to the function itself with the same arguments: called from inside its own
  * replacement, Interceptor routes the call to the original, and its return value and errno reach the
  * caller untouched. Only pseudo calls go to the function's JS slow path (a NativeCallback), which
  * re-checks with PseudoSpace and keeps every decision. getpeername is the one gate that decides after
  * the call: the original runs first, and only a pseudo peer goes on to the slow path, which may put its
- * published port back, and only once some listener moved (`up_config.moved`, listen-ports.ts).
+ * published port back (listen-ports.ts) or the forwarded address a stand-in was for (forwarding.ts), and
+ * only once either happened in this process (`up_config.moved`).
  *
  * Why `Interceptor.replace` and not `replaceFast` (which an earlier attempt used, and which skips a
  * trampoline): a gate stays on the stack while the original runs, and the original may block for a long
@@ -26,15 +30,15 @@
  * (which frees the CModule) before that. So a detach while a thread is blocked inside a hooked call waits
  * for that call to return, and the process keeps running. test/e2e/hook.test.ts proves it.
  *
- * The zones and the pseudo network are data, written by `configureGates` into `up_config` (the C source
+ * The names, the pseudo network and the forwarded networks are data, written by `configureGates` into `up_config` (the C source
  * is a constant). So are, per gate, the function to call for an ordinary call (the hooked export itself)
  * and the slow path, both written before the gate is installed, so a gate never sees an empty slot. The
  * slow paths of the connect family cannot set errno through `this` (called from C, their `this` is a
  * CallbackContext), so they get one extra argument, an `int *` the gate stores into errno after they
  * return (left at -1: errno is not set); the Interceptor then passes the thread's errno to the caller.
  *
- * Length: about 360 lines, just over the ~350 the house aims at: most of it is the gates' C source, one
- * constant that must stay beside the code that writes the config it reads.
+ * Length: about 450 lines, over the ~350 the house aims at: most of it is the gates' C source, one
+ * constant that must stay beside the code that writes the config it reads (the layout of `up_config`).
  */
 import { AF_INET, AF_INET6, AI_NUMERICHOST, MSG_FASTOPEN, NI_NUMERICHOST, libcFunctions } from './libc';
 
@@ -56,7 +60,10 @@ const GATES = [
 export type GateName = (typeof GATES)[number];
 
 const SLOTS = 16;
-/** struct up_config: u32 base, u32 mask, const u8 *zones, void *target[SLOTS], void *slow[SLOTS], u32 moved. */
+/**
+ * struct up_config: u32 base, u32 mask, const u8 *zones, void *target[SLOTS], void *slow[SLOTS], u32 moved,
+ * u32 nets_count, const u32 *nets.
+ */
 const CONFIG = {
   base: 0,
   mask: 4,
@@ -64,8 +71,29 @@ const CONFIG = {
   target: 16,
   slow: 16 + 8 * SLOTS,
   moved: 16 + 16 * SLOTS,
-  size: 24 + 16 * SLOTS,
+  netsCount: 20 + 16 * SLOTS,
+  nets: 24 + 16 * SLOTS,
+  size: 32 + 16 * SLOTS,
 };
+
+/** How a name of the gates' list matches (its byte after the length): see up_pseudo_name. */
+export const NAME_UNDER = 0;
+export const NAME_OR_UNDER = 1;
+export const NAME_ONLY = 2;
+
+/** A name the gates send to the slow path: a zone (NAME_UNDER) or a forwarded name pattern. */
+export interface GatedName {
+  name: string;
+  match: typeof NAME_UNDER | typeof NAME_OR_UNDER | typeof NAME_ONLY;
+}
+
+/** An IPv4 network whose connects go to the slow path (forwarding mode), host order, with its ports. */
+export interface GateNet {
+  base: number;
+  mask: number;
+  low: number;
+  high: number;
+}
 
 const SOURCE = `
 #define SLOTS ${SLOTS}
@@ -82,6 +110,8 @@ struct up_config {
   void * volatile target[SLOTS];
   void * volatile slow[SLOTS];
   volatile unsigned int moved;
+  volatile unsigned int nets_count;
+  const unsigned int * volatile nets;
 };
 
 extern struct up_config up_config;
@@ -120,6 +150,37 @@ static int up_pseudo_raw (const unsigned char * a, unsigned int len, int family)
   return 0;
 }
 
+/* nets: nets_count entries of four host-order words: base, mask, lowest port, highest port. */
+static int up_forwarded (unsigned int a, unsigned int port)
+{
+  const unsigned int * net = up_config.nets;
+  unsigned int i, n = up_config.nets_count;
+  for (i = 0; i != n; i++, net += 4)
+    if ((a & net[1]) == net[0] && port >= net[2] && port <= net[3])
+      return 1;
+  return 0;
+}
+
+/* A connect the slow path takes: to a pseudo address, or to one forwarding mode catches. */
+static int up_connect_sockaddr (const unsigned char * sa, unsigned int len)
+{
+  unsigned short family;
+  unsigned int a, port;
+  if (sa == 0 || len < 2)
+    return 0;
+  family = *(const unsigned short *) sa;
+  if (family == AF_INET && len >= 16)
+    a = up_be32 (sa + 4);
+  else if (family == AF_INET6 && len >= 24 && up_is_v4_mapped (sa + 8))
+    a = up_be32 (sa + 20);
+  else
+    return 0;
+  if (up_in_net (a))
+    return 1;
+  port = ((unsigned int) sa[2] << 8) | sa[3];
+  return up_forwarded (a, port);
+}
+
 static int up_pseudo_sockaddr (const unsigned char * sa, unsigned int len)
 {
   unsigned short family;
@@ -133,7 +194,10 @@ static int up_pseudo_sockaddr (const unsigned char * sa, unsigned int len)
   return 0;
 }
 
-/* zones: a sequence of (length byte, lower-case bytes), ended by a zero length. */
+/*
+ * zones: a sequence of (length byte, match byte, lower-case bytes), ended by a zero length. The match byte:
+ * 0, names strictly under it (a zone); 1, the name itself too (a forwarded .suffix); 2, the name alone.
+ */
 static int up_pseudo_name (const char * name)
 {
   const unsigned char * z;
@@ -150,8 +214,9 @@ static int up_pseudo_name (const char * name)
   while (*z != 0)
   {
     unsigned long zl = *z, i;
-    const unsigned char * zs = z + 1;
-    if (n > zl + 1 && name[n - zl - 1] == '.')
+    unsigned int match = z[1];
+    const unsigned char * zs = z + 2;
+    if ((n > zl + 1 && name[n - zl - 1] == '.' && match != 2) || (n == zl && match != 0))
     {
       const unsigned char * tail = (const unsigned char *) name + n - zl;
       for (i = 0; i != zl; i++)
@@ -179,7 +244,7 @@ typedef long (* up_sendmsg_slow_fn) (int, const void *, int, int *);
 
 int up_connect (int fd, const void * sa, unsigned int len)
 {
-  if (up_pseudo_sockaddr (sa, len))
+  if (up_connect_sockaddr (sa, len))
   {
     int err = -1;
     int r = ((up_connect_slow_fn) SLOW (0)) (fd, sa, len, &err);
@@ -192,7 +257,7 @@ int up_connect (int fd, const void * sa, unsigned int len)
 
 long up_sendto (int fd, const void * buf, unsigned long n, int flags, const void * sa, unsigned int len)
 {
-  if ((flags & MSG_FASTOPEN) != 0 && up_pseudo_sockaddr (sa, len))
+  if ((flags & MSG_FASTOPEN) != 0 && up_connect_sockaddr (sa, len))
   {
     int err = -1;
     long r = ((up_sendto_slow_fn) SLOW (1)) (fd, buf, n, flags, sa, len, &err);
@@ -206,7 +271,7 @@ long up_sendto (int fd, const void * buf, unsigned long n, int flags, const void
 long up_sendmsg (int fd, const void * msg, int flags)
 {
   if ((flags & MSG_FASTOPEN) != 0 && msg != 0
-      && up_pseudo_sockaddr (*(const unsigned char * const *) msg, *(const unsigned int *) ((const char *) msg + 8)))
+      && up_connect_sockaddr (*(const unsigned char * const *) msg, *(const unsigned int *) ((const char *) msg + 8)))
   {
     int err = -1;
     long r = ((up_sendmsg_slow_fn) SLOW (2)) (fd, msg, flags, &err);
@@ -273,7 +338,7 @@ int up_getnameinfo (const void * sa, unsigned int len, char * host, unsigned int
 typedef int (* up_getpeername_fn) (int, void *, unsigned int *);
 typedef void (* up_getpeername_slow_fn) (int, void *, unsigned int);
 
-/* After the call, unlike the others: only a pseudo peer, once some listener moved, may need its port put back. */
+/* After the call, unlike the others: only a pseudo peer, once some peer was rewritten, may need its port or address put back. */
 int up_getpeername (int fd, void * sa, unsigned int * len)
 {
   unsigned int room = len != 0 ? *len : 0;
@@ -294,7 +359,7 @@ int up_getpeername (int fd, void * sa, unsigned int * len)
 
 /** The compiled gates and their configuration. Never disposed: GumJS frees both at unload, after Interceptor let go. */
 let compiled: { config: NativePointer; module: CModule } | null = null;
-/** Every packed zone list written, referenced so that it lives as long as up_config may point at it. */
+/** Every packed zone and net list written, referenced so that it lives as long as up_config may point at it. */
 const zoneData: NativePointer[] = [];
 
 function gates(): { config: NativePointer; module: CModule } {
@@ -307,34 +372,56 @@ function gates(): { config: NativePointer; module: CModule } {
 }
 
 /**
- * Writes the zones (lower case, without trailing dot, as PseudoSpace holds them) and the pseudo network
- * (host-order base and prefix) where the gates read them. Compiles the gates on first use.
+ * Writes the names (lower case, without trailing dot, as PseudoSpace holds them), the pseudo network
+ * (host-order base and prefix) and forwarding mode's networks where the gates read them. Compiles the
+ * gates on first use.
  */
-export function configureGates(zones: readonly string[], base: number, prefix: number): void {
+export function configureGates(
+  names: readonly GatedName[],
+  base: number,
+  prefix: number,
+  nets: readonly GateNet[],
+): void {
   const { config } = gates();
   const packed: number[] = [];
-  for (const zone of zones) {
-    // PseudoSpace accepts only ASCII host names of at most 253 characters, so a zone that is not ASCII or
+  for (const { name, match } of names) {
+    // PseudoSpace accepts only ASCII host names of at most 253 characters, so a name that is not ASCII or
     // longer than a length byte can count never matches there either.
-    if (zone.length === 0 || zone.length > 255 || !isPlainAscii(zone)) continue;
-    packed.push(zone.length);
-    for (let i = 0; i < zone.length; i++) packed.push(zone.charCodeAt(i));
+    if (name.length === 0 || name.length > 255 || !isPlainAscii(name)) continue;
+    packed.push(name.length, match);
+    for (let i = 0; i < name.length; i++) packed.push(name.charCodeAt(i));
   }
   packed.push(0);
   const data = Memory.alloc(packed.length);
   data.writeByteArray(packed);
-  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+  const netData = Memory.alloc(Math.max(16 * nets.length, 16));
+  nets.forEach((net, i) => {
+    const at = netData.add(16 * i);
+    at.writeU32(net.base >>> 0);
+    at.add(4).writeU32(net.mask >>> 0);
+    at.add(8).writeU32(net.low);
+    at.add(12).writeU32(net.high);
+  });
   config.add(CONFIG.base).writeU32(base >>> 0);
-  config.add(CONFIG.mask).writeU32(mask);
+  config.add(CONFIG.mask).writeU32(maskOf(prefix));
   config.add(CONFIG.zones).writePointer(data);
-  zoneData.push(data);
+  // The count last, once the entries it covers are written: a gate on another thread reads it first.
+  config.add(CONFIG.nets).writePointer(netData);
+  config.add(CONFIG.netsCount).writeU32(nets.length);
+  zoneData.push(data, netData);
+}
+
+/** The host-order mask of a prefix length. */
+export function maskOf(prefix: number): number {
+  return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
 }
 
 /**
  * Lets the getpeername gate enter its slow path from now on: some pseudo listener of this process's
- * connects sits on another port than the published one (listen-ports.ts). Until then the gate stays in C.
+ * connects sits on another port than the published one (listen-ports.ts), or stands in for a forwarded
+ * address (forwarding.ts). Until then the gate stays in C.
  */
-export function setPortsMoved(): void {
+export function setPeersRewritten(): void {
   gates().config.add(CONFIG.moved).writeU32(1);
 }
 

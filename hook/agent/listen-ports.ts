@@ -16,7 +16,7 @@
  * moved (gates.ts).
  */
 import type { MovedPort } from '../../protocol/ipc';
-import { setPortsMoved } from './gates';
+import { setPeersRewritten } from './gates';
 
 /** By pseudo address (dotted quad): where its listener moved, or null when it sits on the published port. */
 const known = new Map<string, MovedPort | null>();
@@ -25,7 +25,7 @@ const known = new Map<string, MovedPort | null>();
 export function noteListener(address: string, moved: MovedPort | undefined): void {
   const entry = isMovedPort(moved) ? { port: moved.port, listenPort: moved.listenPort } : null;
   known.set(address, entry);
-  if (entry !== null) setPortsMoved();
+  if (entry !== null) setPeersRewritten();
 }
 
 /** True once `address` was noted, whether its listener moved or not. */

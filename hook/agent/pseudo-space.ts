@@ -1,14 +1,17 @@
 /**
  * What counts as pseudo: names under the redirector's zones and addresses inside its pseudo network,
- * both learnt from the `hello` reply. Every check here runs on the hot path of ordinary lookups and
- * connects, so it is a few string and integer comparisons and never an IPC round trip.
+ * both learnt from the `hello` reply, and what forwarding mode hands to the redirector as well (its
+ * `forward`: names matching its patterns, connects to its IPv4 networks). Every check here runs on the
+ * hot path of ordinary lookups and connects, so it is a few string and integer comparisons and never an
+ * IPC round trip.
  *
  * Names are compared as lower case without a trailing dot, by plain suffix. The redirector validates
  * every name with tldts authoritatively; bundling tldts here was measured and rejected (see
  * `normaliseHostName`).
  */
-import { formatIPv4, inPseudoNet, tryParseIPv4 } from '../../protocol/ipc-wire';
+import { formatIPv4, inPseudoNet, tryParseIPv4, type IPv4Endpoint } from '../../protocol/ipc-wire';
 import type { HelloReply } from '../../protocol/ipc';
+import { maskOf, NAME_ONLY, NAME_OR_UNDER, NAME_UNDER, type GatedName, type GateNet } from './gates';
 import { AF_INET, AF_INET6 } from './libc';
 
 export class PseudoSpace {
@@ -17,6 +20,10 @@ export class PseudoSpace {
   /** The pseudo network, host order. */
   readonly base: number;
   readonly prefix: number;
+  /** Forwarded name patterns: `suffix`, the name and every name under it; else the name alone. */
+  readonly forwardNames: Array<{ name: string; suffix: boolean }>;
+  /** Forwarded IPv4 networks, host order, with their ports (all of them when the pattern named none). */
+  readonly forwardNets: GateNet[];
 
   constructor(hello: HelloReply) {
     const base = tryParseIPv4(hello.pseudoNet.base);
@@ -31,21 +38,39 @@ export class PseudoSpace {
     this.base = base;
     this.prefix = hello.pseudoNet.prefix;
     this.zones = hello.zones.map((zone) => zone.toLowerCase().replace(/\.$/, '')).filter((zone) => zone !== '');
+    this.forwardNames = (hello.forward?.names ?? []).flatMap(({ name, suffix }) => {
+      const normalised = normaliseHostName(name);
+      return normalised === null ? [] : [{ name: normalised, suffix }];
+    });
+    this.forwardNets = (hello.forward?.nets ?? []).flatMap(({ address, prefix, ports }) => {
+      const value = tryParseIPv4(address);
+      if (value === null || !Number.isInteger(prefix) || prefix < 0 || prefix > 32) return [];
+      const mask = maskOf(prefix);
+      return [{ base: (value & mask) >>> 0, mask, low: ports?.low ?? 1, high: ports?.high ?? 0xffff }];
+    });
   }
 
-  /** The normalised name when `name` lies under one of the zones (not the zone itself), else null. */
+  /** What the native gates compare names with (gates.ts): the zones, then the forwarded patterns. */
+  gatedNames(): GatedName[] {
+    return [
+      ...this.zones.map((name): GatedName => ({ name, match: NAME_UNDER })),
+      ...this.forwardNames.map(({ name, suffix }): GatedName => ({ name, match: suffix ? NAME_OR_UNDER : NAME_ONLY })),
+    ];
+  }
+
+  /**
+   * The normalised name when the redirector answers it: under one of the zones (not the zone itself), or
+   * matching a forwarded name pattern. Else null.
+   */
   tryPseudoName(name: string): string | null {
     const normalised = normaliseHostName(name);
     if (normalised === null) return null;
-    for (const zone of this.zones) {
-      if (
-        normalised.length > zone.length + 1 &&
-        normalised.endsWith(zone) &&
-        normalised.charCodeAt(normalised.length - zone.length - 1) === 0x2e
-      ) {
-        return normalised;
-      }
-    }
+    const under = (parent: string): boolean =>
+      normalised.length > parent.length + 1 &&
+      normalised.endsWith(parent) &&
+      normalised.charCodeAt(normalised.length - parent.length - 1) === 0x2e;
+    if (this.zones.some(under)) return normalised;
+    if (this.forwardNames.some(({ name, suffix }) => normalised === name || (suffix && under(name)))) return normalised;
     return null;
   }
 
@@ -57,23 +82,42 @@ export class PseudoSpace {
    * The IPv4 pseudo destination of a sockaddr, or null: AF_INET inside the pseudo network, or AF_INET6
    * `::ffff:a.b.c.d` (a dual-stack socket) with a.b.c.d inside it.
    */
-  tryPseudoDestination(sockaddr: NativePointer, length: number): { address: string; port: number } | null {
-    if (sockaddr.isNull() || length < 2) return null;
-    const family = sockaddr.readU16();
-    let address: number;
-    if (family === AF_INET && length >= 16) {
-      address = readU32BigEndian(sockaddr.add(4));
-    } else if (family === AF_INET6 && length >= 24) {
-      const bytes = sockaddr.add(8);
-      if (bytes.readU64().toNumber() !== 0 || bytes.add(8).readU32() !== 0xffff0000) return null;
-      address = readU32BigEndian(bytes.add(12));
-    } else {
-      return null;
-    }
-    if (!this.isPseudoAddress(address)) return null;
-    const port = (sockaddr.add(2).readU8() << 8) | sockaddr.add(3).readU8();
-    return { address: formatIPv4(address), port };
+  tryPseudoDestination(sockaddr: NativePointer, length: number): IPv4Endpoint | null {
+    const endpoint = tryIPv4Of(sockaddr, length);
+    if (endpoint === null || !this.isPseudoAddress(endpoint.value)) return null;
+    return { address: formatIPv4(endpoint.value), port: endpoint.port };
   }
+
+  /**
+   * The IPv4 destination of a connect forwarding mode catches, or null: outside the pseudo network, in
+   * one of the forwarded networks with its port (what the connect gate let through, checked again).
+   */
+  tryForwardDestination(sockaddr: NativePointer, length: number): IPv4Endpoint | null {
+    const endpoint = tryIPv4Of(sockaddr, length);
+    if (endpoint === null || this.isPseudoAddress(endpoint.value)) return null;
+    const { value, port } = endpoint;
+    const caught = this.forwardNets.some(
+      (net) => (value & net.mask) >>> 0 === net.base && port >= net.low && port <= net.high,
+    );
+    return caught ? { address: formatIPv4(value), port } : null;
+  }
+}
+
+/** The IPv4 address (host order) and port of an AF_INET sockaddr, or of an AF_INET6 `::ffff:a.b.c.d` one. */
+function tryIPv4Of(sockaddr: NativePointer, length: number): { value: number; port: number } | null {
+  if (sockaddr.isNull() || length < 2) return null;
+  const family = sockaddr.readU16();
+  let value: number;
+  if (family === AF_INET && length >= 16) {
+    value = readU32BigEndian(sockaddr.add(4));
+  } else if (family === AF_INET6 && length >= 24) {
+    const bytes = sockaddr.add(8);
+    if (bytes.readU64().toNumber() !== 0 || bytes.add(8).readU32() !== 0xffff0000) return null;
+    value = readU32BigEndian(bytes.add(12));
+  } else {
+    return null;
+  }
+  return { value, port: (sockaddr.add(2).readU8() << 8) | sockaddr.add(3).readU8() };
 }
 
 /**

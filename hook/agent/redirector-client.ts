@@ -7,6 +7,7 @@ import { trySockaddrIPv4 } from '../../protocol/ipc-wire';
 import type { ErrorReply, HelloReply, IPv4Endpoint } from '../../protocol/ipc';
 import { ipcNotify, IpcTransportError, ipcRequest } from './ipc-client';
 import { ECONNREFUSED, EINPROGRESS, EINTR, ETIMEDOUT, getLibc, libcFunctions } from './libc';
+import { noteForwarded, noteStandIn } from './forwarding';
 import { isKnown, noteListener } from './listen-ports';
 
 export type ResolveOutcome = { kind: 'ok'; name: string; address: string } | { kind: 'not-found' } | { kind: 'again' };
@@ -16,6 +17,7 @@ export function resolvePseudoName(name: string): ResolveOutcome {
     const reply = ipcRequest('resolve', { name });
     if (reply.ok) {
       noteListener(reply.address, reply.moved);
+      noteForwarded(reply.address, reply.forward);
       return { kind: 'ok', name: reply.name, address: reply.address };
     }
     reportRefusal(reply);
@@ -28,7 +30,8 @@ export function resolvePseudoName(name: string): ResolveOutcome {
 
 /**
  * 0 when the redirector holds a tunnel for `address:port`, else the errno connect() must fail with. The
- * reply also says where the listener is (listen-ports.ts).
+ * reply also says where the listener is (listen-ports.ts), and for a forwarded address outside the pseudo
+ * network which pseudo address stands in for it (forwarding.ts).
  */
 export function requestConnect(address: string, port: number): number {
   try {
@@ -37,7 +40,8 @@ export function requestConnect(address: string, port: number): number {
       reportRefusal(reply);
       return ECONNREFUSED;
     }
-    noteListener(address, reply.moved);
+    if (reply.via !== undefined) noteStandIn(reply.via, address);
+    noteListener(reply.via ?? address, reply.moved);
     return 0;
   } catch (error) {
     warnOnce(error);
@@ -51,6 +55,7 @@ export function tryReverse(address: string): string | null {
     const reply = ipcRequest('reverse', { address });
     if (!reply.ok) return null;
     noteListener(address, reply.moved);
+    noteForwarded(address, reply.forward);
     return reply.name;
   } catch (error) {
     warnOnce(error);
@@ -157,5 +162,5 @@ function reportRefusal(reply: ErrorReply): void {
   const key = `${reply.code}\0${reply.message}`;
   if (reported.has(key) || reported.size >= 100) return;
   reported.add(key);
-  send({ type: 'warning', message: `${reply.message}: ${REMEDY[reply.code]}` });
+  send({ type: 'warning', message: `${reply.message}: ${reply.fix ?? REMEDY[reply.code]}` });
 }

@@ -1,6 +1,6 @@
 /** Forwarding rules: the grammar, what each form matches, and the addresses the server guards. */
 import assert from 'node:assert/strict';
-import { isGuardedAddress, parseForwardRule, ruleMatches } from '../../protocol/forward-rules';
+import { isGuardedAddress, parseForwardRule, ruleMatches, tryMatchName } from '../../protocol/forward-rules';
 
 describe('protocol/forward-rules', function () {
   const cases: [string, string, number, boolean][] = [
@@ -33,6 +33,20 @@ describe('protocol/forward-rules', function () {
       assert.throws(() => parseForwardRule(bad), /forward rule/);
     });
   }
+
+  it('matches a name with a name rule whatever its port, for a lookup that knows none yet', function () {
+    const rules = ['.corp.example:443', 'wiki.example', '10.0.0.0/8'].map(parseForwardRule);
+    assert.equal(tryMatchName(rules, 'a.corp.example')?.text, '.corp.example:443');
+    assert.equal(tryMatchName(rules, 'WIKI.example.')?.text, 'wiki.example');
+    assert.equal(tryMatchName(rules, 'sub.wiki.example'), null);
+    assert.equal(tryMatchName(rules, '10.1.2.3'), null, 'an address is no name');
+  });
+
+  it("keeps a network rule's address and prefix, for the hook", function () {
+    const rule = parseForwardRule('10.1.0.0/16:80');
+    assert.equal(rule.kind, 'net');
+    if (rule.kind === 'net') assert.deepEqual([rule.address, rule.prefix, rule.family], ['10.1.0.0', 16, 4]);
+  });
 
   const guarded: [string, boolean][] = [
     ['127.0.0.1', true],

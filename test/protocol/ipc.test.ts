@@ -148,6 +148,42 @@ describe('protocol/ipc: hook ↔ redirector messages', function () {
       ],
       ['resolve', { ok: true, name: 'pg.default.underpass.internal', address: '127.77.0.3', moved: 5432 }, false],
       ['reverse', { ok: true, name: 7 }, false],
+      // Forwarding mode for hooked apps (issue 15).
+      [
+        'hello',
+        {
+          ok: true,
+          v: 1,
+          zones: ['underpass.internal'],
+          pseudoNet: { base: '127.77.0.0', prefix: 16 },
+          forward: {
+            names: [{ name: 'corp.example', suffix: true }],
+            nets: [
+              { address: '10.0.0.0', prefix: 8, ports: { low: 80, high: 443 } },
+              { address: '192.0.2.7', prefix: 32 },
+            ],
+          },
+        },
+        true,
+      ],
+      [
+        'hello',
+        {
+          ok: true,
+          v: 1,
+          zones: ['underpass.internal'],
+          pseudoNet: { base: '127.77.0.0', prefix: 16 },
+          forward: { names: [], nets: [{ address: '10.0.0.0', prefix: 33 }] },
+        },
+        false,
+      ],
+      ['resolve', { ok: true, name: 'intranet.corp.example', address: '127.77.0.4', forward: true }, true],
+      ['resolve', { ok: true, name: 'intranet.corp.example', address: '127.77.0.4', forward: 'yes' }, false],
+      ['reverse', { ok: true, name: 'intranet.corp.example', forward: true }, true],
+      ['connect', { ok: true, via: '127.77.0.5' }, true],
+      ['connect', { ok: true, via: 5 }, false],
+      ['connect', { ok: false, code: 'REFUSED', message: 'not allowed', fix: 'ask its operator' }, true],
+      ['connect', { ok: false, code: 'REFUSED', message: 'not allowed', fix: 7 }, false],
     ];
     const table = agentIpcTable();
     for (const [kind, data, fits] of replies) {
