@@ -7,6 +7,21 @@ import { execFileSync } from 'node:child_process';
 
 let counter = 0;
 
+/**
+ * The next subnet index no other test process holds now: 10.77.N.1 on this side is how a running
+ * ClientHost shows, and two test runs at once (engineers sharing a machine, CI's parallel jobs) must not
+ * give two veths the same subnet, or each one's packets go to the other's namespace. Starts where this
+ * process's pid points, so that two processes rarely even try the same index.
+ */
+function freeIndex(): number {
+  for (let tries = 0; tries < 150; tries++) {
+    const index = 100 + ((process.pid + counter++) % 150);
+    const held = execFileSync('ip', ['-4', '-o', 'addr', 'show', 'to', `10.77.${index}.1/32`], { encoding: 'utf8' });
+    if (held.trim() === '') return index;
+  }
+  throw new Error('no free 10.77.N.0/24 subnet for a test host: remove stale ones (ip -4 addr show to 10.77.0.0/16)');
+}
+
 function sh(args: string[], input?: string): void {
   execFileSync(args[0]!, args.slice(1), {
     stdio: ['pipe', 'ignore', 'pipe'],
@@ -29,7 +44,7 @@ export class ClientHost {
 
   /** Creates the namespace; everything but loopback and `allowed` TCP ports on our side is refused. */
   static create(allowedPorts: number[]): ClientHost {
-    const host = new ClientHost(100 + (counter++ % 100));
+    const host = new ClientHost(freeIndex());
     const peer = `${host.hostVeth}p`;
     try {
       sh(['ip', 'netns', 'add', host.name]);
