@@ -11,6 +11,7 @@ import type { LogFormat, Logger } from '../runtime/log';
 import { DEFAULT_TRANSPORT, GRACE_MS, KEEPALIVE_MS, TRANSPORT_KINDS } from '../protocol/defaults';
 import type { ExtraRoute, Metrics, MetricsSnapshot, ProgramName } from '../runtime/metrics';
 import type { LinkOptions } from '../runtime/link-config';
+import type { ClusterConfig } from '../server/config';
 import type { TransportKind } from '../runtime/transport';
 import { load, version } from './load';
 
@@ -62,8 +63,10 @@ export function linkOptions(flags: EndpointFlags, logger: Logger): LinkOptions {
   if (!server) throw new ConfigError('missing --server HOST:PORT (the tunnel server to dial)');
   if (!ca) throw new ConfigError("missing --ca FILE (the server's DATA_DIR/tls/cert.pem)");
   if (!token) throw new ConfigError('missing --token TOKEN (the server prints where its token is)');
+  const servers = load.linkConfig().parseHostPorts(server, '--server');
   return {
-    server: load.linkConfig().parseHostPort(server, '--server'),
+    server: servers[0]!,
+    servers,
     ca: readCa(ca),
     token,
     logger,
@@ -157,7 +160,11 @@ export function formatStatus(status: StatusReply): string {
 /** Flags every endpoint (proxy, redirector) shares. */
 export function endpointOptions(command: Command): Command {
   return metricsOptions(command)
-    .addOption(new Option('--server <host:port>', 'tunnel server to dial').env('UNDERPASS_SERVER'))
+    .addOption(
+      new Option('--server <host:port>', 'tunnel server to dial; several, comma-separated: nodes of one cluster').env(
+        'UNDERPASS_SERVER',
+      ),
+    )
     .addOption(new Option('--ca <file>', "the server's certificate, DATA_DIR/tls/cert.pem").env('UNDERPASS_CA'))
     .addOption(new Option('--token <token>', 'token the server accepts').env('UNDERPASS_TOKEN'))
     .addOption(
@@ -198,3 +205,21 @@ export const graceOption = (): Option =>
 
 export const logFormat = (): Option =>
   new Option('--log-format <format>', 'log lines as readable text or JSON').choices(['text', 'json']).default('text');
+
+/** `--cluster`, `--node` and `--advertise` as the server's cluster options; absent without `--cluster`. */
+export function clusterOptions(flags: {
+  cluster?: string;
+  node?: string;
+  advertise?: string;
+}): ClusterConfig | undefined {
+  if (flags.cluster === undefined) {
+    if (flags.node !== undefined || flags.advertise !== undefined)
+      throw new ConfigError('--node and --advertise go with --cluster URL: add it, or drop them');
+    return undefined;
+  }
+  if (flags.node === undefined)
+    throw new ConfigError('--cluster needs --node NAME: a name for this node, unique in the cluster');
+  const advertise = flags.advertise;
+  if (advertise !== undefined) load.linkConfig().parseHostPort(advertise, '--advertise');
+  return { url: flags.cluster, node: flags.node, advertise };
+}

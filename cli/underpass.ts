@@ -13,6 +13,7 @@ import { addAdminCommands } from './admin-commands';
 import { applyConfigFile, collect, tryConfigPath, type FileExtras } from './config-file';
 import { load, version } from './load';
 import {
+  clusterOptions,
   daemonMetrics,
   endpointOptions,
   fail,
@@ -68,11 +69,22 @@ export function buildProgram(): Command {
       '--placement <file>',
       "in a cluster: 'PATTERN NODE' lines placing endpoints by the names they publish (NAME.ACCOUNT) or their account",
     )
+    .addOption(
+      new Option(
+        '--cluster <url>',
+        'act as one service with the other nodes sharing this Redis: redis://HOST:PORT[/DB], rediss://…, redis+sentinel://HOST:PORT[,…]/PRIMARY[/DB], redis+cluster://HOST:PORT[,…]',
+      ).env('UNDERPASS_CLUSTER'),
+    )
+    .option('--node <name>', "this node's name in the cluster (with --cluster)")
+    .option('--advertise <host:port>', 'where endpoints and other nodes reach this node (default: --listen)')
     .addOption(keepaliveOption())
     .addOption(graceOption())
     .addOption(logFormat())
     .action(
       async (flags: {
+        cluster?: string;
+        node?: string;
+        advertise?: string;
         listen: string;
         placement?: string;
         dataDir: string;
@@ -109,6 +121,7 @@ export function buildProgram(): Command {
             logger,
             forwardAllow: load.forwarding().parseAllowRules(flags.forwardAllow),
             placement: flags.placement !== undefined ? load.placement().loadPlacement(flags.placement) : [],
+            cluster: clusterOptions(flags),
             ...(metrics !== undefined ? { metrics } : {}),
           });
           daemon.read(() => server.snapshot());

@@ -19,6 +19,8 @@ import { proxyFor, type TransportKind } from './transport';
 
 export interface LinkConfig {
   server: HostPort;
+  /** Every server of `--server a:p,b:p` (the first is `server`); empty: `server` alone. */
+  servers: HostPort[];
   /** PEM of the CA (or self-signed certificate) that signs the server's certificate. */
   ca: Buffer;
   token: string;
@@ -42,6 +44,7 @@ type Required = 'server' | 'ca' | 'token' | 'logger';
 export type LinkOptions = OptionsOf<LinkConfig, Required>;
 
 export const defaultLinkConfig: Omit<LinkConfig, Required> = {
+  servers: [],
   keepaliveMs: KEEPALIVE_MS,
   transport: DEFAULT_TRANSPORT,
   proxy: undefined,
@@ -66,6 +69,11 @@ export function verifyLinkConfig(config: LinkConfig): void {
   if (!(minMs > 0 && maxMs >= minMs)) throw new ConfigError(`backoff ${minMs}–${maxMs} ms must rise from above zero`);
   // A proxy URL that cannot be used is said now, not at the first dial.
   proxyFor(config.server, config.proxy);
+}
+
+/** Parses `HOST:PORT[,HOST:PORT…]` (a cluster's nodes); throws ConfigError naming `flag`. */
+export function parseHostPorts(input: string, flag: string): HostPort[] {
+  return input.split(',').map((item) => parseHostPort(item.trim(), flag));
 }
 
 /** Parses `HOST:PORT` (`[v6]:PORT` for IPv6); throws ConfigError naming `flag`, with an example. */

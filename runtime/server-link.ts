@@ -7,6 +7,12 @@
  * Tunnels outlive a dropped link: the link keeps the session's resumption token and its table of
  * resumable tunnels; on reconnecting it presents the token and, when the server still holds the session,
  * re-opens every tunnel from the byte counts both sides have (PROTOCOL.md "Resumption").
+ *
+ * Given several servers (a cluster's nodes, server-list.ts), it dials them from the one that worked
+ * last: a session whose node died is on another node at the next attempt.
+ *
+ * Length: about 365 lines, just over the ~350 the house aims at: dialling (servers, then routes) and
+ * resuming share the session's state, and splitting them would pass it all around.
  */
 import { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
@@ -20,7 +26,7 @@ import {
   UnderpassError,
   UnreachableError,
 } from '../protocol/errors';
-import { formatHostPort, tryParseHostPort, type HostPort } from '../protocol/names';
+import { formatHostPort, tryParseHostPort } from '../protocol/names';
 import { Headers, Paths, SessionInfo, WIRE_VERSION } from '../protocol/wire';
 import { readControl } from './control-stream';
 import { keepalive, raiseSessionWindow, sessionOptions } from './h2';
@@ -28,27 +34,13 @@ import { linkConfig, type LinkConfig, type LinkOptions } from './link-config';
 import { getJson, refusalFrom } from './requests';
 import type { ResumableStream } from './resumable-stream';
 import { TunnelTable } from './tunnel-table';
+import { Backoff, ServerList, type Candidate } from './server-list';
 import { candidateRoutes, describeRoute, openRoute, proxyFor, type Route } from './transport';
 
 /** While tunnels wait for the session, reconnect attempts come at least this often (ms). */
 const RESUME_RETRY_MS = 1_000;
-
-/** Backoff between reconnect attempts: `minMs` doubling up to `maxMs`, each with ±50 % jitter. */
-export class Backoff {
-  private attempt = 0;
-  constructor(
-    private readonly minMs: number,
-    private readonly maxMs: number,
-  ) {}
-  next(): number {
-    const base = Math.min(this.maxMs, this.minMs * 2 ** this.attempt);
-    this.attempt += 1;
-    return Math.round(base * (0.5 + Math.random()));
-  }
-  reset(): void {
-    this.attempt = 0;
-  }
-}
+/** With several servers, how long one may take to connect before the next is tried (ms). */
+const FAILOVER_DIAL_MS = 2_000;
 
 function describeDialError(error: NodeJS.ErrnoException, where: string): UnderpassError {
   const code = error.code ?? '';
@@ -75,19 +67,21 @@ export class ServerLink extends EventEmitter {
   private readonly backoff: Backoff;
   private stopped = false;
   private timer: NodeJS.Timeout | null = null;
-  /** Where the session goes: the configured server, or the node assignment sent this endpoint to. */
-  private target: HostPort;
-  private readonly routes: Route[];
-  /** The route that worked last; tried first on every reconnect. */
-  private preferred: Route | null = null;
+  private readonly list: ServerList;
+  /** The server being dialled, or of the live session (a node assignment sent it to, perhaps). */
+  private target: Candidate;
+  /** The node assignment last sent this endpoint to (`UP_ERR_MOVED`): dialled first while it answers. */
+  private movedTo: Candidate | null = null;
+  /** The kind of route that worked last (`describeRoute`); tried first on every reconnect. */
+  private preferred: string | null = null;
 
   constructor(options: LinkOptions) {
     super();
     const config = linkConfig(options);
     this.config = config;
     this.backoff = new Backoff(config.backoff.minMs, config.backoff.maxMs);
-    this.target = config.server;
-    this.routes = candidateRoutes(config.transport, proxyFor(config.server, config.proxy));
+    this.list = new ServerList(config.servers.length > 0 ? config.servers : [config.server]);
+    this.target = { server: config.server, address: undefined, where: this.list.where };
     this.tunnels = new TunnelTable({
       graceMs: config.graceMs,
       send: (bytes) => this.control?.write(bytes),
@@ -95,18 +89,18 @@ export class ServerLink extends EventEmitter {
     });
   }
 
-  /** The tunnel server (or the node of it this endpoint was sent to), HOST:PORT. */
+  /** The tunnel server, HOST:PORT (of the live session, or the one being dialled). */
   get server(): string {
-    return formatHostPort(this.target);
+    return this.where;
   }
 
   private get where(): string {
-    return formatHostPort(this.target);
+    return this.target.where;
   }
 
   /** How the live session reaches the server, for logs and tests. */
   get route(): string | null {
-    return this.preferred ? describeRoute(this.preferred) : null;
+    return this.preferred;
   }
 
   /** The live session and what the server said of it, or null while reconnecting. */
@@ -144,16 +138,56 @@ export class ServerLink extends EventEmitter {
     this.session?.destroy();
   }
 
-  /** Tries each route, preferred first; an authentication failure ends the search at once. */
+  /**
+   * Tries each server of the list, the last one that worked first (server-list.ts); an authentication
+   * failure ends the search at once. With several, one that does not answer is given up on sooner.
+   */
   private async dial(): Promise<SessionInfo> {
-    const order = this.preferred ? [this.preferred, ...this.routes.filter((r) => r !== this.preferred)] : this.routes;
+    const listed = await this.list.candidates();
+    const candidates = this.movedTo !== null ? [this.movedTo, ...listed] : listed;
+    const hadSession = this.resumeToken !== null;
+    let first: UnderpassError | null = null;
+    for (const candidate of candidates) {
+      this.target = candidate;
+      try {
+        const info = await this.dialServer(candidates.length > 1 ? FAILOVER_DIAL_MS : undefined);
+        if (candidate === this.movedTo) return info;
+        if (this.list.use(candidate) && hadSession)
+          this.config.logger.info(`the session moved to the tunnel server ${this.where}`);
+        return info;
+      } catch (e) {
+        const error = e as UnderpassError;
+        if (error.code === 'UP_ERR_AUTH' || error.code === 'UP_ERR_PROTOCOL') throw error;
+        if (candidate === this.movedTo) {
+          this.config.logger.warn(`node ${candidate.where} is unreachable (${error.message}): back to --server`);
+          this.movedTo = null;
+          continue;
+        }
+        if (candidates.length > 1) this.config.logger.debug(`${candidate.where} failed: ${error.message}`);
+        first ??= error;
+      }
+    }
+    this.target = candidates.find((c) => c.where === this.list.where) ?? this.target;
+    if (candidates.length === 1 || first === null) throw first ?? new UnreachableError('no tunnel server to dial');
+    throw new UnreachableError(
+      `cannot reach any of the tunnel servers ${candidates.map((c) => c.where).join(', ')} (first: ${first.message})`,
+    );
+  }
+
+  /** Tries each route to the target, preferred first. */
+  private async dialServer(timeoutMs: number | undefined): Promise<SessionInfo> {
+    const routes = candidateRoutes(this.config.transport, proxyFor(this.target.server, this.config.proxy));
+    const order = [
+      ...routes.filter((r) => describeRoute(r) === this.preferred),
+      ...routes.filter((r) => describeRoute(r) !== this.preferred),
+    ];
     const failures: Array<{ route: Route; error: UnderpassError }> = [];
     for (const route of order) {
       try {
-        const info = await this.dialFollowing(route);
-        if (this.preferred !== route)
+        const info = await this.dialFollowing(route, timeoutMs);
+        if (this.preferred !== describeRoute(route))
           this.config.logger.info(`session to the tunnel server ${this.where} runs over ${describeRoute(route)}`);
-        this.preferred = route;
+        this.preferred = describeRoute(route);
         return info;
       } catch (e) {
         const error = isUnderpassError(e) ? e : describeDialError(e as NodeJS.ErrnoException, this.where);
@@ -170,36 +204,32 @@ export class ServerLink extends EventEmitter {
   }
 
   /**
-   * Dials the node the last session was on (the configured server at first); when that node sends this
-   * endpoint to another (assignment, `UP_ERR_MOVED`), dials that one, saying so, so that it is not sent
-   * on again. A node that cannot be reached sends the endpoint back to the configured server.
+   * Dials the target; when that node sends this endpoint to another (assignment, `UP_ERR_MOVED`), dials
+   * that one, saying so, so that it is not sent on again.
    */
-  private async dialFollowing(route: Route): Promise<SessionInfo> {
+  private async dialFollowing(route: Route, timeoutMs: number | undefined): Promise<SessionInfo> {
     try {
-      return await this.dialRoute(route, false);
+      return await this.dialRoute(route, false, timeoutMs);
     } catch (e) {
-      if (e instanceof MovedError) {
-        const to = tryParseHostPort(e.address);
-        if (to === null) throw new ProtocolError(`the server sent this endpoint to '${e.address}', not HOST:PORT`);
-        this.config.logger.info(`the tunnel server ${this.where} sends this endpoint to ${e.address} (${e.message})`);
-        this.target = to;
-        return this.dialRoute(route, true);
-      }
-      if (this.target === this.config.server || e instanceof AuthError) throw e;
-      this.config.logger.warn(
-        `node ${this.where} is unreachable (${isUnderpassError(e) ? e.message : String(e)}): back to ${formatHostPort(this.config.server)}`,
-      );
-      this.target = this.config.server;
-      return this.dialFollowing(route);
+      if (!(e instanceof MovedError)) throw e;
+      const to = tryParseHostPort(e.address);
+      if (to === null) throw new ProtocolError(`the server sent this endpoint to '${e.address}', not HOST:PORT`);
+      this.config.logger.info(`the tunnel server ${this.where} sends this endpoint to ${e.address} (${e.message})`);
+      this.target = { server: to, address: undefined, where: formatHostPort(to) };
+      const info = await this.dialRoute(route, true, timeoutMs);
+      this.movedTo = this.target;
+      return info;
     }
   }
 
-  private async dialRoute(route: Route, moved: boolean): Promise<SessionInfo> {
-    const server = this.target;
+  private async dialRoute(route: Route, moved: boolean, timeoutMs: number | undefined): Promise<SessionInfo> {
     const { ca } = this.config;
-    const stream = await openRoute(route, { host: server.host, port: server.port, ca }).catch((e: unknown) => {
-      throw isUnderpassError(e) ? e : describeDialError(e as NodeJS.ErrnoException, this.where);
-    });
+    const { server, address } = this.target;
+    const stream = await openRoute(route, { host: server.host, port: server.port, ca, address }, timeoutMs).catch(
+      (e: unknown) => {
+        throw isUnderpassError(e) ? e : describeDialError(e as NodeJS.ErrnoException, this.where);
+      },
+    );
     const session = http2.connect(`${route.carrier === 'tls' ? 'https' : 'http'}://${formatHostPort(server)}`, {
       ...sessionOptions,
       createConnection: () => stream,

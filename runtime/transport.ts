@@ -38,6 +38,8 @@ export interface Target {
   host: string;
   port: number;
   ca: Buffer;
+  /** Where to connect when `host` is a name of several addresses (TLS still checks `host`). */
+  address?: string | undefined;
 }
 
 export function describeRoute(route: Route): string {
@@ -94,7 +96,7 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string, onTimeout
 async function openTcp(route: Route, target: Target, timeoutMs: number): Promise<net.Socket> {
   const proxy = route.proxy;
   if (!proxy) {
-    const socket = net.connect({ host: target.host, port: target.port, noDelay: true });
+    const socket = net.connect({ host: target.address ?? target.host, port: target.port, noDelay: true });
     return withTimeout(
       new Promise<net.Socket>((resolve, reject) => {
         socket.once('connect', () => resolve(socket));

@@ -60,9 +60,20 @@ const AccountsFile = z
  * Throws ConfigError naming the file and what is wrong.
  */
 export async function loadAccountsFile(file: string, into: Accounts): Promise<void> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`--accounts ${file}: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  parseAccounts(text, file, into);
+}
+
+/** Reads an accounts file's text (`file` names it in errors: a path, or where a cluster keeps it). */
+export function parseAccounts(text: string, file: string, into: Accounts): void {
   let parsed: z.infer<typeof AccountsFile>;
   try {
-    parsed = AccountsFile.parse(JSON.parse(await fs.readFile(file, 'utf8')));
+    parsed = AccountsFile.parse(JSON.parse(text));
   } catch (e) {
     const why =
       e instanceof z.ZodError ? (e.issues[0]?.message ?? 'invalid') : e instanceof Error ? e.message : String(e);

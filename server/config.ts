@@ -4,7 +4,7 @@
  */
 import { ConfigError } from '../protocol/errors';
 import { DEFAULT_ZONE, GRACE_MS, KEEPALIVE_MS, MAX_GRACE_MS, MAX_KEEPALIVE_MS } from '../protocol/defaults';
-import { zone } from '../protocol/names';
+import { label, zone } from '../protocol/names';
 import { complete, verifyCount, verifyMs, type OptionsOf } from '../runtime/config';
 import type { Logger } from '../runtime/log';
 import type { Metrics } from '../runtime/metrics';
@@ -80,6 +80,8 @@ export const defaultServerConfig: Omit<ServerConfig, Required> = {
 export function serverConfig(options: ServerOptions): ServerConfig {
   const config: ServerConfig = complete(defaultServerConfig, options);
   config.zone = zone(config.zone);
+  if (config.cluster !== undefined)
+    config.cluster = { ...config.cluster, node: label(config.cluster.node, 'node name') };
   verifyServerConfig(config);
   return config;
 }

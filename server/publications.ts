@@ -12,6 +12,7 @@ import { isUnder, MAX_LISTED, type NameInfo, type NameList } from '../protocol/w
 import { readControl } from '../runtime/control-stream';
 import type { Logger } from '../runtime/log';
 import { secretsEqual, type Accounts } from './accounts';
+import type { Membership } from './cluster/cluster';
 import type { PublicationDirectory } from './directory';
 import type { EndpointRegistry, EndpointSession } from './endpoints';
 import type { Publication, PublicationStore } from './store';
@@ -34,6 +35,8 @@ export interface ProxySession {
 }
 
 export interface PublicationsDeps {
+  /** The cluster this node is part of: told which publications a proxy session here serves. */
+  cluster: Membership;
   zone: string;
   store: PublicationStore;
   accounts: Accounts;
@@ -210,7 +213,16 @@ export class Publications {
     }
     const { store } = this.deps;
     const before = store.get(proxy.account, name);
-    const publication = await store.publish(proxy.account, name, port);
+    let publication: Publication;
+    try {
+      publication = await store.publish(proxy.account, name, port);
+    } catch (e) {
+      // A new publication (or port) a cluster node cannot store now: the proxy says so and retries later.
+      if (!isUnderpassError(e)) throw e;
+      this.log.warn(`refused a publication: ${e.message}`, { account: proxy.account, publication: name });
+      this.sendControl(proxy, { type: 'refused', name, code: e.code, message: e.message });
+      return;
+    }
     if (before === undefined || before.port !== port)
       this.deps.audit({
         event: before === undefined ? 'publication.create' : 'publication.port',
@@ -237,13 +249,17 @@ export class Publications {
         remote: proxy.session.socket?.remoteAddress,
       });
     proxy.publications.add(id);
+    this.deps.cluster.claim(id, String(proxy.id));
     const host = pseudoName(name, proxy.account, this.deps.zone);
     this.log.info('published', { publication: name, host, port, proxy: proxy.id });
     this.sendControl(proxy, { type: 'published', name, host, key: publication.key, port });
   }
 
   private dropProxy(proxy: ProxySession): void {
-    for (const id of proxy.publications) this.deps.directory.release(id, proxy);
+    for (const id of proxy.publications) {
+      this.deps.directory.release(id, proxy);
+      if (this.deps.directory.holderOf(id) === undefined) this.deps.cluster.release(id);
+    }
     this.deps.tunnels.dropProxy(proxy);
     if (proxy.publications.size > 0) this.log.info('service proxy disconnected', { proxy: proxy.id });
   }

@@ -32,11 +32,12 @@ import { Headers, Paths, WIRE_VERSION, type SessionInfo } from '../protocol/wire
 import { keepalive, raiseSessionWindow } from '../runtime/h2';
 import type { Logger } from '../runtime/log';
 import type { MetricsSnapshot } from '../runtime/metrics';
-import { Accounts, AuthThrottle, loadAccountsFile, loadOrCreateToken } from './accounts';
+import { Accounts, AuthThrottle, loadAccountsFile, loadOrCreateToken, parseAccounts } from './accounts';
 import { ensureIdentity } from './certificate';
-import type { ClusterView } from './cluster/cluster';
+import type { ClusterView, Membership, Ownership } from './cluster/cluster';
+import { joinCluster } from './cluster/join';
 import { LocalCluster, type LocalState } from './cluster/local-cluster';
-import { serverConfig, type ServerConfig, type ServerOptions } from './config';
+import { serverConfig, type ClusterConfig, type ServerConfig, type ServerOptions } from './config';
 import { MemoryDirectory, type PublicationDirectory } from './directory';
 import { EndpointRegistry, type EndpointSession } from './endpoints';
 import { Listener } from './listener';
@@ -78,7 +79,7 @@ export class TunnelServer {
   private readonly startedAt = new Date().toISOString();
   /** Where it listens once started (what a cluster of one advertises). */
   private address: AddressInfo | null = null;
-  private clusterView: ClusterView;
+  private clusterView: Membership;
   readonly zone: string;
   certPath = '';
   tokenFile: string | null = null;
@@ -126,12 +127,16 @@ export class TunnelServer {
     await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
     const identity = await ensureIdentity(dataDir, this.config.host, this.config.cert);
     this.certPath = identity.certPath;
-    const { token, file } = await loadOrCreateToken(dataDir, this.config.token);
-    this.tokenFile = file;
-    this.accounts.add(token);
-    if (this.config.accountsFile !== undefined) await loadAccountsFile(this.config.accountsFile, this.accounts);
-    this.store = await PublicationStore.open(dataDir);
+    if (this.config.cluster !== undefined) await this.join(this.config.cluster);
+    else {
+      const { token, file } = await loadOrCreateToken(dataDir, this.config.token);
+      this.tokenFile = file;
+      this.accounts.add(token);
+      if (this.config.accountsFile !== undefined) await loadAccountsFile(this.config.accountsFile, this.accounts);
+      this.store = await PublicationStore.open(dataDir);
+    }
     this.publications = new Publications({
+      cluster: this.clusterView,
       zone: this.zone,
       store: this.store,
       accounts: this.accounts,
@@ -173,7 +178,35 @@ export class TunnelServer {
     return this.address;
   }
 
+  /** Becomes a node of the cluster: its token, accounts and publications are the cluster's. */
+  private async join(config: ClusterConfig): Promise<void> {
+    const joined = await joinCluster(config, {
+      dataDir: this.config.dataDir,
+      token: this.config.token,
+      accountsFile: this.config.accountsFile,
+      state: this.localState(),
+      log: this.log,
+    });
+    this.clusterView = joined.cluster;
+    this.tokenFile = joined.tokenFile;
+    this.accounts.add(joined.token);
+    if (joined.accounts !== null) parseAccounts(joined.accounts, `the cluster's accounts`, this.accounts);
+    this.store = joined.store;
+    joined.cluster.on('lost', (id: string, by: Ownership) => this.lost(id, by));
+    this.log.info(`joined the cluster as node ${config.node}`, { cluster: config.url });
+  }
+
+  /** Another node claimed a publication a proxy session here held: that session is stale for it. */
+  private lost(id: string, by: Ownership): void {
+    const holder = this.directory.holderOf(id);
+    if (holder === undefined) return;
+    this.directory.release(id, holder);
+    holder.publications.delete(id);
+    this.log.info('publication moved to another node', { publication: id, node: by.node, epoch: by.epoch });
+  }
+
   async stop(): Promise<void> {
+    await this.clusterView.stop();
     this.tokens?.stop();
     this.node?.stop();
     for (const session of this.sessions) session.destroy();

@@ -8,6 +8,10 @@
  *
  * Writes are atomic: the new state goes to a temporary file, is fsync'd, and replaces the old one with
  * rename(2), so a crash mid-write leaves either the old store or the new one, never a torn file.
+ *
+ * A cluster node keeps the same store in Redis instead (server/cluster/shared-state.ts), behind
+ * `StoreBacking`: the secret and the publications are then the cluster's, so a publication keeps its
+ * name and key on whichever node its proxy lands.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
@@ -33,57 +37,117 @@ const StoreFile = z.object({
   ),
 });
 
-type Stored = Omit<Publication, 'key'>;
+/** A publication as stored: everything but its key, which derives from the secret. */
+export type StoredPublication = Omit<Publication, 'key'>;
+type Stored = StoredPublication;
 
-/** The server's secret, created on first start. */
-async function loadOrCreateSecret(dataDir: string): Promise<Buffer> {
+/** Where the publications and the secret live: DATA_DIR (`FileBacking`), or a cluster's Redis. */
+export interface StoreBacking {
+  readonly secret: Buffer;
+  load(): Promise<StoredPublication[]>;
+  /** Keeps `changed`; `all` is the whole state with it. */
+  save(changed: StoredPublication, all: StoredPublication[]): Promise<void>;
+}
+
+const SECRET_FORM = /^[0-9a-f]{64}$/;
+
+/** DATA_DIR/secret if it exists (a server joining a cluster offers it as the cluster's first secret). */
+export async function readSecret(dataDir: string): Promise<Buffer | null> {
   const file = path.join(dataDir, 'secret');
   try {
     const text = (await fs.readFile(file, 'utf8')).trim();
-    if (/^[0-9a-f]{64}$/.test(text)) return Buffer.from(text, 'hex');
+    if (SECRET_FORM.test(text)) return Buffer.from(text, 'hex');
     throw new ConfigError(`${file} is damaged: restore it from a backup (every service key derives from it)`);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    return null;
   }
+}
+
+/** The server's secret, created on first start. */
+async function loadOrCreateSecret(dataDir: string): Promise<Buffer> {
+  const existing = await readSecret(dataDir);
+  if (existing !== null) return existing;
   const secret = crypto.randomBytes(32);
-  await fs.writeFile(file, secret.toString('hex') + '\n', { mode: 0o600, flag: 'wx' });
+  await fs.writeFile(path.join(dataDir, 'secret'), secret.toString('hex') + '\n', { mode: 0o600, flag: 'wx' });
   return secret;
+}
+
+/** Reads DATA_DIR/publications.json, if there is one. */
+export async function readStoreFile(dataDir: string): Promise<StoredPublication[]> {
+  const file = path.join(dataDir, 'publications.json');
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    return [];
+  }
+  try {
+    return StoreFile.parse(JSON.parse(text)).publications;
+  } catch {
+    throw new ConfigError(`${file} is not a valid publication store: restore it from a backup or move it away`);
+  }
+}
+
+/** The embedded server's backing: DATA_DIR/secret and DATA_DIR/publications.json. */
+class FileBacking implements StoreBacking {
+  private writing: Promise<void> = Promise.resolve();
+  private readonly file: string;
+
+  constructor(
+    private readonly dataDir: string,
+    readonly secret: Buffer,
+  ) {
+    this.file = path.join(dataDir, 'publications.json');
+  }
+
+  load(): Promise<StoredPublication[]> {
+    return readStoreFile(this.dataDir);
+  }
+
+  save(_changed: StoredPublication, all: StoredPublication[]): Promise<void> {
+    // Serialise writes; each one writes the whole, current state.
+    this.writing = this.writing.then(async () => {
+      const tmp = `${this.file}.${process.pid}.tmp`;
+      const body = JSON.stringify({ version: 1, publications: all }, null, 2) + '\n';
+      const handle = await fs.open(tmp, 'w', 0o600);
+      try {
+        await handle.writeFile(body);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await fs.rename(tmp, this.file);
+    });
+    return this.writing;
+  }
 }
 
 export class PublicationStore {
   private readonly byId = new Map<string, Publication>();
-  private writing: Promise<void> = Promise.resolve();
 
-  private constructor(
-    private readonly file: string,
-    private readonly secret: Buffer,
-  ) {}
+  private constructor(private readonly backing: StoreBacking) {}
 
   static async open(dataDir: string): Promise<PublicationStore> {
-    const store = new PublicationStore(path.join(dataDir, 'publications.json'), await loadOrCreateSecret(dataDir));
-    let text: string | null = null;
-    try {
-      text = await fs.readFile(store.file, 'utf8');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    }
-    if (text !== null) {
-      let parsed: z.infer<typeof StoreFile>;
-      try {
-        parsed = StoreFile.parse(JSON.parse(text));
-      } catch {
-        throw new ConfigError(
-          `${store.file} is not a valid publication store: restore it from a backup or move it away`,
-        );
-      }
-      for (const p of parsed.publications) store.byId.set(publicationId(p.account, p.name), store.withKey(p));
-    }
+    return PublicationStore.over(new FileBacking(dataDir, await loadOrCreateSecret(dataDir)));
+  }
+
+  /** The store kept in `backing` (a cluster's Redis). */
+  static async over(backing: StoreBacking): Promise<PublicationStore> {
+    const store = new PublicationStore(backing);
+    for (const p of await backing.load()) store.apply(p);
     return store;
+  }
+
+  /** Takes in a publication another node stored (the cluster's events). */
+  apply(stored: StoredPublication): void {
+    this.byId.set(publicationId(stored.account, stored.name), this.withKey(stored));
   }
 
   private withKey(stored: Stored): Publication {
     const key = crypto
-      .createHmac('sha256', this.secret)
+      .createHmac('sha256', this.backing.secret)
       .update(`service-key/v1/${stored.account}/${stored.name}`)
       .digest()
       .subarray(0, 24)
@@ -109,26 +173,22 @@ export class PublicationStore {
     const publication: Publication = existing
       ? { ...existing, port }
       : this.withKey({ account, name, port, createdAt: new Date().toISOString() });
-    this.byId.set(publicationId(account, name), publication);
-    await this.save();
-    return publication;
-  }
-
-  private save(): Promise<void> {
-    // Serialise writes; each one writes the whole, current state.
-    this.writing = this.writing.then(async () => {
-      const tmp = `${this.file}.${process.pid}.tmp`;
-      const publications: Stored[] = this.all().map(({ key: _key, ...stored }) => stored);
-      const body = JSON.stringify({ version: 1, publications }, null, 2) + '\n';
-      const handle = await fs.open(tmp, 'w', 0o600);
-      try {
-        await handle.writeFile(body);
-        await handle.sync();
-      } finally {
-        await handle.close();
+    const id = publicationId(account, name);
+    this.byId.set(id, publication);
+    const { key: _key, ...stored } = publication;
+    try {
+      await this.backing.save(
+        stored,
+        this.all().map(({ key: _k, ...rest }) => rest),
+      );
+    } catch (e) {
+      // A backing that cannot keep it (a cluster's Redis away) leaves the store as it was.
+      if (this.byId.get(id) === publication) {
+        if (existing) this.byId.set(id, existing);
+        else this.byId.delete(id);
       }
-      await fs.rename(tmp, this.file);
-    });
-    return this.writing;
+      throw e;
+    }
+    return publication;
   }
 }

@@ -48,3 +48,15 @@ export interface ClusterView {
    */
   nodeSecret(): string;
 }
+
+/**
+ * What the server itself does with its cluster, beyond what it reads: it says which publications a proxy
+ * session of its own serves (the cluster claims and releases them with their epochs) and stops it.
+ */
+export interface Membership extends ClusterView {
+  /** A proxy session here (`session`, for logs) serves `publicationId` from now on. */
+  claim(publicationId: string, session: string): void;
+  /** No proxy session here serves `publicationId` any more. */
+  release(publicationId: string): void;
+  stop(): Promise<void>;
+}

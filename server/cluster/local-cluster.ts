@@ -3,7 +3,7 @@
  * own directory holds, and it never loses its state (nothing is shared).
  */
 import crypto from 'node:crypto';
-import type { ClusterView, NodeInfo, Ownership } from './cluster';
+import type { Membership, NodeInfo, Ownership } from './cluster';
 
 /** What the server tells its cluster view of itself. */
 export interface LocalState {
@@ -16,7 +16,7 @@ export interface LocalState {
 
 export const LOCAL_NODE = 'local';
 
-export class LocalCluster implements ClusterView {
+export class LocalCluster implements Membership {
   readonly node = LOCAL_NODE;
   readonly available = true;
   /** No other node ever asks for it; a random one keeps a forgotten check from passing by accident. */
@@ -38,5 +38,12 @@ export class LocalCluster implements ClusterView {
 
   nodeSecret(): string {
     return this.secret;
+  }
+
+  // The directory is the only record of what this node serves: nothing to claim, release or stop.
+  claim(): void {}
+  release(): void {}
+  stop(): Promise<void> {
+    return Promise.resolve();
   }
 }

@@ -3,7 +3,7 @@ import { GRACE_MS, KEEPALIVE_MS } from '../../protocol/defaults';
 import { ConfigError } from '../../protocol/errors';
 import { defaultLinkConfig, linkConfig, parseHostPort, type LinkOptions } from '../../runtime/link-config';
 import { createLogger } from '../../runtime/log';
-import { Backoff } from '../../runtime/server-link';
+import { Backoff } from '../../runtime/server-list';
 import { candidateRoutes, describeRoute, proxyFor, type TransportKind } from '../../runtime/transport';
 
 const logger = createLogger('test', 'text', 'error');
