@@ -179,6 +179,8 @@ export interface ChainOptions {
   redirectorArgs?: string[];
   /** Run the redirector (and hookRun's clients) inside this network namespace. */
   clientNetns?: string;
+  /** Run the service proxy inside this network namespace. */
+  proxyNetns?: string;
   /** Environment of the redirector (e.g. HTTPS_PROXY). */
   redirectorEnv?: NodeJS.ProcessEnv;
   /** Ports on the server's host the proxy and the redirector dial instead of the server's (a relay). */
@@ -251,7 +253,8 @@ export class Chain {
       ...(this.options.proxyArgs ?? []),
     ];
     for (const p of this.publish) args.push('--publish', p);
-    this.proxy = new Program('proxy', process.execPath, args);
+    const [command, inside] = inNetns(this.options.proxyNetns, process.execPath, args);
+    this.proxy = new Program('proxy', command, inside);
     for (const spec of this.publish) {
       const name = spec.split('=')[0]!;
       const m = await this.proxy.waitFor(

@@ -4,7 +4,13 @@
  * file only turns flags into options and errors into one line; each program lives in its own folder.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { DEFAULT_LISTEN, DEFAULT_PSEUDO_NET, DEFAULT_ZONE } from '../protocol/defaults';
+import {
+  DEFAULT_LISTEN,
+  DEFAULT_PSEUDO_NET,
+  DEFAULT_ZONE,
+  DIRECT_DEADLINE_MS,
+  DIRECT_RETRY_MS,
+} from '../protocol/defaults';
 import { ConfigError, NoRedirectorError } from '../protocol/errors';
 import type { ProxyEvent } from '../proxy/proxy';
 import type { LogFormat } from '../runtime/log';
@@ -24,6 +30,7 @@ import {
   logFormat,
   metricsOptions,
   onSignals,
+  seconds,
   type EndpointFlags,
   type MetricsFlags,
   type RedirectorFlags,
@@ -161,13 +168,18 @@ export function buildProgram(): Command {
         "tell every target who the client is (a config file's per publication)",
       ).choices(['v1', 'v2']),
     )
+    .option(
+      '--direct-listen <host:port>',
+      'a TLS listener redirectors that can reach this host use instead of the server (the direct hop)',
+    )
     .action(
       async (
-        flags: EndpointFlags & MetricsFlags & { publish: string[]; json?: boolean; proxyProtocol?: 'v1' | 'v2' },
+        flags: EndpointFlags &
+          MetricsFlags & { publish: string[]; json?: boolean; proxyProtocol?: 'v1' | 'v2'; directListen?: string },
       ) => {
         const logger = load.log().createLogger('proxy', flags.logFormat);
         try {
-          const { parsePublish } = load.proxyConfig();
+          const { parsePublish, parseDirectListen } = load.proxyConfig();
           const { ServiceProxy } = load.proxy();
           const daemon = daemonMetrics('proxy', flags);
           const proxy = new ServiceProxy({
@@ -184,6 +196,7 @@ export function buildProgram(): Command {
             }),
             logger,
             metrics: daemon.metrics,
+            ...(flags.directListen !== undefined ? { directListen: parseDirectListen(flags.directListen) } : {}),
           });
           daemon.read(() => proxy.snapshot());
           proxy.on('event', (event: ProxyEvent) => {
@@ -220,7 +233,15 @@ export function buildProgram(): Command {
       collect,
       [] as string[],
     )
-    .action(async (flags: RedirectorFlags & { forward: string[] }) => {
+    .addOption(
+      new Option(
+        '--direct-retry <seconds>',
+        "after a publication's direct hop failed, relay and try direct again this much later (doubling up to 16×)",
+      )
+        .default(DIRECT_RETRY_MS / 1000)
+        .argParser(seconds('--direct-retry')),
+    )
+    .action(async (flags: RedirectorFlags & { forward: string[]; directRetry: number }) => {
       const logger = load.log().createLogger('redirector', flags.logFormat);
       try {
         const { parseServiceKey } = load.redirectorConfig();
@@ -236,6 +257,7 @@ export function buildProgram(): Command {
           logger,
           fallbacks: load.fallbacks().fallbackOptions(flags),
           forward: flags.forward.map((p) => load.forwardRules().parseForwardRule(p)),
+          direct: { retryMs: flags.directRetry * 1000, deadlineMs: DIRECT_DEADLINE_MS },
         });
         daemon.read(() => redirector.snapshot());
         const info = await redirector.start();

@@ -26,6 +26,15 @@ const text = z.string().max(1024);
 /** A byte count of one direction of a tunnel: JSON numbers stay exact up to 2^53 (8 PiB). */
 const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
+/** A direct listener as the proxy announces it: `HOST:PORT`s and its certificate's SHA-256 fingerprint. */
+export const DirectListing = z
+  .object({
+    addresses: z.array(z.string().min(1).max(64)).min(1).max(8),
+    fingerprint: z.string().regex(/^([0-9A-F]{2}:){31}[0-9A-F]{2}$/),
+  })
+  .strict();
+export type DirectListing = z.infer<typeof DirectListing>;
+
 /**
  * Either way: "of tunnel `id` I have received `n` bytes from you" (and, with `fin`, your end of stream),
  * so the sender may drop them from its replay buffer.
@@ -48,6 +57,11 @@ export const EndpointMessage = z.discriminatedUnion('type', [
         .array(z.enum(['client']))
         .max(4)
         .optional(),
+      /**
+       * The proxy's direct listener (added within version 1, sent only by `--direct-listen`): where a
+       * redirector may reach it without the server, and the SHA-256 fingerprint of its certificate to pin.
+       */
+      direct: DirectListing.optional(),
     })
     .strict(),
   z.object({ type: z.literal('tunnel-failed'), id, code, message: text }).strict(),
@@ -60,7 +74,21 @@ export type EndpointMessage = z.infer<typeof EndpointMessage>;
 /** Server → endpoint (`ack` goes to either; the rest to service proxies). */
 export const ServerMessage = z.discriminatedUnion('type', [
   z
-    .object({ type: z.literal('published'), name, host: z.string().max(253), key: z.string().min(16).max(128), port })
+    .object({
+      type: z.literal('published'),
+      name,
+      host: z.string().max(253),
+      key: z.string().min(16).max(128),
+      port,
+      /**
+       * Answers a publish that had `direct` (added within version 1): the secret the server signs this
+       * publication's direct tickets with, for the proxy to verify them.
+       */
+      direct: z
+        .object({ secret: z.string().min(32).max(128) })
+        .strict()
+        .optional(),
+    })
     .strict(),
   z.object({ type: z.literal('refused'), name, code, message: text }).strict(),
   z

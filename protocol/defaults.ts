@@ -23,3 +23,7 @@ export const DEFAULT_PSEUDO_NET = '127.77.0.0/16';
 /** How an endpoint may reach the server: auto tries TLS, then WebSocket over HTTPS. */
 export const TRANSPORT_KINDS = ['auto', 'tls', 'wss'] as const;
 export const DEFAULT_TRANSPORT = 'auto';
+/** After a direct hop failed, the redirector relays and tries direct again this much later (ms). */
+export const DIRECT_RETRY_MS = 60_000;
+/** How long the redirector's direct hop may take to reach the proxy's listener, or to hear a PING back (ms). */
+export const DIRECT_DEADLINE_MS = 400;

@@ -29,6 +29,8 @@ export const Paths = {
   control: '/v1/control',
   /** GET /v1/list[?under=SUFFIX]: the publications the token may use, answers {@link NameList}. */
   list: '/v1/list',
+  /** GET /v1/direct/<pseudo name>: a ticket for the publication's direct listener, answers {@link DirectOffer}. */
+  direct: '/v1/direct/',
 } as const;
 
 export const Headers = {
@@ -60,6 +62,8 @@ export const Headers = {
   moved: 'underpass-moved',
   /** On GET /v1/session: the names a proxy publishes (comma-separated), for placement. */
   publishes: 'underpass-publishes',
+  /** On a CONNECT to a proxy's direct listener: the ticket the server issued (direct-ticket.ts). */
+  directTicket: 'underpass-direct-ticket',
   /** On a refusal: the {@link ErrorCode} of the failure. */
   errorCode: 'underpass-error',
   /** On a refusal: one readable line. */
@@ -93,8 +97,20 @@ export const NameInfo = z.object({
   host: z.string(),
   port: z.number().int().min(1).max(65535),
   online: z.boolean(),
+  /** Present and true when the proxy holding it now has a direct listener (added within version 1). */
+  direct: z.boolean().optional(),
 });
 export type NameInfo = z.infer<typeof NameInfo>;
+
+/** Answer to GET /v1/direct/<name>: where the proxy's direct listener is, what to pin, and a ticket. */
+export const DirectOffer = z.object({
+  addresses: z.array(z.string().max(64)).min(1).max(8),
+  fingerprint: z.string().max(128),
+  ticket: z.string().max(1024),
+  /** When the ticket stops opening tunnels (ms since the epoch). */
+  expiresAt: z.number().int(),
+});
+export type DirectOffer = z.infer<typeof DirectOffer>;
 
 /** At most this many names in one list answer: a hierarchy's listing, not a dump of the server. */
 export const MAX_LISTED = 1000;

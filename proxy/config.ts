@@ -4,7 +4,7 @@
  * are completed and verified by ServerLink (runtime/link-config.ts).
  */
 import { ConfigError } from '../protocol/errors';
-import { publicationName, tryParseHostPort } from '../protocol/names';
+import { publicationName, tryParseHostPort, type HostPort } from '../protocol/names';
 import { configure, verifyMs, type OptionsOf } from '../runtime/config';
 import type { LinkOptions } from '../runtime/link-config';
 import type { Logger } from '../runtime/log';
@@ -31,13 +31,19 @@ export interface ProxyConfig {
   connectTimeoutMs: number;
   /** Counts tunnels and bytes (`--metrics`); absent: nothing is counted. */
   metrics: Metrics | undefined;
+  /** Where the direct listener listens (`--direct-listen`); absent: none, every tunnel is relayed. */
+  directListen: HostPort | undefined;
 }
 
 type Required = 'link' | 'targets' | 'logger';
 
 export type ProxyOptions = OptionsOf<ProxyConfig, Required>;
 
-export const defaultProxyConfig: Omit<ProxyConfig, Required> = { connectTimeoutMs: 10_000, metrics: undefined };
+export const defaultProxyConfig: Omit<ProxyConfig, Required> = {
+  connectTimeoutMs: 10_000,
+  metrics: undefined,
+  directListen: undefined,
+};
 
 /** The options completed from the defaults and verified; throws ConfigError naming what is wrong. */
 export function proxyConfig(options: ProxyOptions): ProxyConfig {
@@ -53,6 +59,16 @@ export function verifyProxyConfig(config: ProxyConfig): void {
     names.add(t.name);
   }
   verifyMs('the target connect timeout', config.connectTimeoutMs, 3_600_000, 'above zero');
+}
+
+/** Parses `--direct-listen HOST:PORT`; throws ConfigError with the fix. */
+export function parseDirectListen(spec: string): HostPort {
+  const at = tryParseHostPort(spec);
+  if (at === null)
+    throw new ConfigError(
+      `--direct-listen '${spec}' is not HOST:PORT: give an address redirectors can reach, e.g. 192.0.2.10:7443`,
+    );
+  return at;
 }
 
 /** Parses `NAME=HOST:PORT`; throws ConfigError with the fix. */

@@ -7,7 +7,9 @@
 import { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
 import net from 'node:net';
-import type { ServerMessage } from '../protocol/control';
+import type { DirectListing, ServerMessage } from '../protocol/control';
+import type { TicketBody } from '../protocol/direct-ticket';
+import type { ErrorCode } from '../protocol/errors';
 import { Headers, type SessionInfo } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
 import type { MetricsSnapshot } from '../runtime/metrics';
@@ -17,6 +19,7 @@ import { dialTarget } from '../runtime/dial';
 import { abort, splice } from '../runtime/splice';
 import { proxyHeader, type ProxyClient } from './proxy-protocol';
 import { proxyConfig, type ProxyConfig, type ProxyOptions, type Target } from './config';
+import { DirectListener, refuseStream } from './direct-listener';
 
 /** What `--json` prints, one object a line. */
 export type ProxyEvent =
@@ -29,13 +32,22 @@ export class ServiceProxy extends EventEmitter {
   readonly link: ServerLink;
   /** Service key → target: the proxy alone knows where a key leads; the server never sees HOST:PORT. */
   private readonly byKey = new Map<string, Target>();
+  /** Pseudo name → target, for the direct listener's tunnels (they name the publication, not a key). */
+  private readonly byHost = new Map<string, Target>();
   private wasUp = false;
+  private readonly direct: DirectListener | null;
+  /** What every publish announces of the direct listener, once it listens. */
+  private listing: DirectListing | null = null;
 
   private readonly options: ProxyConfig;
 
   constructor(options: ProxyOptions) {
     super();
     this.options = proxyConfig(options);
+    this.direct =
+      this.options.directListen === undefined
+        ? null
+        : new DirectListener(this.options.logger, (host, ticket, stream) => this.openDirect(host, ticket, stream));
     this.link = new ServerLink({ ...this.options.link, publishes: this.options.targets.map((t) => t.name) });
     this.link.on('up', (_session: http2.ClientHttp2Session, info: SessionInfo) => this.publishAll(info));
     this.link.on('message', (message: ServerMessage) => this.handleServerMessage(message));
@@ -47,10 +59,13 @@ export class ServiceProxy extends EventEmitter {
   }
 
   async start(): Promise<void> {
+    if (this.direct !== null && this.options.directListen !== undefined)
+      this.listing = await this.direct.start(this.options.directListen);
     await this.link.start();
   }
 
   stop(): void {
+    this.direct?.stop();
     this.link.stop();
   }
 
@@ -70,6 +85,8 @@ export class ServiceProxy extends EventEmitter {
         port: target.port,
         // Asked for only when needed: a server older than `wants` would refuse the field.
         ...(target.proxyProtocol !== undefined ? { wants: ['client' as const] } : {}),
+        // Likewise: only a proxy with a direct listener sends the field.
+        ...(this.listing !== null ? { direct: this.listing } : {}),
       });
   }
 
@@ -80,6 +97,8 @@ export class ServiceProxy extends EventEmitter {
         if (!target) return;
         for (const [key, t] of this.byKey) if (t === target && key !== message.key) this.byKey.delete(key);
         this.byKey.set(message.key, target);
+        this.byHost.set(message.host, target);
+        if (message.direct !== undefined) this.direct?.allow(message.host, message.port, message.direct.secret);
         // Announced on every acceptance, after a reconnect too: a restarted server that kept its store
         // shows the same name and key here.
         this.log.info('published', {
@@ -119,26 +138,75 @@ export class ServiceProxy extends EventEmitter {
       fail('UP_ERR_NOT_FOUND', 'the proxy holds no publication with that service key');
       return;
     }
+    this.dial(target, client, { failed: fail, connected: (socket) => this.carryTunnel(id, target, asked, socket) });
+  }
+
+  /**
+   * Connects to a tunnel's target. `connected` gets the socket with the PROXY protocol header, when the
+   * target wants one, already written: it is the first thing the target reads, whatever the client sends.
+   */
+  private dial(
+    target: Target,
+    client: ProxyClient | undefined,
+    outcome: { connected: (socket: net.Socket) => void; failed: (code: ErrorCode, message: string) => void },
+  ): void {
     dialTarget(target.host, target.port, target.connectTimeoutMs ?? this.options.connectTimeoutMs, {
       failed: (reason) => {
         this.log.warn(`cannot connect to ${target.host}:${target.port} (${reason})`, { publication: target.name });
-        fail(
+        outcome.failed(
           'UP_ERR_TARGET_REFUSED',
           `${target.name}'s target ${target.host}:${target.port} refused the connection (${reason})`,
         );
       },
-      connected: (socket) => this.carryTunnel(id, target, client, asked, socket),
+      connected: (socket) => {
+        if (target.proxyProtocol !== undefined && client !== undefined && socket.remoteAddress !== undefined)
+          socket.write(
+            proxyHeader(target.proxyProtocol, client, { address: socket.remoteAddress, port: socket.remotePort ?? 0 }),
+          );
+        outcome.connected(socket);
+      },
+    });
+  }
+
+  /**
+   * A tunnel through the direct listener, its ticket checked: the same target and header as a relayed
+   * one, its bytes on the redirector's own stream. Not resumable: a direct path that dies resets its
+   * tunnels, as a relayed tunnel is reset once its grace period passed.
+   */
+  private openDirect(host: string, ticket: TicketBody, stream: http2.ServerHttp2Stream): void {
+    const target = this.byHost.get(host);
+    const { metrics } = this.options;
+    if (target === undefined) {
+      refuseStream(stream, 'UP_ERR_NOT_FOUND', `${host} is not published by this proxy`);
+      return;
+    }
+    const asked = performance.now();
+    const peer = stream.session?.socket;
+    const client: ProxyClient = {
+      ...(peer?.remoteAddress !== undefined ? { address: peer.remoteAddress, port: peer.remotePort ?? 0 } : {}),
+      account: ticket.a,
+      host,
+    };
+    this.dial(target, client, {
+      failed: (code, message) => {
+        metrics?.tunnelOpened(code);
+        refuseStream(stream, code, message);
+      },
+      connected: (socket) => {
+        if (stream.destroyed || stream.closed) {
+          socket.destroy();
+          return;
+        }
+        stream.respond({ ':status': 200 });
+        metrics?.tunnelOpened('ok', target.name, (performance.now() - asked) / 1000);
+        this.log.debug('direct tunnel', { publication: target.name, account: ticket.a });
+        splice(socket, stream, undefined, undefined, metrics?.meter(target.name, 'b'));
+      },
     });
   }
 
   /** The target answered: open the stream that carries the tunnel, and splice the two. */
-  private carryTunnel(
-    id: string,
-    target: Target,
-    client: ProxyClient | undefined,
-    asked: number,
-    socket: net.Socket,
-  ): void {
+  private carryTunnel(id: string, target: Target, asked: number, socket: net.Socket): void {
     const live = this.link.current();
     if (!live) {
       socket.destroy();
@@ -164,11 +232,6 @@ export class ServiceProxy extends EventEmitter {
         leg.destroy();
       }
     });
-    // The header goes first, so it is the first thing the target reads, whatever the client sends.
-    if (target.proxyProtocol !== undefined && client !== undefined && socket.remoteAddress !== undefined)
-      socket.write(
-        proxyHeader(target.proxyProtocol, client, { address: socket.remoteAddress, port: socket.remotePort ?? 0 }),
-      );
     // The proxy's splice has the service on side a: its bytes go downstream.
     const { metrics } = this.options;
     metrics?.tunnelOpened('ok', target.name, (performance.now() - asked) / 1000);

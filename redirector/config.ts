@@ -13,6 +13,7 @@ import type { Metrics } from '../runtime/metrics';
 import type { ForwardRule } from '../protocol/forward-rules';
 import { CLAIM_WAIT_MS } from './claims';
 import type { FallbackOptions } from './fallback-listeners';
+import { defaultDirectHop, type DirectHopOptions } from './direct-hop';
 
 export interface RedirectorConfig {
   link: LinkOptions;
@@ -33,6 +34,8 @@ export interface RedirectorConfig {
   metrics: Metrics | undefined;
   /** Plain destinations that go through the tunnel server (forwarding mode, `--forward`); none by default. */
   forward: ForwardRule[];
+  /** The direct hop's retry interval and deadline (`--direct-retry`). */
+  direct: DirectHopOptions;
 }
 
 type Required = 'link' | 'ipcPath' | 'logger';
@@ -47,6 +50,7 @@ export const defaultRedirectorConfig: Omit<RedirectorConfig, Required> = {
   fallbacks: { dns: null, socks: null, httpProxy: null },
   metrics: undefined,
   forward: [],
+  direct: defaultDirectHop,
 };
 
 /** The options completed from the defaults and verified; throws ConfigError naming what is wrong. */
@@ -58,6 +62,8 @@ export function verifyRedirectorConfig(config: RedirectorConfig): void {
   if (config.ipcPath === '') throw new ConfigError('--ipc is empty: name the Unix socket hooks connect to');
   verifyMs('the park time', config.parkMs, 3_600_000, 'above zero');
   verifyMs('the claim wait', config.claimWaitMs, 60_000, 'zero allowed');
+  verifyMs('the direct retry interval (--direct-retry)', config.direct.retryMs, 86_400_000, 'above zero');
+  verifyMs('the direct deadline', config.direct.deadlineMs, 60_000, 'above zero');
 }
 
 /** Parses `--service-key PSEUDO_NAME=KEY`; throws ConfigError with the fix. */

@@ -22,6 +22,7 @@
 import http2 from 'node:http2';
 import net from 'node:net';
 import path from 'node:path';
+import type { Duplex } from 'node:stream';
 import { isUnderpassError, ProtocolError, UnderpassError, UnreachableError } from '../protocol/errors';
 import {
   IPC_VERSION,
@@ -52,6 +53,7 @@ import { PseudoAddressTable } from './pseudo-table';
 import { FallbackListeners } from './fallback-listeners';
 import { HookForwarding, SERVER_REFUSED_FORWARD } from './hook-forwarding';
 import { DialError, type OpenedTunnel, type TunnelDialer } from './tunnel-dialer';
+import { DirectHop } from './direct-hop';
 
 /** One pseudo address:port the redirector listens on, and the tunnels parked for it. */
 interface Listener {
@@ -67,10 +69,12 @@ interface Listener {
   parked: Array<{ tunnel: Answered; timer: NodeJS.Timeout }>;
 }
 
-/** A tunnel the server accepted: its stream and the id that lets it be resumed. */
+/** A tunnel the server accepted: its stream and the id that lets it be resumed; or the proxy's direct listener did. */
 interface Answered {
   stream: http2.ClientHttp2Stream;
   id: string;
+  /** Straight to the proxy (direct-hop.ts): not resumable, spliced as is. */
+  direct?: true;
 }
 
 const NAME_TTL_MS = 30_000;
@@ -108,6 +112,7 @@ export class Redirector implements TunnelDialer {
   private readonly appPublications: AppPublications;
   private readonly fallbacks: FallbackListeners;
   private readonly forwarding: HookForwarding;
+  private readonly direct: DirectHop;
 
   private readonly options: RedirectorConfig;
 
@@ -124,6 +129,7 @@ export class Redirector implements TunnelDialer {
       this.info = info;
     });
     this.appPublications = new AppPublications(options.link, options.logger);
+    this.direct = new DirectHop(this.link, (host) => this.headersFor(host), options.logger, this.options.direct);
     this.reports = new Reports({
       link: this.link,
       info: () => this.info,
@@ -187,6 +193,7 @@ export class Redirector implements TunnelDialer {
   }
 
   stop(): void {
+    this.direct.stop();
     this.appPublications.stop();
     this.ipc.stop();
     this.fallbacks.stop();
@@ -447,7 +454,22 @@ export class Redirector implements TunnelDialer {
   }
 
   private openTunnel(listener: Listener): Promise<Answered> {
-    return this.requestTunnel(listener, undefined, listener.forward ? FORWARD_HEADERS : {}).answered;
+    if (listener.forward) return this.requestTunnel(listener, undefined, FORWARD_HEADERS).answered;
+    return this.answer(listener);
+  }
+
+  /** Whether the publication's proxy has a direct listener (as its latest lookup said). */
+  private offersDirect(host: string): boolean {
+    return this.names.get(host)?.info.direct === true;
+  }
+
+  /** A tunnel straight to the proxy when its direct hop works, through the server otherwise. */
+  private async answer(target: HostPort): Promise<Answered> {
+    if (this.offersDirect(target.host)) {
+      const stream = await this.direct.open(target.host, target.port);
+      if (stream !== null) return { stream, id: '', direct: true };
+    }
+    return this.requestTunnel(target).answered;
   }
 
   /** The listener of `host`'s publication on `address:port`, opened on first use (once, however many ask). */
@@ -492,8 +514,9 @@ export class Redirector implements TunnelDialer {
     this.admission.admit(socket, () => this.joinTunnel(listener, socket));
   }
 
-  /** An answered tunnel as a leg that outlives a dropped session (registered for resumption). */
-  private legOf(authority: string, tunnel: Answered): ResumableStream {
+  /** An answered tunnel as a leg that outlives a dropped session (registered for resumption); a direct one as is. */
+  private legOf(authority: string, tunnel: Answered): Duplex {
+    if (tunnel.direct === true) return tunnel.stream;
     const leg = new ResumableStream(authority);
     leg.attach(tunnel.stream, 0);
     this.link.tunnels.add(tunnel.id, leg);
@@ -546,7 +569,10 @@ export class Redirector implements TunnelDialer {
   private async openDialed(target: HostPort, extraHeaders?: http2.OutgoingHttpHeaders): Promise<OpenedTunnel> {
     let tunnel: Answered;
     try {
-      tunnel = await this.requestTunnel(target, undefined, extraHeaders).answered;
+      tunnel =
+        extraHeaders === undefined
+          ? await this.answer(target)
+          : await this.requestTunnel(target, undefined, extraHeaders).answered;
     } catch (e) {
       const busy = isUnderpassError(e) && ['UP_ERR_UNREACHABLE', 'UP_ERR_LIMIT'].includes(e.code);
       throw new DialError(busy ? 'unavailable' : 'refused', errorText(e));
@@ -567,6 +593,27 @@ export class Redirector implements TunnelDialer {
       this.carry(authority, parked, socket);
       return;
     }
+    if (!this.offersDirect(listener.host)) {
+      this.joinRelayed(listener, socket);
+      return;
+    }
+    // The app's socket stays paused while the direct hop is tried: a fallback to the relay loses nothing.
+    this.direct.open(listener.host, listener.port).then(
+      (stream) => {
+        if (stream === null) this.joinRelayed(listener, socket);
+        else if (socket.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
+        else this.carry(authority, { stream, id: '', direct: true }, socket);
+      },
+      (e: unknown) => {
+        this.log.info(`tunnel to ${authority} refused: ${errorText(e)}`);
+        abort(socket);
+      },
+    );
+  }
+
+  /** Opens a relayed tunnel for an admitted connection, without waiting for the proxy's answer. */
+  private joinRelayed(listener: Listener, socket: net.Socket): void {
+    const authority = `${listener.host}:${listener.port}`;
     // Optimistic: the app's first bytes travel right behind the tunnel request and wait at the server
     // for the proxy's answer, saving a round trip; a refusal resets the connection the app holds.
     const leg = new ResumableStream(authority);

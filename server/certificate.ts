@@ -56,6 +56,17 @@ export async function ensureIdentity(
     return { cert: await fs.readFile(certPath), key: await fs.readFile(keyPath), certPath };
   }
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+  const pems = await selfSigned(listenHost);
+  await fs.writeFile(keyPath, pems.private, { mode: 0o600 });
+  await fs.writeFile(certPath, pems.cert, { mode: 0o644 });
+  return { cert: Buffer.from(pems.cert), key: Buffer.from(pems.private), certPath };
+}
+
+/**
+ * A fresh self-signed certificate (EC P-256, five years) for `listenHost`: the server's identity on first
+ * start, and a proxy's direct listener's at every start (redirectors pin its fingerprint, not a CA).
+ */
+export async function selfSigned(listenHost: string): Promise<{ cert: string; private: string }> {
   const notBefore = new Date(Date.now() - 60_000);
   const notAfter = new Date(notBefore);
   notAfter.setFullYear(notAfter.getFullYear() + 5);
@@ -78,7 +89,5 @@ export async function ensureIdentity(
       ],
     },
   );
-  await fs.writeFile(keyPath, pems.private, { mode: 0o600 });
-  await fs.writeFile(certPath, pems.cert, { mode: 0o644 });
-  return { cert: Buffer.from(pems.cert), key: Buffer.from(pems.private), certPath };
+  return { cert: pems.cert, private: pems.private };
 }

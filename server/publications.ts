@@ -5,15 +5,16 @@
  * for, if the asking account (and its token's scope) may use it.
  */
 import http2 from 'node:http2';
-import { encodeControl, EndpointMessage, type ServerMessage } from '../protocol/control';
-import { ForbiddenError, isUnderpassError, NotFoundError } from '../protocol/errors';
+import { encodeControl, EndpointMessage, type DirectListing, type ServerMessage } from '../protocol/control';
+import { ForbiddenError, isUnderpassError, NotFoundError, OfflineError } from '../protocol/errors';
 import { publicationId, publicationName, pseudoName, tryParsePseudoName } from '../protocol/names';
-import { isUnder, MAX_LISTED, type NameInfo, type NameList } from '../protocol/wire';
+import { isUnder, MAX_LISTED, type DirectOffer, type NameInfo, type NameList } from '../protocol/wire';
 import { readControl } from '../runtime/control-stream';
 import type { Logger } from '../runtime/log';
 import { secretsEqual, type Accounts } from './accounts';
 import type { Membership } from './cluster/cluster';
 import type { PublicationDirectory } from './directory';
+import type { DirectTickets } from './direct-tickets';
 import type { EndpointRegistry, EndpointSession } from './endpoints';
 import type { Publication, PublicationStore } from './store';
 import type { TokenGrant } from './tokens';
@@ -43,6 +44,7 @@ export interface PublicationsDeps {
   directory: PublicationDirectory<ProxySession>;
   endpoints: EndpointRegistry;
   tunnels: TunnelMatcher;
+  directTickets: DirectTickets;
   log: Logger;
   audit: (fields: Record<string, unknown>) => void;
 }
@@ -100,13 +102,28 @@ export class Publications {
 
   /** What GET /v1/names/HOST answers. */
   nameInfo(account: string, host: string, key: string | undefined, grant: TokenGrant | undefined): NameInfo {
-    const publication = this.lookup(account, host, key, grant);
+    return this.infoOf(this.lookup(account, host, key, grant));
+  }
+
+  private infoOf(publication: Publication): NameInfo {
+    const holder = this.holderOf(publication);
     return {
       name: publication.name,
       host: pseudoName(publication.name, publication.account, this.deps.zone),
       port: publication.port,
-      online: this.holderOf(publication) !== undefined,
+      online: holder !== undefined,
+      // Only when true: an older redirector, which ignores the field, is shown nothing new otherwise.
+      ...(this.deps.directTickets.has(holder, publication.name) ? { direct: true } : {}),
     };
+  }
+
+  /** What GET /v1/direct/HOST answers: checked exactly as a tunnel request is, then a ticket. */
+  directOffer(account: string, host: string, key: string | undefined, grant: TokenGrant | undefined): DirectOffer {
+    const publication = this.lookup(account, host, key, grant);
+    const holder = this.holderOf(publication);
+    if (holder === undefined) throw new OfflineError(`${host} is offline: its service proxy is not connected`);
+    const canonical = pseudoName(publication.name, publication.account, this.deps.zone);
+    return this.deps.directTickets.issue(holder, publication.name, canonical, account);
   }
 
   /**
@@ -120,12 +137,7 @@ export class Publications {
       if (grant !== undefined && !grant.mayConnect(`${publication.name}.${publication.account}`)) continue;
       const host = pseudoName(publication.name, publication.account, this.deps.zone);
       if (!isUnder(host, under)) continue;
-      names.push({
-        name: publication.name,
-        host,
-        port: publication.port,
-        online: this.holderOf(publication) !== undefined,
-      });
+      names.push(this.infoOf(publication));
     }
     // Read right to left, as DNS does: a hierarchy's members stand together.
     const key = (host: string): string => host.split('.').reverse().join('.');
@@ -177,7 +189,7 @@ export class Publications {
     switch (message.type) {
       case 'publish':
         if (message.wants?.includes('client') === true) proxy.wantsClient.add(message.name.toLowerCase());
-        void this.publish(proxy, message.name, message.port);
+        void this.publish(proxy, message.name, message.port, message.direct);
         return;
       case 'ack':
         proxy.endpoint.tunnels.handleAck(message);
@@ -191,7 +203,7 @@ export class Publications {
     }
   }
 
-  private async publish(proxy: ProxySession, rawName: string, port: number): Promise<void> {
+  private async publish(proxy: ProxySession, rawName: string, port: number, direct?: DirectListing): Promise<void> {
     let name: string;
     try {
       name = publicationName(rawName);
@@ -251,8 +263,16 @@ export class Publications {
     proxy.publications.add(id);
     this.deps.cluster.claim(id, String(proxy.id));
     const host = pseudoName(name, proxy.account, this.deps.zone);
-    this.log.info('published', { publication: name, host, port, proxy: proxy.id });
-    this.sendControl(proxy, { type: 'published', name, host, key: publication.key, port });
+    this.log.info('published', { publication: name, host, port, proxy: proxy.id, ...(direct ? { direct } : {}) });
+    const secret = direct === undefined ? undefined : this.deps.directTickets.announce(proxy, name, direct);
+    this.sendControl(proxy, {
+      type: 'published',
+      name,
+      host,
+      key: publication.key,
+      port,
+      ...(secret !== undefined ? { direct: { secret } } : {}),
+    });
   }
 
   private dropProxy(proxy: ProxySession): void {

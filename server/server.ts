@@ -43,6 +43,7 @@ import { EndpointRegistry, type EndpointSession } from './endpoints';
 import { Listener } from './listener';
 import { Publications, type ProxySession } from './publications';
 import { Forwarder } from './forwarding';
+import { DirectTickets } from './direct-tickets';
 import { Responder } from './respond';
 import { PublicationStore } from './store';
 import { TokenStore } from './token-store';
@@ -143,6 +144,7 @@ export class TunnelServer {
       directory: this.directory,
       endpoints: this.endpoints,
       tunnels: this.tunnels,
+      directTickets: new DirectTickets(),
       log: this.log,
       audit: (fields) => this.audit(fields),
     });
@@ -311,12 +313,18 @@ export class TunnelServer {
         }
       } else if (method === 'GET' && path === Paths.session) {
         void this.openSession(stream, account, headers).catch((e: unknown) => this.responder.fail(stream, e));
-      } else if (method === 'GET' && path.startsWith(Paths.names)) {
-        const key = headers[Headers.serviceKey];
-        const host = decodeURIComponent(path.slice(Paths.names.length));
-        const info = this.publications.nameInfo(account, host, typeof key === 'string' ? key : undefined, grant);
-        if (this.node === null) this.responder.json(stream, info);
-        else this.node.answerName(stream, info);
+      } else if (method === 'GET' && (path.startsWith(Paths.names) || path.startsWith(Paths.direct))) {
+        // A name's answer, or a ticket for its direct listener: the same access check either way.
+        const given = headers[Headers.serviceKey];
+        const key = typeof given === 'string' ? given : undefined;
+        const direct = path.startsWith(Paths.direct);
+        const host = decodeURIComponent(path.slice((direct ? Paths.direct : Paths.names).length));
+        if (direct) this.responder.json(stream, this.publications.directOffer(account, host, key, grant));
+        else {
+          const info = this.publications.nameInfo(account, host, key, grant);
+          if (this.node === null) this.responder.json(stream, info);
+          else this.node.answerName(stream, info);
+        }
       } else if (method === 'GET' && (path === Paths.list || path.startsWith(`${Paths.list}?`))) {
         const under = new URL(path, 'http://server').searchParams.get('under') ?? '';
         this.responder.json(stream, this.publications.list(account, under.toLowerCase(), grant));

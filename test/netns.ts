@@ -1,7 +1,7 @@
 /**
  * Test hosts of our own: a network namespace joined to this one by a veth pair, with an nftables
- * firewall on its way out. Only the addresses made here (10.77.N.1 on our side, 10.77.N.2 inside) are
- * ever used; nothing is routed anywhere else.
+ * firewall on its way out. Only the addresses made here (10.77.N.1 on our side, 10.77.N.2 inside, and
+ * 10.77.25N.1/.2 for a link between two hosts) are ever used; nothing is routed anywhere else.
  */
 import { execFileSync } from 'node:child_process';
 
@@ -42,8 +42,12 @@ export class ClientHost {
     this.inner = `10.77.${index}.2`;
   }
 
-  /** Creates the namespace; everything but loopback and `allowed` TCP ports on our side is refused. */
-  static create(allowedPorts: number[]): ClientHost {
+  /**
+   * Creates the namespace; everything but loopback and `allowed` TCP ports on our side is refused. With
+   * `server`, another of our side's addresses (another host's `outer`), those ports are allowed to it
+   * instead, through our side.
+   */
+  static create(allowedPorts: number[], options: { server?: string } = {}): ClientHost {
     const host = new ClientHost(freeIndex());
     const peer = `${host.hostVeth}p`;
     try {
@@ -55,8 +59,10 @@ export class ClientHost {
       sh(['ip', 'netns', 'exec', host.name, 'ip', 'addr', 'add', `${host.inner}/24`, 'dev', peer]);
       sh(['ip', 'netns', 'exec', host.name, 'ip', 'link', 'set', peer, 'up']);
       sh(['ip', 'netns', 'exec', host.name, 'ip', 'link', 'set', 'lo', 'up']);
-      const allow =
-        allowedPorts.length > 0 ? `ip daddr ${host.outer} tcp dport { ${allowedPorts.join(', ')} } accept` : '';
+      const server = options.server ?? host.outer;
+      if (server !== host.outer)
+        sh(['ip', 'netns', 'exec', host.name, 'ip', 'route', 'add', `${server}/32`, 'via', host.outer]);
+      const allow = allowedPorts.length > 0 ? `ip daddr ${server} tcp dport { ${allowedPorts.join(', ')} } accept` : '';
       sh(
         ['ip', 'netns', 'exec', host.name, 'nft', '-f', '-'],
         `table inet underpass_test {
@@ -78,6 +84,31 @@ export class ClientHost {
     return host;
   }
 
+  /** Lets this host's firewall pass TCP to `address:port` as well. */
+  allowTo(address: string, port: number): void {
+    this.nft(`insert rule inet underpass_test out ip daddr ${address} tcp dport ${port} accept\n`);
+  }
+
+  /** Drops every packet this host sends to `address:port` from now on, open connections' too. */
+  block(address: string, port: number): void {
+    this.nft(`table inet underpass_block {
+  chain out {
+    type filter hook output priority -10; policy accept;
+    ip daddr ${address} tcp dport ${port} drop
+  }
+}
+`);
+  }
+
+  /** Lifts what block() did. */
+  unblock(): void {
+    this.nft('delete table inet underpass_block\n');
+  }
+
+  private nft(script: string): void {
+    sh(['ip', 'netns', 'exec', this.name, 'nft', '-f', '-'], script);
+  }
+
   destroy(): void {
     for (const args of [
       ['ip', 'netns', 'del', this.name],
@@ -88,6 +119,31 @@ export class ClientHost {
       } catch {
         // already gone
       }
+    }
+  }
+}
+
+let links = 0;
+
+/** A veth pair straight between two hosts: `a` holds 10.77.25N.1, `b` 10.77.25N.2. */
+export class HostLink {
+  readonly aAddress: string;
+  readonly bAddress: string;
+
+  constructor(a: ClientHost, b: ClientHost) {
+    // Above the range freeIndex() hands out: these subnets exist only inside the two namespaces.
+    const n = 250 + (links++ % 5);
+    this.aAddress = `10.77.${n}.1`;
+    this.bAddress = `10.77.${n}.2`;
+    const aEnd = `upl${process.pid % 10000}x${n}a`;
+    const bEnd = `upl${process.pid % 10000}x${n}b`;
+    sh(['ip', 'link', 'add', aEnd, 'netns', a.name, 'type', 'veth', 'peer', 'name', bEnd, 'netns', b.name]);
+    for (const [host, end, address] of [
+      [a, aEnd, this.aAddress],
+      [b, bEnd, this.bAddress],
+    ] as const) {
+      sh(['ip', 'netns', 'exec', host.name, 'ip', 'addr', 'add', `${address}/24`, 'dev', end]);
+      sh(['ip', 'netns', 'exec', host.name, 'ip', 'link', 'set', end, 'up']);
     }
   }
 }
