@@ -5,7 +5,7 @@
  * interrupted, prints progress lines on stderr and a table on stdout, and writes JSON and a PNG chart
  * under bench/results/. It never asserts: a figure that cannot be measured is reported as missing.
  *
- *   node dist/bench/bench.js [--quick] [--only throughput,latency,memory,hook] [--profile DIR] [--out NAME]
+ *   node dist/bench/bench.js [--quick] [--only throughput,direct,latency,memory,hook] [--profile DIR] [--out NAME]
  *
  * --quick     about a minute: shorter iperf3 runs, fewer iterations (writes results/quick.*)
  * --only      run some sections
@@ -47,8 +47,9 @@ import { evaluateBars, printTable } from './report';
 import type { BenchResults, LatencySummary, OrdinarySample, ProcessMemory, Throughput } from './results';
 import { mean, quantile, median } from './stats';
 import { SshChain } from './ssh-chain';
+import { benchDirectHop } from './direct-hop';
 
-const SECTIONS = ['throughput', 'latency', 'memory', 'hook'] as const;
+const SECTIONS = ['throughput', 'direct', 'latency', 'memory', 'hook'] as const;
 type Section = (typeof SECTIONS)[number];
 
 interface Options {
@@ -82,7 +83,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--out') options.out = argv[++i] ?? '';
     else if (a === '--help' || a === '-h') {
       process.stdout.write(
-        'usage: npm run bench -- [--quick] [--only throughput,latency,memory,hook] [--profile DIR] [--out NAME]\n',
+        'usage: npm run bench -- [--quick] [--only throughput,direct,latency,memory,hook] [--profile DIR] [--out NAME]\n',
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${a} (try --help)`);
@@ -614,6 +615,13 @@ async function main(): Promise<number> {
         await echo.stop();
       }
     }
+    if (options.only.has('direct'))
+      results.directHop = await benchDirectHop({
+        quick: options.quick,
+        nodeArgs: daemonArgs(options, 'direct'),
+        progress,
+        errorLine,
+      });
     if (options.only.has('memory')) await benchMemory(options, results);
   } finally {
     await stopAll();

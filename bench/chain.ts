@@ -25,6 +25,8 @@ export interface ChainOptions {
   env?: NodeJS.ProcessEnv;
   /** Extra node flags for the three daemons (e.g. --cpu-prof, which NODE_OPTIONS may not carry). */
   nodeArgs?: string[];
+  /** Extra flags for the proxy (the direct hop's `--direct-listen`). */
+  proxyArgs?: string[];
 }
 
 export class BenchChain {
@@ -64,7 +66,7 @@ export class BenchChain {
       token,
     ];
 
-    const proxyArgs = [...this.nodeArgs, UNDERPASS, 'proxy', ...endpoint, '--json'];
+    const proxyArgs = [...this.nodeArgs, UNDERPASS, 'proxy', ...endpoint, '--json', ...(this.options.proxyArgs ?? [])];
     for (const p of this.options.publish) proxyArgs.push('--publish', p);
     this.proxy = new Proc('proxy', process.execPath, proxyArgs, { env, keepOutput: false });
     for (const spec of this.options.publish) {

@@ -5,6 +5,7 @@
  * plain median) counts as measurable when it exceeds both the plain runs' largest distance from their
  * median and 5 % of it.
  */
+import { directHopBars, directHopRows } from './direct-hop';
 import type { Bar, BenchResults, LatencySummary } from './results';
 import { fmt, gbps, median } from './stats';
 
@@ -66,6 +67,7 @@ export function evaluateBars(results: BenchResults): Bar[] {
       met: r === null ? null : r >= 1.5,
     });
   }
+  bars.push(...directHopBars(results));
   if (results.latency) {
     const { s, label } = latencyHeadline(results);
     const direct = results.latency.direct;
@@ -153,6 +155,7 @@ export function figuresTable(results: BenchResults): string {
         : `${fmt(total, 2)} ms in all${floorCpu !== null ? ` = ${x(ratio(total, floorCpu))} floor` : ''}`,
     ]);
   }
+  rows.push(...directHopRows(results));
   const l = results.latency;
   if (l) {
     for (const q of ['p50', 'p99'] as const) {
@@ -235,6 +238,7 @@ export function printTable(results: BenchResults): void {
     ...(results.latency?.errors ?? []).map((e) => `latency: ${e}`),
     ...(results.memory?.errors ?? []).map((e) => `memory: ${e}`),
     ...(results.hook?.errors ?? []).map((e) => `hook: ${e}`),
+    ...(results.directHop?.errors ?? []).map((e) => `direct hop: ${e}`),
     ...(results.hook && !results.hook.available
       ? [`hook: hook-run unavailable: ${results.hook.unavailableReason ?? ''}`]
       : []),

@@ -110,6 +110,17 @@ export interface BenchResults {
     };
     errors: string[];
   };
+  /** One connection through the direct hop (issue 16, bench/direct-hop.ts), OpenSSH in the same rounds. */
+  directHop?: {
+    seconds: number;
+    rounds: number;
+    directHop: number | null;
+    ssh: number | null;
+    samples: { directHop: number[]; ssh: number[] };
+    /** CPU ms per MB of the direct-hop runs: the server's is ≈ 0 when no byte passed through it. */
+    cpuMsPerMB: DaemonCpu | null;
+    errors: string[];
+  };
   bars: Bar[];
 }
 
