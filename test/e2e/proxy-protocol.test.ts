@@ -1,25 +1,36 @@
 /**
  * A target behind the PROXY protocol: a real nginx that accepts only connections opening with a PROXY
  * header (`listen … proxy_protocol`) serves a hooked curl through the whole chain, and logs the client's
- * address as the tunnel server saw it.
+ * address as the tunnel server saw it. The client is a host of its own (a network namespace that can
+ * send to the tunnel server only), so that address is the client host's, not the server's loopback.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Chain, freePort, Program, which } from '../harness';
+import { ClientHost } from '../netns';
 
 const NGINX = '/usr/sbin/nginx';
 
 describe('the PROXY protocol towards a target', function () {
   let chain: Chain;
+  let client: ClientHost;
   let nginx: Program;
   let port: number;
   let accessLog: string;
 
   before(async function () {
-    if (!fs.existsSync(NGINX) || which('curl') === null) this.skip();
+    if (!fs.existsSync(NGINX) || which('curl') === null || which('ip') === null || process.getuid?.() !== 0)
+      this.skip();
     port = await freePort();
-    chain = new Chain([`web=127.0.0.1:${port}`], { proxyArgs: ['--proxy-protocol', 'v2'] });
+    const serverPort = await freePort();
+    client = ClientHost.create([serverPort]);
+    chain = new Chain([`web=127.0.0.1:${port}`], {
+      proxyArgs: ['--proxy-protocol', 'v2'],
+      serverHost: client.outer,
+      clientNetns: client.name,
+    });
+    chain.serverPort = serverPort;
     const dir = path.join(chain.dir, 'nginx');
     fs.mkdirSync(dir, { recursive: true });
     accessLog = path.join(dir, 'access.log');
@@ -50,6 +61,7 @@ http {
   after(async function () {
     await nginx?.stop('SIGQUIT');
     await chain?.stop();
+    client?.destroy();
   });
 
   it('nginx with proxy_protocol serves a hooked curl and logs the client address the server saw', async function () {
@@ -61,7 +73,8 @@ http {
       await new Promise((r) => setTimeout(r, 100));
       log = fs.existsSync(accessLog) ? fs.readFileSync(accessLog, 'utf8') : '';
     }
-    // The redirector's address and port as the tunnel server saw them: here loopback.
-    assert.match(log, /^client=127\.0\.0\.1:\d+ request="GET \/hello HTTP\/1\.1"$/m);
+    // The redirector's address and port as the tunnel server saw them: the client host's.
+    const address = client.inner.replace(/\./g, '\\.');
+    assert.match(log, new RegExp(`^client=${address}:\\d+ request="GET /hello HTTP/1\\.1"$`, 'm'));
   });
 });
