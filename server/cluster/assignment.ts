@@ -29,17 +29,26 @@ export interface Move {
 }
 
 /**
- * How long a move this node made counts towards its target's load: until the target's own count (its
- * heartbeat into the shared state) has had time to include the endpoint. Without it, endpoints arriving
- * in a burst would all be sent to the node that looked least loaded at the start of the burst.
+ * Endpoints this node sent to a node count towards that node's load until its heartbeat shows them
+ * (its load reaches what it was when the first of them was sent, plus them), or for this long at most
+ * (ms). Without it, endpoints arriving in a burst would all go to the node that looked least loaded at
+ * the start of the burst; counting them as well as the heartbeat would count them twice.
  */
-const MOVE_COUNTS_MS = 1_500;
+const SENT_COUNTS_MS = 5_000;
+
+/** Endpoints sent to one node whose heartbeat may not show them yet. */
+interface Sent {
+  /** The node's load as this node saw it when the first of them was sent. */
+  baseline: number;
+  count: number;
+  since: number;
+}
 
 export class Assignment {
   /** The node each account's relayed tunnels went to last (affinity). */
   private readonly relayedTo = new Map<string, string>();
-  /** Endpoints sent to each node lately, with when: the load the shared state does not show yet. */
-  private readonly sent = new Map<string, number[]>();
+  /** Endpoints sent to each node lately: the load the shared state may not show yet. */
+  private readonly sent = new Map<string, Sent>();
 
   constructor(
     private readonly cluster: ClusterView,
@@ -80,7 +89,7 @@ export class Assignment {
     }
     const loads = nodes.map((n) => ({
       node: n,
-      load: n.name === self ? this.ownLoad() : n.load + this.recent(n.name),
+      load: n.name === self ? this.ownLoad() : this.loadOf(n),
     }));
     const mine = loads.find((l) => l.node.name === self)?.load ?? this.ownLoad();
     let least: { node: NodeInfo; load: number } | undefined;
@@ -93,10 +102,9 @@ export class Assignment {
   }
 
   private moving(node: NodeInfo, arrival: Arrival, why: string): Move {
-    const now = Date.now();
-    const times = (this.sent.get(node.name) ?? []).filter((t) => now - t < MOVE_COUNTS_MS);
-    times.push(now);
-    this.sent.set(node.name, times);
+    const sent = this.sent.get(node.name);
+    if (sent === undefined) this.sent.set(node.name, { baseline: node.load, count: 1, since: Date.now() });
+    else sent.count += 1;
     this.log.info(`sending an endpoint to node ${node.name} at ${node.advertise}: ${why}`, {
       account: arrival.account,
       ...(arrival.publishes.length > 0 ? { publishes: arrival.publishes.join(',') } : {}),
@@ -104,9 +112,15 @@ export class Assignment {
     return { node, why };
   }
 
-  /** Endpoints this node sent to `node` that its heartbeat may not count yet. */
-  private recent(node: string): number {
-    const now = Date.now();
-    return (this.sent.get(node) ?? []).filter((t) => now - t < MOVE_COUNTS_MS).length;
+  /** `node`'s load with the endpoints this node sent it that its heartbeat does not show yet. */
+  private loadOf(node: NodeInfo): number {
+    const sent = this.sent.get(node.name);
+    if (sent === undefined) return node.load;
+    const expected = sent.baseline + sent.count;
+    if (node.load >= expected || Date.now() - sent.since > SENT_COUNTS_MS) {
+      this.sent.delete(node.name);
+      return node.load;
+    }
+    return expected;
   }
 }

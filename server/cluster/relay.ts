@@ -26,7 +26,7 @@ import { Headers } from '../../protocol/wire';
 import type { Logger } from '../../runtime/log';
 import type { Metrics } from '../../runtime/metrics';
 import { ResumableStream } from '../../runtime/resumable-stream';
-import { splice } from '../../runtime/splice';
+import { splice, type SpliceResult } from '../../runtime/splice';
 import type { EndpointSession } from '../endpoints';
 import type { Responder } from '../respond';
 import type { TunnelClient } from '../tunnels';
@@ -67,8 +67,8 @@ export class Relay {
   async open(stream: http2.ServerHttp2Stream, request: RelayRequest): Promise<void> {
     const started = performance.now();
     try {
-      const upstream = await this.connect(request);
-      this.join(stream, upstream, request, started);
+      const { upstream, peer } = await this.connect(request);
+      this.join(stream, upstream, peer, request, started);
     } catch (e) {
       const error = isUnderpassError(e) ? e : new UnreachableError(`cannot relay to ${request.host}: ${String(e)}`);
       this.log.info(`relay refused: ${error.message}`, { publication: request.id, code: error.code });
@@ -115,7 +115,7 @@ export class Relay {
   }
 
   /** Opens the CONNECT on the owning node's link; resolves once it answered 200. */
-  private async connect(request: RelayRequest): Promise<http2.ClientHttp2Stream> {
+  private async connect(request: RelayRequest): Promise<{ upstream: http2.ClientHttp2Stream; peer: string }> {
     if (!this.cluster.available) {
       throw new ClusterUnavailableError(
         `${request.host} may be on another node, and this node cannot reach the cluster directory now: retry once its Redis is back`,
@@ -148,7 +148,7 @@ export class Relay {
       upstream.once('response', (headers) => {
         upstream.off('close', onClose);
         if (Number(headers[':status']) === 200) {
-          resolve(upstream);
+          resolve({ upstream, peer: peer.name });
           return;
         }
         upstream.close();
@@ -163,6 +163,7 @@ export class Relay {
   private join(
     stream: http2.ServerHttp2Stream,
     upstream: http2.ClientHttp2Stream,
+    peer: string,
     request: RelayRequest,
     started: number,
   ): void {
@@ -177,7 +178,17 @@ export class Relay {
     leg.attach(stream, 0);
     request.endpoint().tunnels.add(id, leg);
     this.metrics?.tunnelOpened('ok', request.id, (performance.now() - started) / 1000);
-    this.log.debug('relayed a tunnel', { publication: request.id });
-    splice(leg, upstream, undefined, undefined, this.metrics?.meter(request.id));
+    const onDone = this.log.isDebugEnabled()
+      ? (result: SpliceResult): void => {
+          this.log.debug('relayed tunnel closed', {
+            publication: request.id,
+            node: peer,
+            up: result.aToB,
+            down: result.bToA,
+            ...(result.error ? { aborted: true } : {}),
+          });
+        }
+      : undefined;
+    splice(leg, upstream, onDone, undefined, this.metrics?.meter(request.id));
   }
 }
