@@ -150,7 +150,8 @@ export function formatStatus(status: StatusReply): string {
   for (const l of status.listeners)
     lines.push(
       `  ${l.host}  ${l.address}:${l.port}` +
-        (l.listenPort !== undefined ? ` (listening on ${l.listenPort}: port ${l.port} is held locally)` : ''),
+        (l.listenPort !== undefined ? ` (listening on ${l.listenPort}: port ${l.port} is held locally)` : '') +
+        (l.via === 'direct' ? '  direct to its proxy' : ''),
     );
   lines.push(status.refusals.length > 0 ? 'recent refusals' : 'recent refusals  none');
   for (const r of status.refusals) lines.push(`  ${r.time}  ${r.code}  ${r.message}`);

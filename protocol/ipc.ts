@@ -209,7 +209,16 @@ export const StatusReply = z.object({
     zone: z.string().optional(),
   }),
   /** The listeners on pseudo addresses, one per publication in use. */
-  listeners: z.array(z.object({ host: z.string(), address: z.string(), port, listenPort: port.optional() })),
+  listeners: z.array(
+    z.object({
+      host: z.string(),
+      address: z.string(),
+      port,
+      listenPort: port.optional(),
+      /** Where its tunnels go (added within version 1): `direct` to the proxy's listener, or `relay`. */
+      via: z.enum(['direct', 'relay']).optional(),
+    }),
+  ),
   /** Listeners for programs the hook cannot enter. */
   fallbacks: HelloListeners,
   /** Tunneled connections open now. */

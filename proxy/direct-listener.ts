@@ -16,7 +16,14 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import type { DirectListing } from '../protocol/control';
 import { verifyTicket, tryTicketHost, type TicketBody } from '../protocol/direct-ticket';
-import { BadMessageError, ForbiddenError, isUnderpassError, NotFoundError, type ErrorCode } from '../protocol/errors';
+import {
+  BadMessageError,
+  ConfigError,
+  ForbiddenError,
+  isUnderpassError,
+  NotFoundError,
+  type ErrorCode,
+} from '../protocol/errors';
 import { formatHostPort, tryParseHostPort, type HostPort } from '../protocol/names';
 import { ALPN, Headers, StatusOf } from '../protocol/wire';
 import { raiseSessionWindow, sessionOptions } from '../runtime/h2';
@@ -81,9 +88,15 @@ export class DirectListener {
     // A client that fails its handshake (a port scan, a wrong protocol) costs one line at debug.
     server.on('tlsClientError', (e) => this.log.debug(`direct listener: TLS handshake failed (${e.message})`));
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
+      const refuse = (e: NodeJS.ErrnoException): void =>
+        reject(
+          new ConfigError(
+            `--direct-listen ${formatHostPort(at)}: cannot listen there (${e.code ?? e.message}): choose another address or port`,
+          ),
+        );
+      server.once('error', refuse);
       server.listen(at.port, at.host, () => {
-        server.off('error', reject);
+        server.off('error', refuse);
         resolve();
       });
     });

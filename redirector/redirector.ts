@@ -135,6 +135,11 @@ export class Redirector implements TunnelDialer {
       info: () => this.info,
       zone: () => this.zone(),
       listeners: () => this.listeners.values(),
+      via: (host) => {
+        const via = this.direct.via(host);
+        // A publication without a direct listener, or not yet tried, is relayed.
+        return via === 'untried' ? (this.offersDirect(host) ? null : 'relay') : via;
+      },
       fallbacks: () => this.handleHello().listeners ?? {},
       keyedHosts: () => this.options.serviceKeys.keys(),
       lookup: (host) => this.lookup(host),

@@ -22,12 +22,18 @@ export interface ReportSources {
   zone: () => string;
   /** The listeners on pseudo addresses now. */
   listeners: () => Iterable<{ host: string; address: string; port: number; moved: { listenPort: number } | null }>;
+  /** Where a publication's tunnels go now: the direct hop or the relay; null before either was decided. */
+  via: (host: string) => 'direct' | 'relay' | null;
   fallbacks: () => HelloListeners;
   /** The hosts whose service keys the redirector holds. */
   keyedHosts: () => Iterable<string>;
   lookup: (host: string) => Promise<NameInfo>;
   /** Writes one line to the redirector's log. */
   log: (line: string) => void;
+}
+
+function viaOf(via: 'direct' | 'relay' | null): { via?: 'direct' | 'relay' } {
+  return via === null ? {} : { via };
 }
 
 export class Reports {
@@ -117,6 +123,7 @@ export class Reports {
         address: l.address,
         port: l.port,
         ...(l.moved !== null ? { listenPort: l.moved.listenPort } : {}),
+        ...viaOf(this.sources.via(l.host)),
       })),
       fallbacks: this.sources.fallbacks(),
       tunnels: link.tunnels.size,

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Chain, freePort, inNetns, Program, PYTHON, run, tmpDir } from '../harness';
+import { Chain, freePort, inNetns, Program, PYTHON, run, tmpDir, UNDERPASS } from '../harness';
 import { ClientHost, HostLink } from '../netns';
 
 const DIRECT_PORT = 17443;
@@ -58,6 +58,14 @@ describe('direct hop: straight to the proxy when it can be reached, the relay ot
     const r = await run(cmd, args);
     assert.equal(r.code, 0, r.stderr);
     return crypto.createHash('sha256').update(r.stdoutBuffer).digest('hex');
+  }
+
+  /** Where `underpass status` says the publication's tunnels go. */
+  async function via(): Promise<string | undefined> {
+    const [cmd, args] = inNetns(client.name, process.execPath, [UNDERPASS, 'status', '--ipc', chain.ipcPath, '--json']);
+    const r = await run(cmd, args);
+    const status = JSON.parse(r.stdout) as { listeners: { host: string; via?: string }[] };
+    return status.listeners.find((l) => l.host === chain.host('web'))?.via;
   }
 
   const webPort = (): string => chain.published.get('web')!.target.split(':')[1]!;
@@ -124,6 +132,7 @@ print(urllib.request.urlopen('http://${chain.host('web')}:${webPort()}/', timeou
     await chain.redirector.waitFor(new RegExp(`${chain.host('web')}: direct hop to ${link.aAddress}:${DIRECT_PORT}`));
     const counts = await serverCounts();
     assert.deepEqual([counts.tunnelsOpened, counts.bytesUp, counts.bytesDown], [0, 0, 0]);
+    assert.equal(await via(), 'direct');
   });
 
   it('relays while an nft rule drops the direct port, and logs the switch', async function () {
@@ -133,6 +142,7 @@ print(urllib.request.urlopen('http://${chain.host('web')}:${webPort()}/', timeou
     const counts = await serverCounts();
     assert.equal(counts.tunnelsOpened, 1);
     assert.ok(counts.bytesDown >= 8 * 1024 * 1024, JSON.stringify(counts));
+    assert.equal(await via(), 'relay');
   });
 
   it('goes direct again once the rule is gone and the retry interval passed', async function () {
