@@ -21,6 +21,13 @@ export class Accounts {
   /** `owner/publication` → accounts its owner granted it to. */
   private readonly grants = new Map<string, Set<string>>();
 
+  /** Takes `other`'s tokens and grants instead of its own (a cluster node taking the cluster's new ones). */
+  replaceWith(other: Accounts): void {
+    this.entries.splice(0, this.entries.length, ...other.entries);
+    this.grants.clear();
+    for (const [id, set] of other.grants) this.grants.set(id, set);
+  }
+
   add(token: string, account: string = DEFAULT_ACCOUNT): void {
     this.entries.push({ digest: digest(token), account });
   }

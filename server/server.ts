@@ -188,14 +188,31 @@ export class TunnelServer {
       accountsFile: this.config.accountsFile,
       state: this.localState(),
       log: this.log,
+      onAccounts: (text) => this.takeAccounts(joined.token, text),
     });
     this.clusterView = joined.cluster;
     this.tokenFile = joined.tokenFile;
-    this.accounts.add(joined.token);
-    if (joined.accounts !== null) parseAccounts(joined.accounts, `the cluster's accounts`, this.accounts);
+    this.takeAccounts(joined.token, joined.accounts, true);
     this.store = joined.store;
     joined.cluster.on('lost', (id: string, by: Ownership) => this.lost(id, by));
     this.log.info(`joined the cluster as node ${config.node}`, { cluster: config.url });
+  }
+
+  /**
+   * The cluster's accounts (its token of account `default`, and an --accounts file's text). A damaged
+   * text stops the node at start, and later keeps the accounts as they were.
+   */
+  private takeAccounts(token: string, text: string | null, atStart = false): void {
+    const next = new Accounts();
+    next.add(token);
+    try {
+      if (text !== null) parseAccounts(text, "the cluster's accounts", next);
+    } catch (e) {
+      if (atStart) throw e;
+      this.log.error(`kept the accounts as they were: ${e instanceof Error ? e.message : String(e)}`);
+      return;
+    }
+    this.accounts.replaceWith(next);
   }
 
   /** Another node claimed a publication a proxy session here held: that session is stale for it. */

@@ -68,8 +68,8 @@ export class TestCluster {
     return this;
   }
 
-  /** Starts (or starts again, on the same port and data dir) node `name`. */
-  async startNode(name: string): Promise<ClusterNode> {
+  /** Starts (or starts again, on the same port and data dir) node `name`, with `args` for it alone. */
+  async startNode(name: string, args: string[] = []): Promise<ClusterNode> {
     const known = this.nodes.get(name);
     const port = known?.port ?? (await freePort());
     const dataDir = path.join(this.dir, name);
@@ -95,6 +95,7 @@ export class TestCluster {
       '--advertise',
       address,
       ...this.serverArgs,
+      ...args,
     ]);
     await program.waitFor(/listening on/);
     const node = { name, port, dataDir, program, address };

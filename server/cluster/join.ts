@@ -1,6 +1,6 @@
 /**
  * How a server becomes a node of a cluster at start: it connects to Redis, takes (or seeds) the
- * cluster's secret, publications, default token and accounts, and starts beating. What it returns
+ * cluster's secret, publications, default token, accounts and issued tokens, and starts beating. What it returns
  * replaces what DATA_DIR gives an embedded server.
  */
 import crypto from 'node:crypto';
@@ -15,6 +15,7 @@ import type { LocalState } from './local-cluster';
 import { RedisCluster } from './redis-cluster';
 import { RedisLink } from './redis-link';
 import { RedisBacking, seeded, sharedAccounts, sharedSecret } from './shared-state';
+import { TokenMirror } from './shared-tokens';
 
 export interface Joined {
   cluster: RedisCluster;
@@ -32,6 +33,8 @@ export interface JoinOptions {
   accountsFile: string | undefined;
   state: LocalState;
   log: Logger;
+  /** The cluster's accounts changed (another node started with --accounts). */
+  onAccounts: (text: string | null) => void;
 }
 
 async function readIfThere(file: string): Promise<string | undefined> {
@@ -65,9 +68,24 @@ export async function joinCluster(config: ClusterConfig, options: JoinOptions): 
     options.accountsFile !== undefined ? await fs.readFile(options.accountsFile, 'utf8') : undefined;
   const accounts = await sharedAccounts(link, localAccounts);
 
+  const tokens = new TokenMirror(link, dataDir, options.log);
+  await tokens.start();
+
   const cluster = new RedisCluster(link, config, secret, options.state, options.log);
   cluster.on('publication', (stored) => store.apply(stored));
-  cluster.on('resync', () => void resync(link, backing, store, secret, token, options.log));
+  cluster.on('tokens', () => void tokens.remoteChanged());
+  cluster.on('resync', () => {
+    void resync(link, backing, store, secret, token, options.log);
+    void tokens.remoteChanged();
+  });
+  cluster.once('stop', () => tokens.stop());
+  // Another node started with its own --accounts: they are the cluster's from now on.
+  cluster.on('accounts', () =>
+    sharedAccounts(link, undefined).then(
+      (text) => options.onAccounts(text),
+      (e: unknown) => options.log.warn(`cannot read the cluster's accounts: ${String(e)}`),
+    ),
+  );
   await cluster.start();
   return { cluster, store, token, tokenFile: options.token === undefined ? tokenPath : null, accounts };
 }

@@ -102,6 +102,7 @@ export class RedisCluster extends EventEmitter implements Membership {
 
   async stop(): Promise<void> {
     if (this.timer !== null) clearInterval(this.timer);
+    this.emit('stop');
     // A clean stop leaves at once rather than a heartbeat's lifetime later; what it owned is then free.
     await this.link.eval(`redis.call('DEL', KEYS[1])`, [Keys.node(this.node)], []).catch(() => undefined);
     await this.link.close();
@@ -197,6 +198,7 @@ export class RedisCluster extends EventEmitter implements Membership {
     }
     if (event.type === 'claim' && typeof event.id === 'string' && typeof event.node === 'string')
       this.ownerships.handleClaim(event.id, event.node, Number(event.epoch));
+    else if (event.type === 'tokens' || event.type === 'accounts') this.emit(event.type);
     else if (event.type === 'publication') {
       const stored = storedOf(event.publication);
       if (stored !== null) this.emit('publication', stored);

@@ -16,8 +16,8 @@ import type { RedisLink } from './redis-link';
 
 /** SET NX, then GET: what the first writer wrote. */
 const SEED = `redis.call('SET', KEYS[1], ARGV[1], 'NX') return redis.call('GET', KEYS[1])`;
-/** Overwrites and returns the value (a node started with its own `--accounts` wins). */
-const PUT = `redis.call('SET', KEYS[1], ARGV[1]) return ARGV[1]`;
+/** Overwrites and returns the value, telling the others (a node started with its own `--accounts` wins). */
+const PUT = `redis.call('SET', KEYS[1], ARGV[1]) redis.call('PUBLISH', KEYS[2], ARGV[2]) return ARGV[1]`;
 
 const Stored = z.object({ account: z.string(), name: z.string(), port: z.number().int(), createdAt: z.string() });
 
@@ -34,7 +34,8 @@ export async function sharedSecret(link: RedisLink, local: Buffer | null): Promi
 
 /** The `--accounts` file's text: this node's when it has one (it becomes the cluster's), else Redis's. */
 export async function sharedAccounts(link: RedisLink, local: string | undefined): Promise<string | null> {
-  if (local !== undefined) return String(await link.eval(PUT, [Keys.accounts], [local]));
+  if (local !== undefined)
+    return String(await link.eval(PUT, [Keys.accounts, Keys.events], [local, '{"type":"accounts"}']));
   const reply = await link.eval(`return redis.call('GET', KEYS[1])`, [Keys.accounts], []);
   return typeof reply === 'string' ? reply : null;
 }
