@@ -39,7 +39,7 @@ export interface ForwardTarget {
 const NOT_ON_FORWARD = "add it to the redirector's --forward (a name, .suffix or CIDR, with its port or none)";
 /** … and about one the tunnel server refused. */
 export const SERVER_REFUSED_FORWARD =
-  "the tunnel server's operator decides what it dials (--forward-allow); check the destination and its port";
+  "check the destination and its port, or ask the tunnel server's operator whether it should dial it";
 
 export class HookForwarding {
   constructor(
