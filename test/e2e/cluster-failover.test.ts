@@ -5,6 +5,7 @@
  * the directory says c owns the publication at a higher epoch, and a new tunnel crosses b → c at once.
  * Redis stopped (SIGSTOP) for 10 s: the open tunnel keeps carrying lines, a new cross-node tunnel is
  * refused with UP_ERR_CLUSTER_UNAVAILABLE in one line, and everything works again once Redis is back.
+ * Node c paused (SIGSTOP) until the proxy gave it up: on its return it takes nothing back.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -60,6 +61,9 @@ describe('cluster: failover and a Redis outage (issue 14)', function () {
       UNDERPASS,
       'proxy',
       ...['--server', all, '--ca', cluster.ca, '--token', cluster.token],
+      // A node that stops answering is given up on after two missed PINGs, 2 s.
+      '--keepalive',
+      '1',
       '--json',
       '--publish',
       `echo=127.0.0.1:${echoPort}`,
@@ -141,5 +145,27 @@ describe('cluster: failover and a Redis outage (issue 14)', function () {
     assert.equal(await redisCli('HGET', OWNER, 'node'), 'c');
     assert.equal(await once(), 'ONCE', 'new cross-node tunnels work again');
     assert.equal(app.child.exitCode, null, `the open tunnel still runs:\n${app.stderr}`);
+    await app.stop();
+  });
+
+  it('does not let a node that was only slow take the publication back when it comes back', async function () {
+    const c = cluster.node('c').program;
+    const epochBefore = Number(await redisCli('HGET', OWNER, 'epoch'));
+    c.child.kill('SIGSTOP');
+    try {
+      // The proxy gives the silent node up and goes on along its list (a is dead): to b.
+      for (;;) {
+        if (published().length >= 3) break;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      assert.equal(await redisCli('HGET', OWNER, 'node'), 'b');
+    } finally {
+      c.child.kill('SIGCONT');
+    }
+    // Back, node c finds its proxy session gone and releases nothing that is not its own any more.
+    await c.waitFor(/service proxy disconnected|publication moved to another node/);
+    assert.equal(await redisCli('HGET', OWNER, 'node'), 'b', 'node c took nothing back');
+    assert.ok(Number(await redisCli('HGET', OWNER, 'epoch')) > epochBefore);
+    assert.equal(await once(), 'ONCE', 'the tunnel reaches the proxy on node b');
   });
 });
