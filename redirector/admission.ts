@@ -27,9 +27,10 @@ export class Admission {
   /**
    * Runs `onAdmitted` for a connection its hook claimed (claims.ts), at once or as soon as the claim
    * arrives; one nobody claimed within claimWaitMs goes through the /proc owner check, which a claim
-   * arriving meanwhile still cuts short.
+   * arriving meanwhile still cuts short. `onWaiting` runs first, synchronously, when the connection has
+   * to wait: the caller may prepare what needs no admission meanwhile.
    */
-  admit(socket: net.Socket, onAdmitted: () => void): void {
+  admit(socket: net.Socket, onAdmitted: () => void, onWaiting?: () => void): void {
     const ends: ConnectionEnds = {
       peerAddress: socket.remoteAddress ?? '',
       peerPort: socket.remotePort ?? -1,
@@ -41,6 +42,7 @@ export class Admission {
       onAdmitted();
       return;
     }
+    onWaiting?.();
     const accepted = performance.now();
     let undecided = true;
     const decide = (how: 'claim' | 'owner check'): void => {

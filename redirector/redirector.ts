@@ -44,6 +44,7 @@ import { getJson, refusalFrom } from '../runtime/requests';
 import { ServerLink } from '../runtime/server-link';
 import { abort, splice, type SpliceMeter } from '../runtime/splice';
 import { Admission } from './admission';
+import { OpenTiming } from './open-timing';
 import { redirectorConfig, type RedirectorConfig, type RedirectorOptions } from './config';
 import { IpcServer } from './ipc-server';
 import { listenOnPseudo, movedListenerWarning } from './pseudo-listener';
@@ -75,6 +76,12 @@ interface Answered {
   id: string;
   /** Straight to the proxy (direct-hop.ts): not resumable, spliced as is. */
   direct?: true;
+}
+
+/** A tunnel requested while its connection waits for admission, and what resets it should that fail. */
+interface EarlyTunnel {
+  leg: ResumableStream;
+  cancel: () => void;
 }
 
 const NAME_TTL_MS = 30_000;
@@ -516,7 +523,68 @@ export class Redirector implements TunnelDialer {
     socket.once('close', () => this.sockets.delete(socket));
     socket.on('error', () => undefined);
     // Only the redirector's user (and root) may use its listeners; the socket stays paused until then.
-    this.admission.admit(socket, () => this.joinTunnel(listener, socket));
+    let early: EarlyTunnel | null = null;
+    const timing = OpenTiming.start(this.log, listener.host);
+    this.admission.admit(
+      socket,
+      () => {
+        timing?.markAdmitted();
+        this.joinTunnel(listener, socket, early, timing);
+      },
+      () => (early = this.requestEarly(listener, socket, timing)),
+    );
+  }
+
+  /**
+   * A connection waits for its claim (about a millisecond after the accept for a hooked app, the claim
+   * wait for others): its tunnel request goes out meanwhile, so the proxy is connecting to the target
+   * while the claim travels. Nothing the app sends leaves before admission (the socket stays paused),
+   * and a connection that closes unadmitted — refused by the owner check, or given up — resets its
+   * tunnel, as the target then sees. A parked tunnel (a blocking connect's) needs no request.
+   */
+  private requestEarly(listener: Listener, socket: net.Socket, timing: OpenTiming | null): EarlyTunnel | null {
+    // A publication that offers a direct hop tries that first, after admission (direct-hop.ts).
+    if (listener.parked.length > 0 || this.offersDirect(listener.host)) return null;
+    const leg = this.startTunnel(listener, socket, timing);
+    if (leg === null) return null;
+    const cancel = (): void => {
+      leg.destroy();
+    };
+    socket.once('close', cancel);
+    return { leg, cancel };
+  }
+
+  /**
+   * Sends the tunnel request for `socket` and returns its leg, attached to the stream, not yet spliced;
+   * null when there is no session (the socket is reset then). Optimistic: the app's first bytes travel
+   * right behind the request and wait at the server for the proxy's answer, saving a round trip; a
+   * refusal resets the connection the app holds.
+   */
+  private startTunnel(listener: Listener, socket: net.Socket, timing: OpenTiming | null): ResumableStream | null {
+    const authority = `${listener.host}:${listener.port}`;
+    const leg = new ResumableStream(authority);
+    const { stream, answered } = this.requestTunnel(
+      listener,
+      (e) => {
+        this.log.info(`tunnel to ${listener.host}:${listener.port} refused: ${e.message}`);
+        abort(socket);
+        leg.destroy();
+      },
+      listener.forward ? FORWARD_HEADERS : {},
+    );
+    // Observed before anything else: without a session the answer is already a rejection (the refusal
+    // itself is handled above), and one left unobserved would end the process.
+    answered.then(
+      (tunnel) => {
+        timing?.markAnswered();
+        this.link.tunnels.add(tunnel.id, leg);
+      },
+      () => undefined,
+    );
+    if (!stream) return null;
+    leg.attach(stream, 0);
+    timing?.logAtFirstByte(leg);
+    return leg;
   }
 
   /** An answered tunnel as a leg that outlives a dropped session (registered for resumption); a direct one as is. */
@@ -590,22 +658,34 @@ export class Redirector implements TunnelDialer {
     };
   }
 
-  /** An admitted connection: join it to a parked tunnel, or open one now. */
-  private joinTunnel(listener: Listener, socket: net.Socket): void {
+  /** An admitted connection: join it to its early tunnel, a parked one, or one opened now. */
+  private joinTunnel(
+    listener: Listener,
+    socket: net.Socket,
+    early: EarlyTunnel | null,
+    timing: OpenTiming | null,
+  ): void {
     const authority = `${listener.host}:${listener.port}`;
+    if (early !== null) {
+      // From here the splice carries a close of either side to the other.
+      socket.off('close', early.cancel);
+      // Refused meanwhile: the refusal already reset the socket.
+      if (!early.leg.destroyed) splice(socket, early.leg, undefined, undefined, this.meterOf(authority));
+      return;
+    }
     const parked = this.takeParked(listener);
     if (parked) {
       this.carry(authority, parked, socket);
       return;
     }
     if (!this.offersDirect(listener.host)) {
-      this.joinRelayed(listener, socket);
+      this.joinRelayed(listener, socket, timing);
       return;
     }
     // The app's socket stays paused while the direct hop is tried: a fallback to the relay loses nothing.
     this.direct.open(listener.host, listener.port).then(
       (stream) => {
-        if (stream === null) this.joinRelayed(listener, socket);
+        if (stream === null) this.joinRelayed(listener, socket, timing);
         else if (socket.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
         else this.carry(authority, { stream, id: '', direct: true }, socket);
       },
@@ -617,29 +697,10 @@ export class Redirector implements TunnelDialer {
   }
 
   /** Opens a relayed tunnel for an admitted connection, without waiting for the proxy's answer. */
-  private joinRelayed(listener: Listener, socket: net.Socket): void {
+  private joinRelayed(listener: Listener, socket: net.Socket, timing: OpenTiming | null): void {
     const authority = `${listener.host}:${listener.port}`;
-    // Optimistic: the app's first bytes travel right behind the tunnel request and wait at the server
-    // for the proxy's answer, saving a round trip; a refusal resets the connection the app holds.
-    const leg = new ResumableStream(authority);
-    const { stream, answered } = this.requestTunnel(
-      listener,
-      (e) => {
-        this.log.info(`tunnel to ${listener.host}:${listener.port} refused: ${e.message}`);
-        abort(socket);
-        leg.destroy();
-      },
-      listener.forward ? FORWARD_HEADERS : {},
-    );
-    // Observed before anything else: without a session the answer is already a rejection (the refusal
-    // itself is handled above), and one left unobserved would end the process.
-    answered.then(
-      (tunnel) => this.link.tunnels.add(tunnel.id, leg),
-      () => undefined,
-    );
-    if (!stream) return;
-    leg.attach(stream, 0);
-    splice(socket, leg, undefined, undefined, this.meterOf(authority));
+    const leg = this.startTunnel(listener, socket, timing);
+    if (leg !== null) splice(socket, leg, undefined, undefined, this.meterOf(authority));
   }
 
   /** Counts a tunnel's bytes under its publication (`NAME:PORT` → the pseudo name) when metrics are on. */

@@ -5,7 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort, HOOK_RUN, lineEchoServer, Program, PYTHON, run, tmpDir, UNDERPASS } from '../harness';
 
 const ALICE = 'alice-token-0123456789';
@@ -219,6 +221,80 @@ except ConnectionError: print('reset')`;
     // The same probe from the redirector's user: its first bytes waited in the kernel, none were lost.
     const same = await run(PYTHON, ['-c', probe]);
     assert.equal(same.stdout.trim(), 'probe', same.stderr);
+  });
+
+  it("another user's connection has its tunnel requested while it waits, but none of its bytes reach the target, and the target's connection is reset", async function () {
+    if (process.getuid?.() !== 0) this.skip(); // needs root to run a process as another user
+    // The target records what each of its connections received and whether it has closed.
+    const seen: Array<{ bytes: number; closed: boolean }> = [];
+    const target = net.createServer((socket) => {
+      const record = { bytes: 0, closed: false };
+      seen.push(record);
+      socket.on('data', (d: Buffer) => {
+        record.bytes += d.length;
+        socket.write(d);
+      });
+      socket.on('error', () => undefined);
+      socket.on('close', () => (record.closed = true));
+    });
+    const targetPort = await freePort();
+    await new Promise<void>((resolve) => target.listen(targetPort, '127.0.0.1', resolve));
+    try {
+      const proxy = start('proxy', [
+        UNDERPASS,
+        'proxy',
+        ...endpoint(ALICE),
+        '--json',
+        '--publish',
+        `early=127.0.0.1:${targetPort}`,
+      ]);
+      const host = ((await proxy.waitFor(/"name":"early","host":"([^"]+)"/, 20_000, 'stdout')) as RegExpMatchArray)[1]!;
+      const ipc = path.join(dir, 'early.sock');
+      const redirector = start('redirector', [
+        UNDERPASS,
+        'redirector',
+        ...endpoint(ALICE),
+        '--ipc',
+        ipc,
+        '--pseudo-net',
+        '127.226.0.0/16',
+      ]);
+      await redirector.waitFor(/serving hooks on/);
+      const hooked = await run(process.execPath, [
+        HOOK_RUN,
+        '--ipc',
+        ipc,
+        '--',
+        PYTHON,
+        '-c',
+        `import socket
+s = socket.create_connection(('${host}', ${targetPort}), timeout=20); s.sendall(b'mine\\n'); print(s.recv(10).decode().strip(), s.getpeername()[0])`,
+      ]);
+      const [line, address] = hooked.stdout.trim().split(' ');
+      assert.equal(line, 'mine', hooked.stderr);
+      const other = await run('runuser', [
+        '-u',
+        'nobody',
+        '--',
+        fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : PYTHON,
+        '-c',
+        `import socket
+s = socket.create_connection(('${address}', ${targetPort}), timeout=20)
+try:
+    s.sendall(b'probe\\n'); print(s.recv(10).decode().strip() or 'closed')
+except ConnectionError: print('reset')`,
+      ]);
+      assert.equal(other.stdout.trim(), 'reset', other.stderr);
+      await redirector.waitFor(/refused a connection/);
+      for (let i = 0; i < 200 && !(seen.length === 2 && seen[1]!.closed); i++) await sleep(50);
+      // The second connection is the refused one's early tunnel: opened, given nothing, and closed.
+      assert.deepEqual(seen, [
+        { bytes: 5, closed: seen[0]!.closed },
+        { bytes: 0, closed: true },
+      ]);
+    } finally {
+      target.close();
+    }
   });
 
   it("a hooked client's connections are admitted by its claim, with no /proc check; an unhooked one's by the check", async function () {
