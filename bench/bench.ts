@@ -46,6 +46,7 @@ import { summariseProfiles } from './profile-summary';
 import { evaluateBars, printTable } from './report';
 import type { BenchResults, LatencySummary, OrdinarySample, ProcessMemory, Throughput } from './results';
 import { mean, quantile, median } from './stats';
+import { RatholeChain } from './rathole-chain';
 import { SshChain } from './ssh-chain';
 import { benchDirectHop } from './direct-hop';
 
@@ -162,7 +163,7 @@ async function hookProblem(chain: BenchChain): Promise<string | null> {
   }
 }
 
-type ThroughputVariant = 'direct' | 'tunnel' | 'ssh' | 'floor' | 'hooked';
+type ThroughputVariant = 'direct' | 'tunnel' | 'ssh' | 'floor' | 'hooked' | 'rathole';
 
 /**
  * Sections 1 and 2: one connection, then 8 and 64 in parallel. A full run measures each variant in three
@@ -195,6 +196,12 @@ async function benchThroughput(
   } catch (e) {
     section.errors.push(`OpenSSH chain: ${errorLine(e)}`);
   }
+  let rathole: RatholeChain | null = null;
+  try {
+    rathole = await new RatholeChain({ host: '127.0.0.1', port: iperfPort }).start(progress);
+  } catch (e) {
+    section.errors.push(`rathole (skipped): ${errorLine(e)}`);
+  }
   let floor: FloorChain | null = null;
   try {
     floor = await new FloorChain({ targetPort: iperfPort, tls: chain.identity }).start();
@@ -215,6 +222,7 @@ async function benchThroughput(
         tunnel: null,
         hooked: null,
         floor: null,
+        rathole: null,
         samples: {},
       };
       section.rows.push(row);
@@ -235,6 +243,10 @@ async function benchThroughput(
       if (ssh) {
         const port = ssh.localPort;
         variants.push(['ssh', async () => (await iperf(port)).bytesPerSecond]);
+      }
+      if (rathole) {
+        const port = rathole.port;
+        variants.push(['rathole', async () => (await iperf(port)).bytesPerSecond]);
       }
       if (floor && floorCpu) {
         const port = floor.port;
@@ -285,6 +297,7 @@ async function benchThroughput(
     if (relays) section.floorCpuMsPerMB = Object.values<number>(relays).reduce((a, b) => a + b, 0);
   } finally {
     await ssh?.stop();
+    await rathole?.stop();
     await floor?.stop();
   }
 }

@@ -27,6 +27,7 @@ const COLORS = {
   reference: '#9e9e9e',
   floor: '#c7c7c7',
   ssh: '#e08a2c',
+  rathole: '#8a6d3b',
   tunnel: '#7fb3e6',
   hooked: '#1f5fa8',
   server: '#1f5fa8',
@@ -112,7 +113,7 @@ export function panels(r: BenchResults): Panel[] {
   const list: Panel[] = [];
   const rows = r.throughput?.rows ?? [];
   if (rows.length > 0) {
-    const pick = (k: 'direct' | 'ssh' | 'tunnel' | 'hooked' | 'floor'): Array<number | null> =>
+    const pick = (k: 'direct' | 'ssh' | 'tunnel' | 'hooked' | 'floor' | 'rathole'): Array<number | null> =>
       rows.map((row) => (row[k] == null ? null : gbps(row[k] as number)));
     // Direct loopback is an order of magnitude above both tunnels: it goes in the group labels, not as a bar.
     const direct = pick('direct');
@@ -127,6 +128,9 @@ export function panels(r: BenchResults): Panel[] {
         { name: 'OpenSSH -R/-L', color: COLORS.ssh, values: pick('ssh') },
         ...(rows.some((row) => row.floor != null)
           ? [{ name: 'Node floor (3 TLS relays)', color: COLORS.floor, values: pick('floor') }]
+          : []),
+        ...(rows.some((row) => row.rathole != null)
+          ? [{ name: 'rathole (one hop fewer)', color: COLORS.rathole, values: pick('rathole') }]
           : []),
         { name: 'Underpass, no hook', color: COLORS.tunnel, values: pick('tunnel') },
         { name: 'Underpass, hook-run', color: COLORS.hooked, values: pick('hooked') },

@@ -1,6 +1,6 @@
 /**
  * Turns a BenchResults into the printed table (Markdown, so it pastes into bench/README.md as is) and
- * into issue 5's bars, each with met / not met. "Zero measurable added cost" is decided against the
+ * into issue 5's and issue 16's bars, each with met / not met. "Zero measurable added cost" is decided against the
  * run's own noise floor: plain and hooked runs alternate, and the hook's extra cost (hooked median over
  * plain median) counts as measurable when it exceeds both the plain runs' largest distance from their
  * median and 5 % of it.
@@ -53,6 +53,42 @@ export function ordinaryCost(
   return { plain, hooked, added: hooked - plain, noise };
 }
 
+/** Issue 16's bars for the relay (frp stcp's figures on this machine: 0.89× OpenSSH, 4.4 ms per MB). */
+function issue16Bars(results: BenchResults): Bar[] {
+  const bars: Bar[] = [];
+  if (results.throughput) {
+    const h = headline(results);
+    const r = ratio(h.value, h.ssh);
+    bars.push({
+      figure: `issue 16: relay, 1 connection (${h.label})`,
+      measured: `${g(h.value)} = ${x(r)} OpenSSH -N (${g(h.ssh)})`,
+      bar: '≥ 1.2× OpenSSH -N',
+      met: r === null ? null : r >= 1.2,
+    });
+    const c = results.throughput.cpuMsPerMB;
+    const sum =
+      c && c.server !== null && c.proxy !== null && c.redirector !== null ? c.server + c.proxy + c.redirector : null;
+    const floor = results.throughput.floorCpuMsPerMB;
+    bars.push({
+      figure: 'issue 16: daemon CPU per MB, 1 connection (no hook)',
+      measured: `${fmt(sum, 2, ' ms')}${floor != null ? `; Node floor ${fmt(floor, 2, ' ms')}` : ''}`,
+      bar: '≤ 4.4 ms (frp stcp)',
+      met: sum === null ? null : sum <= 4.4,
+    });
+  }
+  if (results.latency) {
+    const { s, label } = latencyHeadline(results);
+    const floor = results.latency.floor;
+    bars.push({
+      figure: `issue 16: connect + 1-byte round trip, p50 (${label})`,
+      measured: s && floor ? `${ms(s.p50)}; Node floor ${ms(floor.p50)} (+${ms(s.p50 - floor.p50)})` : '—',
+      bar: '≤ Node floor + 0.3 ms',
+      met: s && floor ? s.p50 <= floor.p50 + 300 : null,
+    });
+  }
+  return bars;
+}
+
 export function evaluateBars(results: BenchResults): Bar[] {
   const bars: Bar[] = [];
   if (results.throughput) {
@@ -80,6 +116,7 @@ export function evaluateBars(results: BenchResults): Bar[] {
       met: added === null ? null : added <= 500,
     });
   }
+  bars.push(...issue16Bars(results));
   if (results.memory) {
     const m = results.memory;
     const per = m.server.perConnectionKiB;
@@ -126,7 +163,9 @@ export function figuresTable(results: BenchResults): string {
   for (const r of results.throughput?.rows ?? []) {
     const best = r.hooked ?? r.tunnel;
     const what = r.parallel === 1 ? 'throughput, 1 connection' : `aggregate throughput, ${r.parallel} connections`;
-    const floor = r.floor != null ? `; Node floor ${g(r.floor)}` : '';
+    const floor =
+      (r.floor != null ? `; Node floor ${g(r.floor)}` : '') +
+      (r.rathole != null ? `; rathole (one hop fewer) ${g(r.rathole)}` : '');
     const ofFloor = r.floor != null ? `, ${x(ratio(best, r.floor))} floor` : '';
     rows.push([
       what,

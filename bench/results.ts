@@ -14,8 +14,10 @@ export interface Throughput {
   hooked: number | null;
   /** The floor chain with TLS (floor.ts): three Node relays and Node's TLS, nothing of Underpass's protocol. */
   floor?: number | null;
+  /** rathole (rathole-chain.ts) in its own shape: its server exposes the port, one hop fewer than ours. */
+  rathole?: number | null;
   /** Every round's figure; the fields above are their medians. */
-  samples?: Partial<Record<'direct' | 'ssh' | 'tunnel' | 'hooked' | 'floor', number[]>>;
+  samples?: Partial<Record<'direct' | 'ssh' | 'tunnel' | 'hooked' | 'floor' | 'rathole', number[]>>;
 }
 
 /** CPU time each daemon spent on a measured figure, per unit (MB moved, or tunnel opened), in ms. */
