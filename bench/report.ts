@@ -256,7 +256,7 @@ export function figuresTable(results: BenchResults): string {
 
 export function barsTable(results: BenchResults): string {
   return markdown(
-    ['bar (issue 5)', 'measured', 'bar', 'met'],
+    ['bar (issues 5 and 16)', 'measured', 'bar', 'met'],
     results.bars.map((b) => [b.figure, b.measured, b.bar, b.met === null ? 'not measured' : b.met ? 'met' : 'NOT met']),
   );
 }
