@@ -543,8 +543,10 @@ export class Redirector implements TunnelDialer {
    * tunnel, as the target then sees. A parked tunnel (a blocking connect's) needs no request.
    */
   private requestEarly(listener: Listener, socket: net.Socket, timing: OpenTiming | null): EarlyTunnel | null {
-    // A publication that offers a direct hop tries that first, after admission (direct-hop.ts).
-    if (listener.parked.length > 0 || this.offersDirect(listener.host)) return null;
+    // A publication that offers a direct hop tries that first, after admission (direct-hop.ts). Without
+    // a session the refusal waits for the admission too: a reset right at the accept can reach a blocking
+    // connect() before it returned, which then fails where a real server's connect had succeeded.
+    if (listener.parked.length > 0 || this.offersDirect(listener.host) || this.link.current() === null) return null;
     const leg = this.startTunnel(listener, socket, timing);
     if (leg === null) return null;
     const cancel = (): void => {
