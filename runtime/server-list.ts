@@ -17,10 +17,18 @@ export interface Candidate {
   where: string;
 }
 
+/** Every address of a name (dns.lookup, as a connect resolves it). */
+export type Resolve = (host: string) => Promise<string[]>;
+
+const lookupAll: Resolve = async (host) => (await dns.lookup(host, { all: true })).map((a) => a.address);
+
 export class ServerList {
   private current: Candidate;
 
-  constructor(private readonly servers: readonly HostPort[]) {
+  constructor(
+    private readonly servers: readonly HostPort[],
+    private readonly resolve: Resolve = lookupAll,
+  ) {
     this.current = { server: servers[0]!, address: undefined, where: formatHostPort(servers[0]!) };
   }
 
@@ -37,7 +45,7 @@ export class ServerList {
   /** Every candidate, the one that worked last first, then the others in the order given. */
   async candidates(): Promise<Candidate[]> {
     const all: Candidate[] = [];
-    for (const server of this.servers) all.push(...(await expand(server)));
+    for (const server of this.servers) all.push(...(await expand(server, this.resolve)));
     const at = all.findIndex((c) => c.where === this.current.where);
     return at <= 0 ? all : [...all.slice(at), ...all.slice(0, at)];
   }
@@ -51,12 +59,12 @@ export class ServerList {
 }
 
 /** A name that resolves to several addresses is one candidate per address; anything else, itself. */
-async function expand(server: HostPort): Promise<Candidate[]> {
+async function expand(server: HostPort, resolve: Resolve): Promise<Candidate[]> {
   const plain = { server, address: undefined, where: formatHostPort(server) };
   if (isIpLiteral(server.host)) return [plain];
   let addresses: string[];
   try {
-    addresses = (await dns.lookup(server.host, { all: true })).map((a) => a.address);
+    addresses = await resolve(server.host);
   } catch {
     // The dial says why (with the name), as it would without a list.
     return [plain];
