@@ -5,7 +5,7 @@
  * interrupted, prints progress lines on stderr and a table on stdout, and writes JSON and a PNG chart
  * under bench/results/. It never asserts: a figure that cannot be measured is reported as missing.
  *
- *   node dist/bench/bench.js [--quick] [--only throughput,direct,latency,memory,hook] [--profile DIR] [--out NAME]
+ *   node dist/bench/bench.js [--quick] [--only throughput,direct,cross,latency,memory,hook] [--profile DIR] [--out NAME]
  *
  * --quick     about a minute: shorter iperf3 runs, fewer iterations (writes results/quick.*)
  * --only      run some sections
@@ -15,8 +15,8 @@
  * Length: about 650 lines, over the ~350 the house aims at: this is the run's script — one section per
  * figure (throughput, latency, memory, hook), each a sequence of start, interleave rounds, stop — and the
  * measuring parts it strings together are their own files (chain.ts, iperf.ts, ssh-chain.ts, floor.ts,
- * proc.ts, idle.ts, results.ts, report.ts, chart.ts). Splitting the sections would scatter one run's
- * order across files.
+ * proc.ts, idle.ts, results.ts, report.ts, chart.ts; direct-hop.ts and cross-node.ts are whole sections).
+ * Splitting the sections would scatter one run's order across files.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -48,9 +48,10 @@ import type { BenchResults, LatencySummary, OrdinarySample, ProcessMemory, Throu
 import { mean, quantile, median } from './stats';
 import { RatholeChain } from './rathole-chain';
 import { SshChain } from './ssh-chain';
+import { benchCrossNode } from './cross-node';
 import { benchDirectHop } from './direct-hop';
 
-const SECTIONS = ['throughput', 'direct', 'latency', 'memory', 'hook'] as const;
+const SECTIONS = ['throughput', 'direct', 'cross', 'latency', 'memory', 'hook'] as const;
 type Section = (typeof SECTIONS)[number];
 
 interface Options {
@@ -84,7 +85,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--out') options.out = argv[++i] ?? '';
     else if (a === '--help' || a === '-h') {
       process.stdout.write(
-        'usage: npm run bench -- [--quick] [--only throughput,direct,latency,memory,hook] [--profile DIR] [--out NAME]\n',
+        'usage: npm run bench -- [--quick] [--only throughput,direct,cross,latency,memory,hook] [--profile DIR] [--out NAME]\n',
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${a} (try --help)`);
@@ -635,6 +636,8 @@ async function main(): Promise<number> {
         progress,
         errorLine,
       });
+    if (options.only.has('cross'))
+      results.crossNode = await benchCrossNode({ quick: options.quick, progress, errorLine, startEcho });
     if (options.only.has('memory')) await benchMemory(options, results);
   } finally {
     await stopAll();

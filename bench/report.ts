@@ -5,6 +5,7 @@
  * plain median) counts as measurable when it exceeds both the plain runs' largest distance from their
  * median and 5 % of it.
  */
+import { crossNodeRows } from './cross-node';
 import { directHopBars, directHopRows } from './direct-hop';
 import type { Bar, BenchResults, LatencySummary } from './results';
 import { fmt, gbps, median } from './stats';
@@ -195,6 +196,7 @@ export function figuresTable(results: BenchResults): string {
     ]);
   }
   rows.push(...directHopRows(results));
+  rows.push(...crossNodeRows(results));
   const l = results.latency;
   if (l) {
     for (const q of ['p50', 'p99'] as const) {
@@ -278,6 +280,7 @@ export function printTable(results: BenchResults): void {
     ...(results.memory?.errors ?? []).map((e) => `memory: ${e}`),
     ...(results.hook?.errors ?? []).map((e) => `hook: ${e}`),
     ...(results.directHop?.errors ?? []).map((e) => `direct hop: ${e}`),
+    ...(results.crossNode?.errors ?? []).map((e) => `cross-node: ${e}`),
     ...(results.hook && !results.hook.available
       ? [`hook: hook-run unavailable: ${results.hook.unavailableReason ?? ''}`]
       : []),

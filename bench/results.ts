@@ -112,6 +112,21 @@ export interface BenchResults {
     };
     errors: string[];
   };
+  /**
+   * Issue 14 (bench/cross-node.ts): a tunnel across two cluster nodes (redirector → B → A → proxy)
+   * against one on node A alone, in the same interleaved rounds.
+   */
+  crossNode?: {
+    seconds: number;
+    rounds: number;
+    /** Connect + 1-byte round trips per way, over all rounds. */
+    iterations: number;
+    throughput: { oneNode: number | null; crossNode: number | null };
+    latency: { oneNode: LatencySummary | null; crossNode: LatencySummary | null };
+    /** Every round's throughput; the figures above are their medians. */
+    samples: { oneNode: number[]; crossNode: number[] };
+    errors: string[];
+  };
   /** One connection through the direct hop (issue 16, bench/direct-hop.ts), OpenSSH in the same rounds. */
   directHop?: {
     seconds: number;
