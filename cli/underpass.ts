@@ -257,7 +257,12 @@ export function buildProgram(): Command {
           logger,
           fallbacks: load.fallbacks().fallbackOptions(flags),
           forward: flags.forward.map((p) => load.forwardRules().parseForwardRule(p)),
-          direct: { retryMs: flags.directRetry * 1000, deadlineMs: DIRECT_DEADLINE_MS },
+          // The direct sessions' keepalive is the session's own (--keepalive).
+          direct: {
+            retryMs: flags.directRetry * 1000,
+            deadlineMs: DIRECT_DEADLINE_MS,
+            keepaliveMs: flags.keepalive * 1000,
+          },
         });
         daemon.read(() => redirector.snapshot());
         const info = await redirector.start();

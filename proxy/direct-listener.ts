@@ -22,11 +22,13 @@ import {
   ForbiddenError,
   isUnderpassError,
   NotFoundError,
+  UnreachableError,
   type ErrorCode,
 } from '../protocol/errors';
 import { formatHostPort, tryParseHostPort, type HostPort } from '../protocol/names';
 import { ALPN, Headers, StatusOf } from '../protocol/wire';
-import { raiseSessionWindow, sessionOptions } from '../runtime/h2';
+import { keepalive, raiseSessionWindow, sessionOptions } from '../runtime/h2';
+import { KEEPALIVE_MS } from '../protocol/defaults';
 import type { Logger } from '../runtime/log';
 import { selfSigned } from '../server/certificate';
 
@@ -119,6 +121,8 @@ export class DirectListener {
     this.sessions.add(session);
     raiseSessionWindow(session);
     session.on('error', () => undefined);
+    // A redirector whose path went silent: its tunnels' targets are reset rather than held open.
+    keepalive(session, KEEPALIVE_MS, () => session.destroy(new UnreachableError('the redirector stopped answering')));
     const timer = setTimeout(() => {
       if (!this.ticketed.has(session)) session.destroy();
     }, UNTICKETED_MS);

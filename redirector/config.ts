@@ -64,6 +64,7 @@ export function verifyRedirectorConfig(config: RedirectorConfig): void {
   verifyMs('the claim wait', config.claimWaitMs, 60_000, 'zero allowed');
   verifyMs('the direct retry interval (--direct-retry)', config.direct.retryMs, 86_400_000, 'above zero');
   verifyMs('the direct deadline', config.direct.deadlineMs, 60_000, 'above zero');
+  verifyMs('the direct keepalive', config.direct.keepaliveMs, 3_600_000, 'above zero');
 }
 
 /** Parses `--service-key PSEUDO_NAME=KEY`; throws ConfigError with the fix. */

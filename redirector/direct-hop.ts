@@ -16,7 +16,7 @@
  */
 import http2 from 'node:http2';
 import tls from 'node:tls';
-import { DIRECT_DEADLINE_MS, DIRECT_RETRY_MS } from '../protocol/defaults';
+import { DIRECT_DEADLINE_MS, DIRECT_RETRY_MS, KEEPALIVE_MS } from '../protocol/defaults';
 import { TlsError, UnreachableError, type ErrorCode, type UnderpassError } from '../protocol/errors';
 import { formatHostPort, tryParseHostPort } from '../protocol/names';
 import { ALPN, DirectOffer, Headers, Paths } from '../protocol/wire';
@@ -30,14 +30,18 @@ export interface DirectHopOptions {
   retryMs: number;
   /** How long reaching the direct listener (TCP and TLS), or a PING on an open direct session, may take (ms). */
   deadlineMs: number;
+  /** PING interval on a direct session: a path that went silent resets its tunnels within two (ms). */
+  keepaliveMs: number;
 }
 
-export const defaultDirectHop: DirectHopOptions = { retryMs: DIRECT_RETRY_MS, deadlineMs: DIRECT_DEADLINE_MS };
+export const defaultDirectHop: DirectHopOptions = {
+  retryMs: DIRECT_RETRY_MS,
+  deadlineMs: DIRECT_DEADLINE_MS,
+  keepaliveMs: KEEPALIVE_MS,
+};
 
 /** A ticket this close to its expiry is renewed before use (ms): it must not expire on its way. */
 const RENEW_BEFORE_MS = 10_000;
-/** PING interval on a direct session: a path that went silent resets its tunnels within two (ms). */
-const KEEPALIVE_MS = 15_000;
 
 /** Refusals that are the target's, not the path's: the relay would hear the same, so they are the answer. */
 const TARGET_CODES: ReadonlySet<ErrorCode> = new Set(['UP_ERR_TARGET_REFUSED', 'UP_ERR_UNREACHABLE']);
@@ -138,9 +142,13 @@ export class DirectHop {
     return route;
   }
 
-  /** The direct path failed: relay from now on, and probe again later. */
+  /**
+   * The direct path failed: relay from now on, and probe again later. The session is let go, not
+   * destroyed: a PING late on a loaded machine is not proof that its tunnels are dead. It closes once
+   * they end, or its keepalive resets them if the path really is gone.
+   */
   private failed(route: Route, reason: string): void {
-    route.session?.destroy();
+    route.session?.close();
     route.session = null;
     route.via = 'relay';
     route.failures += 1;
@@ -218,14 +226,18 @@ export class DirectHop {
     // it must answer a PING within the deadline, or the tunnel goes through the relay instead.
     const alive = reused ? this.alive(route, session) : Promise.resolve();
     return new Promise((resolve, reject) => {
+      let answered = false;
       const onClose = (): void => reject(new UnreachableError('the direct session closed'));
       alive.catch((e: unknown) => {
+        // Late: the proxy answered first, so the path works and the tunnel stays.
+        if (answered) return;
         stream.off('close', onClose);
         stream.close(http2.constants.NGHTTP2_CANCEL);
         reject(e instanceof Error ? e : new Error(String(e)));
       });
       stream.once('close', onClose);
       stream.once('response', (headers) => {
+        answered = true;
         stream.off('close', onClose);
         if (Number(headers[':status']) === 200) {
           resolve(stream);
@@ -244,13 +256,13 @@ export class DirectHop {
     });
   }
 
-  /** Resolves when the session answers a PING within the deadline; rejects (and drops it) otherwise. */
+  /** Resolves when the session answers a PING within the deadline; rejects otherwise. */
   private alive(route: Route, session: http2.ClientHttp2Session): Promise<void> {
     route.pinging ??= new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        reject(new UnreachableError(`the direct session to ${route.sessionAt} stopped answering`));
-        session.destroy();
-      }, this.options.deadlineMs);
+      const timer = setTimeout(
+        () => reject(new UnreachableError(`the direct session to ${route.sessionAt} stopped answering`)),
+        this.options.deadlineMs,
+      );
       try {
         session.ping((err) => {
           clearTimeout(timer);
@@ -270,7 +282,7 @@ export class DirectHop {
     const current = route.session;
     if (current !== null && !current.destroyed && !current.closed && route.sessionFingerprint === offer.fingerprint)
       return Promise.resolve(current);
-    current?.destroy();
+    current?.close();
     route.session = null;
     route.dialing ??= this.dial(route, offer).finally(() => (route.dialing = null));
     return route.dialing;
@@ -295,8 +307,12 @@ export class DirectHop {
     raiseSessionWindow(session);
     keepalive(
       session,
-      KEEPALIVE_MS,
-      () => this.log.warn(`${route.host}: the direct session stopped answering`),
+      this.options.keepaliveMs,
+      () => {
+        this.log.warn(`${route.host}: the direct session stopped answering: its tunnels are reset`);
+        // With an error, so that its streams end as aborted and their apps see a reset, not a hang.
+        session.destroy(new UnreachableError('the direct session stopped answering'));
+      },
       socket,
     );
     session.once('close', () => {

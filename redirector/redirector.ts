@@ -687,8 +687,9 @@ export class Redirector implements TunnelDialer {
     // The app's socket stays paused while the direct hop is tried: a fallback to the relay loses nothing.
     this.direct.open(listener.host, listener.port).then(
       (stream) => {
-        if (stream === null) this.joinRelayed(listener, socket, timing);
-        else if (socket.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
+        // The app may have given up meanwhile: nothing is opened for it then.
+        if (socket.destroyed) stream?.close(http2.constants.NGHTTP2_CANCEL);
+        else if (stream === null) this.joinRelayed(listener, socket, timing);
         else this.carry(authority, { stream, id: '', direct: true }, socket);
       },
       (e: unknown) => {

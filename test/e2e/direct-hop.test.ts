@@ -75,6 +75,8 @@ describe('direct hop: straight to the proxy when it can be reached, the relay ot
     const big = crypto.randomBytes(8 * 1024 * 1024);
     fs.writeFileSync(path.join(dir, 'big.bin'), big);
     sha = crypto.createHash('sha256').update(big).digest('hex');
+    // Larger than all a tunnel holds in flight (a 16 MiB stream window and the sockets' buffers).
+    fs.writeFileSync(path.join(dir, 'slow.bin'), Buffer.alloc(64 * 1024 * 1024));
     const serverPort = await freePort();
     metricsPort = await freePort();
     client = ClientHost.create([serverPort]);
@@ -91,7 +93,8 @@ describe('direct hop: straight to the proxy when it can be reached, the relay ot
       clientNetns: client.name,
       proxyNetns: proxyHost.name,
       proxyArgs: ['--direct-listen', `${link.aAddress}:${DIRECT_PORT}`],
-      redirectorArgs: ['--socks', SOCKS, '--direct-retry', '0.5'],
+      // --keepalive 1: a direct session whose path dies is found out within two seconds.
+      redirectorArgs: ['--socks', SOCKS, '--direct-retry', '0.5', '--keepalive', '1'],
     });
     chain.serverPort = serverPort;
     await chain.start();
@@ -153,5 +156,34 @@ print(urllib.request.urlopen('http://${chain.host('web')}:${webPort()}/', timeou
     const after = await serverCounts();
     assert.equal(after.tunnelsOpened, before.tunnelsOpened);
     assert.equal(after.bytesDown, before.bytesDown);
+  });
+
+  it('a direct tunnel whose path dies is reset, not moved: the app sees its connection fail', async function () {
+    const before = await serverCounts();
+    // A slow download, so the tunnel is still open when the path goes.
+    const [cmd, args] = inNetns(client.name, 'curl', [
+      '-sS',
+      '-o',
+      '/dev/null',
+      '--limit-rate',
+      '200K',
+      '--max-time',
+      '60',
+      '--socks5-hostname',
+      SOCKS,
+      `http://${chain.host('web')}:${webPort()}/slow.bin`,
+    ]);
+    const download = run(cmd, args);
+    await new Promise((r) => setTimeout(r, 1500));
+    client.block(link.aAddress, DIRECT_PORT);
+    try {
+      const r = await download;
+      assert.notEqual(r.code, 0, 'the download finished although its direct path was cut');
+      assert.doesNotMatch(r.stderr, /timed out/i);
+      await chain.redirector.waitFor(new RegExp(`${chain.host('web')}: the direct session stopped answering`));
+    } finally {
+      client.unblock();
+    }
+    assert.equal((await serverCounts()).tunnelsOpened, before.tunnelsOpened);
   });
 });
