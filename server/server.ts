@@ -17,17 +17,17 @@
  * a publication, behind an interface a shared directory can implement), tunnels.ts (matching a tunnel
  * request with its proxy's answer), respond.ts (refusals), forwarding.ts (forwarding mode).
  *
- * Length: about 430 lines, over the ~350 the house aims at: the one routing switch for every path (a
- * cluster node's included: the node links' streams, assignment at the session hello), and the metrics'
- * and status page's views, which read every room at once; what a cluster node does itself lives in
- * cluster/cluster-node.ts.
+ * Length: about 470 lines, over the ~350 the house aims at: the one routing switch for every path (a
+ * cluster node's included: the node links' streams, assignment at the session hello) and joining the
+ * cluster, which touch every room at once; what a cluster node does for other nodes lives in
+ * cluster/cluster-node.ts, the status page's view in status-page.ts.
  */
 import fs from 'node:fs/promises';
 import type http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { BadMessageError, NotFoundError, OfflineError } from '../protocol/errors';
-import { formatHostPort, publicationId, pseudoName, tryParseHostPort } from '../protocol/names';
+import { formatHostPort, tryParseHostPort } from '../protocol/names';
 import { Headers, Paths, WIRE_VERSION, type SessionInfo } from '../protocol/wire';
 import { keepalive, raiseSessionWindow } from '../runtime/h2';
 import type { Logger } from '../runtime/log';
@@ -48,7 +48,7 @@ import { Responder } from './respond';
 import { PublicationStore } from './store';
 import { TokenStore } from './token-store';
 import { appendAudit, tryTokenId, type TokenGrant } from './tokens';
-import type { ServerStatus } from './status-page';
+import { statusOf, type ServerStatus } from './status-page';
 import { TunnelMatcher, type TunnelClient } from './tunnels';
 import { ClusterNode } from './cluster/cluster-node';
 
@@ -429,30 +429,8 @@ export class TunnelServer {
 
   /** The status page's data. */
   status(): ServerStatus {
-    const publications = this.store.all().map((p) => {
-      const t = this.tunnels.trafficOfId(publicationId(p.account, p.name));
-      return {
-        host: pseudoName(p.name, p.account, this.zone),
-        account: p.account,
-        name: p.name,
-        port: p.port,
-        online: this.directory.holderOf(publicationId(p.account, p.name)) !== undefined,
-        tunnelsOpen: t?.open ?? 0,
-        tunnelsOpened: t?.opened ?? 0,
-        bytesUp: t?.up ?? 0,
-        bytesDown: t?.down ?? 0,
-      };
-    });
-    const proxies = new Set<EndpointSession>();
-    for (const proxy of this.directory.holders()) proxies.add(proxy.endpoint);
-    const endpoints = [...this.endpoints.all()].map((e) => ({
-      account: e.account,
-      remote: e.h2?.socket?.remoteAddress ?? '',
-      role: proxies.has(e) ? ('proxy' as const) : ('client' as const),
-      tunnels: e.tunnels.size,
-      connected: e.h2 !== null,
-    }));
-    return { zone: this.zone, startedAt: this.startedAt, publications, endpoints };
+    const { zone, startedAt, store, tunnels, directory, endpoints } = this;
+    return statusOf({ zone, startedAt, store, tunnels, directory, endpoints });
   }
 
   private audit(fields: Record<string, unknown>): void {

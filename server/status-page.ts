@@ -8,7 +8,13 @@
  * inject markup.
  */
 import type http from 'node:http';
+import { publicationId, pseudoName } from '../protocol/names';
 import type { ExtraRoute } from '../runtime/metrics';
+import type { PublicationDirectory } from './directory';
+import type { EndpointRegistry, EndpointSession } from './endpoints';
+import type { ProxySession } from './publications';
+import type { PublicationStore } from './store';
+import type { TunnelMatcher } from './tunnels';
 
 /** What the status page shows: the server's state now, nothing secret (no keys, no tokens). */
 export interface ServerStatus {
@@ -26,6 +32,44 @@ export interface ServerStatus {
     bytesDown: number;
   }[];
   endpoints: { account: string; remote: string; role: 'proxy' | 'client'; tunnels: number; connected: boolean }[];
+}
+
+/** The rooms the status page reads. */
+export interface StatusSources {
+  zone: string;
+  startedAt: string;
+  store: PublicationStore;
+  tunnels: TunnelMatcher;
+  directory: PublicationDirectory<ProxySession>;
+  endpoints: EndpointRegistry;
+}
+
+/** The server's state now, as the status page shows it. */
+export function statusOf({ zone, startedAt, store, tunnels, directory, endpoints }: StatusSources): ServerStatus {
+  const publications = store.all().map((p) => {
+    const t = tunnels.trafficOfId(publicationId(p.account, p.name));
+    return {
+      host: pseudoName(p.name, p.account, zone),
+      account: p.account,
+      name: p.name,
+      port: p.port,
+      online: directory.holderOf(publicationId(p.account, p.name)) !== undefined,
+      tunnelsOpen: t?.open ?? 0,
+      tunnelsOpened: t?.opened ?? 0,
+      bytesUp: t?.up ?? 0,
+      bytesDown: t?.down ?? 0,
+    };
+  });
+  const proxies = new Set<EndpointSession>();
+  for (const proxy of directory.holders()) proxies.add(proxy.endpoint);
+  const sessions = [...endpoints.all()].map((e) => ({
+    account: e.account,
+    remote: e.h2?.socket?.remoteAddress ?? '',
+    role: proxies.has(e) ? ('proxy' as const) : ('client' as const),
+    tunnels: e.tunnels.size,
+    connected: e.h2 !== null,
+  }));
+  return { zone, startedAt, publications, endpoints: sessions };
 }
 
 const PAGE = `<!doctype html>
