@@ -4,7 +4,8 @@
  * node a, to node b; every tunnel then crosses the node link b → a: redis-cli to a real redis-server,
  * a 50 MB curl download (sha256 equal on both ends), 200 tunnels open at once, and a half-close. When
  * node a dies, the tunnels that crossed it are reset (ECONNRESET at the app). Least load spreads 30
- * endpoints that all dial one node over the three within one of even. Every program is real.
+ * endpoints that all dial one node over the three within one of even; affinity sends a redirector whose
+ * account's tunnels crossed to a node there at its next session. Every program is real.
  */
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -198,6 +199,75 @@ except ConnectionResetError:
     await cluster.node('a').program.stop('SIGKILL');
     await app.waitFor(/ECONNRESET|read /, 30_000);
     assert.match(app.stdout, /ECONNRESET/);
+  });
+});
+
+describe('cluster: affinity (issue 14)', function () {
+  let cluster: TestCluster;
+  let dir: string;
+  let echoPort: number;
+  const programs: Program[] = [];
+  const host = 'echo.default.underpass.internal';
+
+  /** A redirector dialling node b, with a SOCKS5 listener at `socksPort`. */
+  async function redirector(name: string, socksPort: number): Promise<Program> {
+    const program = new Program(name, process.execPath, [
+      UNDERPASS,
+      'redirector',
+      ...cluster.endpointArgs('b'),
+      '--ipc',
+      path.join(dir, `${name}.sock`),
+      '--pseudo-net',
+      `127.${50 + (process.pid % 30) + programs.length}.0.0/16`,
+      '--dns',
+      'off',
+      '--socks',
+      `127.0.0.1:${socksPort}`,
+    ]);
+    programs.push(program);
+    await program.waitFor(/serving hooks on/);
+    return program;
+  }
+
+  before(async function () {
+    dir = tmpDir('cluster-affinity');
+    echoPort = await freePort();
+    programs.push(lineEchoServer(echoPort, { upper: true }));
+    cluster = await new TestCluster(['a', 'b']).start();
+    const proxy = new Program('proxy', process.execPath, [
+      UNDERPASS,
+      'proxy',
+      ...cluster.endpointArgs('a'),
+      '--json',
+      '--publish',
+      `echo=127.0.0.1:${echoPort}`,
+    ]);
+    programs.push(proxy);
+    await proxy.waitFor(/"event":"published","name":"echo"/, 20_000, 'stdout');
+  });
+
+  after(async function () {
+    await Promise.all(programs.map((p) => p.stop()));
+    await cluster?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("sends a redirector to the node its account's tunnels crossed to, at its next session", async function () {
+    // Least load keeps the first redirector on node b (node a has the proxy): its tunnel crosses to a.
+    const first = await freePort();
+    const crossing = await redirector('first', first);
+    const r1 = await run(PYTHON, ['-c', concurrentEchoes(first, host, echoPort, 1)]);
+    assert.equal(r1.stdout.trim(), '1', r1.stderr);
+    await cluster.node('b').program.waitFor(/node link to a up/);
+    assert.doesNotMatch(crossing.stderr, /sends this endpoint/);
+    await crossing.stop();
+    // The next redirector of that account to reach node b is sent to node a, where its tunnels go.
+    const second = await freePort();
+    const meeting = await redirector('second', second);
+    await meeting.waitFor(new RegExp(`sends this endpoint to ${cluster.node('a').address}`));
+    await cluster.node('b').program.waitFor(/sending an endpoint to node a .*its account's tunnels go to node a/);
+    const r2 = await run(PYTHON, ['-c', concurrentEchoes(second, host, echoPort, 1)]);
+    assert.equal(r2.stdout.trim(), '1', r2.stderr);
   });
 });
 
