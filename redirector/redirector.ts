@@ -15,7 +15,8 @@
  *
  * Length: about 600 lines, over the ~350 the house aims at. Admission (admission.ts), the IPC server,
  * the pseudo table, the listeners' ports, the fallback doors, the status and ls reports (reports.ts) and
- * which of a hooked app's lookups and connects are forwarded (hook-forwarding.ts) are their own files
+ * which of a hooked app's lookups and connects are forwarded (hook-forwarding.ts) and whether a tunnel
+ * goes straight to its proxy (direct-hop.ts) are their own files
  * already; what is left is the IPC answers about names and connects, the lookups with their cache, the
  * tunnel requests, and a listener's park-accept-join path, which all share the listeners and the session. The next cut is the name answers (hello, resolve, reverse) into their own file.
  */
