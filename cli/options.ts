@@ -137,6 +137,7 @@ export function formatStatus(status: StatusReply): string {
   const { session } = status;
   const lines = [
     `session    ${session.up ? 'up' : 'down (reconnecting)'} to ${session.server}` +
+      (session.node !== undefined ? ` (cluster node ${session.node})` : '') +
       (session.route !== undefined ? ` over ${session.route}` : '') +
       (session.rttMs !== undefined ? `, round trip ${session.rttMs.toFixed(1)} ms` : '') +
       (session.account !== undefined ? `, account ${session.account}` : ''),

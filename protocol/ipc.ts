@@ -207,6 +207,8 @@ export const StatusReply = z.object({
     rttMs: z.number().optional(),
     account: z.string().optional(),
     zone: z.string().optional(),
+    /** The cluster node the session is on, when the tunnel server is one (added within version 1). */
+    node: z.string().optional(),
   }),
   /** The listeners on pseudo addresses, one per publication in use. */
   listeners: z.array(

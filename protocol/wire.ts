@@ -88,6 +88,8 @@ export const SessionInfo = z.object({
   zone: z.string(),
   /** Present when the server can resume this session after a dropped link (PROTOCOL.md "Resumption"). */
   resume: ResumeInfo.optional(),
+  /** A cluster node's name (`--node`): which node of the service the endpoint is on (added within version 1). */
+  node: z.string().optional(),
 });
 export type SessionInfo = z.infer<typeof SessionInfo>;
 

@@ -117,6 +117,7 @@ export class Reports {
         ...(route !== null ? { route } : {}),
         ...(rttMs !== undefined ? { rttMs } : {}),
         ...(info !== null ? { account: info.account, zone: info.zone } : {}),
+        ...(info?.node !== undefined ? { node: info.node } : {}),
       },
       listeners: [...this.sources.listeners()].map((l) => ({
         host: l.host,

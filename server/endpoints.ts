@@ -21,6 +21,8 @@ export interface EndpointSession {
   id: string;
   secret: string;
   account: string;
+  /** When it began (ms since 1970). */
+  since: number;
   h2: http2.Http2Session | null;
   control: http2.ServerHttp2Stream | null;
   tunnels: TunnelTable;
@@ -81,6 +83,7 @@ export class EndpointRegistry {
       id: crypto.randomBytes(9).toString('base64url'),
       secret: crypto.randomBytes(18).toString('base64url'),
       account,
+      since: Date.now(),
       h2: null,
       control: null,
       tunnels: new TunnelTable({

@@ -37,6 +37,7 @@ import { ensureIdentity } from './certificate';
 import type { ClusterView, Membership, Ownership } from './cluster/cluster';
 import { joinCluster } from './cluster/join';
 import { LocalCluster, type LocalState } from './cluster/local-cluster';
+import { proofOf, type LocalEndpoint } from './cluster/endpoint-directory';
 import { serverConfig, type ClusterConfig, type ServerConfig, type ServerOptions } from './config';
 import { MemoryDirectory, type PublicationDirectory } from './directory';
 import { EndpointRegistry, type EndpointSession } from './endpoints';
@@ -78,6 +79,8 @@ export class TunnelServer {
   /** In a cluster: endpoints and tunnels that belong on other nodes. */
   private node: ClusterNode | null = null;
   private readonly startedAt = new Date().toISOString();
+  /** Each endpoint session's resumption secret hashed, for the endpoint directory (made once). */
+  private readonly proofs = new WeakMap<EndpointSession, string>();
   /** Where it listens once started (what a cluster of one advertises). */
   private address: AddressInfo | null = null;
   private clusterView: Membership;
@@ -115,7 +118,33 @@ export class TunnelServer {
       sessions: () => this.endpoints.size,
       tunnels: () => this.tunnels.open,
       holds: (id) => this.directory.holderOf(id) !== undefined,
+      endpoints: () => this.localEndpoints(),
     };
+  }
+
+  /** This node's endpoint sessions, as the cluster's endpoint directory records them. */
+  private localEndpoints(): LocalEndpoint[] {
+    const publishes = new Map<EndpointSession, Set<string>>();
+    for (const proxy of new Set(this.directory.holders())) {
+      const names = publishes.get(proxy.endpoint) ?? new Set<string>();
+      publishes.set(proxy.endpoint, names);
+      for (const id of proxy.publications) names.add(id.slice(id.indexOf('/') + 1));
+    }
+    return [...this.endpoints.all()].map((e) => {
+      let proof = this.proofs.get(e);
+      if (proof === undefined) this.proofs.set(e, (proof = proofOf(e.secret)));
+      const names = [...(publishes.get(e) ?? [])];
+      return {
+        id: e.id,
+        account: e.account,
+        role: names.length > 0 ? 'proxy' : 'client',
+        publishes: names.sort(),
+        remote: e.h2?.socket?.remoteAddress ?? '',
+        connected: e.h2 !== null,
+        since: e.since,
+        proof,
+      };
+    });
   }
 
   private get log(): Logger {
@@ -365,11 +394,17 @@ export class TunnelServer {
     const token = headers[Headers.resume];
     const h2 = stream.session as http2.Http2Session;
     const { endpoint, resumed } = this.endpoints.open(h2, account, typeof token === 'string' ? token : undefined);
+    // A session another node held (the endpoint failed over): its entry in the directory moves here.
+    if (!resumed && typeof token === 'string' && token.indexOf('.') > 0) {
+      const dot = token.indexOf('.');
+      this.clusterView.adopt(token.slice(0, dot), token.slice(dot + 1));
+    }
     const info: SessionInfo = {
       v: WIRE_VERSION,
       account,
       zone: this.zone,
       resume: { token: `${endpoint.id}.${endpoint.secret}`, resumed, graceMs: this.config.graceMs },
+      ...(this.node !== null ? { node: this.cluster.node } : {}),
     };
     this.responder.json(stream, info);
   }
@@ -427,10 +462,20 @@ export class TunnelServer {
     };
   }
 
-  /** The status page's data. */
-  status(): ServerStatus {
+  /** The status page's data; a cluster node's adds every node's endpoints, from the endpoint directory. */
+  async status(): Promise<ServerStatus> {
     const { zone, startedAt, store, tunnels, directory, endpoints } = this;
-    return statusOf({ zone, startedAt, store, tunnels, directory, endpoints });
+    const status = statusOf({ zone, startedAt, store, tunnels, directory, endpoints });
+    if (this.node === null) return status;
+    const { cluster } = this;
+    try {
+      return { ...status, cluster: { node: cluster.node, endpoints: await cluster.endpoints() } };
+    } catch (e) {
+      return {
+        ...status,
+        cluster: { node: cluster.node, endpoints: [], error: e instanceof Error ? e.message : String(e) },
+      };
+    }
   }
 
   private audit(fields: Record<string, unknown>): void {

@@ -1,6 +1,6 @@
 /**
  * The server's status page, on its `--metrics` port beside `/metrics`: publications (online or not, open
- * tunnels, traffic), connected endpoints. `/` is one self-contained page that reads `/status.json`
+ * tunnels, traffic), connected endpoints, and on a cluster node every node's endpoints. `/` is one self-contained page that reads `/status.json`
  * every two seconds, so it stays live with no reload; it is built for a phone's width first. The JSON
  * carries no secret: no service keys, no tokens.
  *
@@ -10,6 +10,7 @@
 import type http from 'node:http';
 import { publicationId, pseudoName } from '../protocol/names';
 import type { ExtraRoute } from '../runtime/metrics';
+import type { ClusterEndpoint } from './cluster/endpoint-directory';
 import type { PublicationDirectory } from './directory';
 import type { EndpointRegistry, EndpointSession } from './endpoints';
 import type { ProxySession } from './publications';
@@ -32,6 +33,11 @@ export interface ServerStatus {
     bytesDown: number;
   }[];
   endpoints: { account: string; remote: string; role: 'proxy' | 'client'; tunnels: number; connected: boolean }[];
+  /**
+   * A cluster node's: its name and every node's endpoint sessions, read from the endpoint directory in
+   * Redis (`error` says why they are missing while Redis is away).
+   */
+  cluster?: { node: string; endpoints: ClusterEndpoint[]; error?: string };
 }
 
 /** The rooms the status page reads. */
@@ -101,6 +107,11 @@ const PAGE = `<!doctype html>
 <div class="cards" id="publications"></div>
 <h2>Connected endpoints</h2>
 <div class="cards" id="endpoints"></div>
+<div id="cluster" hidden>
+<h2>Endpoints across the cluster</h2>
+<div class="meta" id="cluster-meta"></div>
+<div class="cards" id="cluster-endpoints"></div>
+</div>
 <script>
 function bytes(n) {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -148,6 +159,19 @@ async function refresh() {
       c.append(row('tunnels', String(e.tunnels)));
       return c;
     }, 'no endpoint connected');
+    document.getElementById('cluster').hidden = !s.cluster;
+    if (s.cluster) {
+      document.getElementById('cluster-meta').textContent =
+        'this is node ' + s.cluster.node + (s.cluster.error ? ' · ' + s.cluster.error : '');
+      fill('cluster-endpoints', s.cluster.endpoints, (e) => {
+        const c = el('div', 'card');
+        c.append(el('div', 'host', e.account + (e.remote ? ' @ ' + e.remote : '')));
+        c.append(row('node', e.node));
+        c.append(row('role', e.role + (e.publishes.length ? ' of ' + e.publishes.join(', ') : '')));
+        c.append(row('state', e.connected ? 'connected' : 'in grace period', 'state ' + (e.connected ? 'on' : 'off')));
+        return c;
+      }, 'no endpoint on any node');
+    }
   } catch (error) {
     document.getElementById('meta').textContent = 'cannot reach the server: ' + error;
   }
@@ -160,7 +184,7 @@ setInterval(refresh, 2000);
 `;
 
 /** The routes the status page adds to the metrics listener. */
-export function statusRoutes(status: () => ServerStatus): ExtraRoute {
+export function statusRoutes(status: () => Promise<ServerStatus>): ExtraRoute {
   return (request: http.IncomingMessage, response: http.ServerResponse): boolean => {
     const pathname = new URL(request.url ?? '/', 'http://status').pathname;
     if (pathname === '/') {
@@ -168,9 +192,14 @@ export function statusRoutes(status: () => ServerStatus): ExtraRoute {
       return true;
     }
     if (pathname === '/status.json') {
-      response
-        .writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' })
-        .end(JSON.stringify(status()));
+      // A cluster node whose Redis is away says so inside the status; this is for anything else.
+      status().then(
+        (s) =>
+          response
+            .writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' })
+            .end(JSON.stringify(s)),
+        (e: unknown) => response.writeHead(500, { 'content-type': 'text/plain' }).end(String(e)),
+      );
       return true;
     }
     return false;

@@ -5,7 +5,9 @@
  *
  * 1. the operator's placement table (`--placement FILE`, placement.ts), when a line matches;
  * 2. affinity: a redirector whose account's tunnels this node last relayed to another node goes to that
- *    node, so that a proxy and the redirectors that use it tend to meet on one node and stop crossing;
+ *    node; else one whose account has proxies goes to the node with most of them (the heartbeats say,
+ *    from the endpoint directory), and stays when that is this node; so that a proxy and the
+ *    redirectors that use it tend to meet on one node and stop crossing;
  * 3. least load: the live node with the least load (sessions plus tunnels), when this node's is higher.
  *
  * An endpoint resuming a session this node holds always stays. Every decision that moves an endpoint is
@@ -42,6 +44,16 @@ interface Sent {
   baseline: number;
   count: number;
   since: number;
+}
+
+/** The live node with the most proxy sessions of `account` (ties: the first name), if any has one. */
+function homeOf(nodes: readonly NodeInfo[], account: string): NodeInfo | undefined {
+  let home: NodeInfo | undefined;
+  for (const n of nodes) {
+    const count = n.proxies[account] ?? 0;
+    if (count > 0 && (home === undefined || count > (home.proxies[account] ?? 0))) home = n;
+  }
+  return home;
 }
 
 export class Assignment {
@@ -86,6 +98,10 @@ export class Assignment {
       const affine = nodes.find((n) => n.name === this.relayedTo.get(arrival.account));
       if (affine !== undefined && affine.name !== self)
         return this.moving(affine, arrival, `its account's tunnels go to node ${affine.name}`);
+      const home = homeOf(nodes, arrival.account);
+      if (home !== undefined && home.name === self) return null;
+      if (home !== undefined && affine === undefined)
+        return this.moving(home, arrival, `its account's proxies are on node ${home.name}`);
     }
     const loads = nodes.map((n) => ({
       node: n,

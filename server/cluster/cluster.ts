@@ -6,6 +6,7 @@
  *
  * This is the contract the assignment and node-to-node relay code is written against: names here stay.
  */
+import type { ClusterEndpoint } from './endpoint-directory';
 
 /** A live node: its name (`--node`), where endpoints and other nodes reach it, and its load now. */
 export interface NodeInfo {
@@ -18,6 +19,8 @@ export interface NodeInfo {
   tunnels: number;
   /** What least-load assignment compares: sessions plus tunnels. */
   load: number;
+  /** Proxy sessions on it, by account (affinity sends an account's redirectors where its proxies are). */
+  proxies: Record<string, number>;
 }
 
 /**
@@ -47,6 +50,11 @@ export interface ClusterView {
    * cluster's shared secret, so every node of one cluster has the same one, and no endpoint token is it.
    */
   nodeSecret(): string;
+  /**
+   * Every endpoint session of the cluster with the node it is on (the endpoint directory), this node's
+   * included. Rejects with ClusterUnavailableError while the shared state is unreachable.
+   */
+  endpoints(): Promise<ClusterEndpoint[]>;
 }
 
 /**
@@ -58,5 +66,11 @@ export interface Membership extends ClusterView {
   claim(publicationId: string, session: string): void;
   /** No proxy session here serves `publicationId` any more. */
   release(publicationId: string): void;
+  /**
+   * An endpoint presented the resumption token (`id`, `secret`) of a session this node does not hold: the
+   * entry another node's directory has for it moves here (it is removed there; this node lists its new
+   * session at its next beat).
+   */
+  adopt(id: string, secret: string): void;
   stop(): Promise<void>;
 }

@@ -20,9 +20,12 @@ export const Keys = {
   nodes: `${PREFIX}nodes`,
   /** Prefix of `node()`, for scripts that build the key from a name they read. */
   nodePrefix: `${PREFIX}node:`,
-  /** String with a TTL: a node's heartbeat, JSON {advertise, sessions, tunnels}. */
+  /** String with a TTL: a node's heartbeat, JSON {advertise, sessions, tunnels, proxies}. */
   node: (name: string): string => `${PREFIX}node:${name}`,
-  /** Hash with the heartbeat's TTL: a node's endpoint sessions, endpoint id → account. */
+  /**
+   * Hash with the heartbeat's TTL: a node's endpoint sessions (endpoint-directory.ts), endpoint id → JSON
+   * {id, account, role, publishes, remote, connected, since, proof}.
+   */
   endpoints: (name: string): string => `${PREFIX}endpoints:${name}`,
   /** Hash: who owns a publication, {node, epoch, session, at}; `epoch` outlives every owner. */
   owner: (publicationId: string): string => `${PREFIX}owner:${publicationId}`,

@@ -4,6 +4,7 @@
  */
 import crypto from 'node:crypto';
 import type { Membership, NodeInfo, Ownership } from './cluster';
+import type { ClusterEndpoint, LocalEndpoint } from './endpoint-directory';
 
 /** What the server tells its cluster view of itself. */
 export interface LocalState {
@@ -12,9 +13,18 @@ export interface LocalState {
   tunnels(): number;
   /** Whether this node's directory holds `publicationId` now. */
   holds(publicationId: string): boolean;
+  /** Its endpoint sessions now, connected or waiting out their grace period. */
+  endpoints(): LocalEndpoint[];
 }
 
 export const LOCAL_NODE = 'local';
+
+/** Proxy sessions by account, as a heartbeat carries them. */
+export function proxiesByAccount(endpoints: readonly LocalEndpoint[]): Record<string, number> {
+  const proxies: Record<string, number> = {};
+  for (const e of endpoints) if (e.role === 'proxy') proxies[e.account] = (proxies[e.account] ?? 0) + 1;
+  return proxies;
+}
 
 export class LocalCluster implements Membership {
   readonly node = LOCAL_NODE;
@@ -27,8 +37,9 @@ export class LocalCluster implements Membership {
   nodes(): Promise<NodeInfo[]> {
     const sessions = this.state.sessions();
     const tunnels = this.state.tunnels();
+    const proxies = proxiesByAccount(this.state.endpoints());
     return Promise.resolve([
-      { name: this.node, advertise: this.state.advertise(), sessions, tunnels, load: sessions + tunnels },
+      { name: this.node, advertise: this.state.advertise(), sessions, tunnels, load: sessions + tunnels, proxies },
     ]);
   }
 
@@ -40,9 +51,14 @@ export class LocalCluster implements Membership {
     return this.secret;
   }
 
+  endpoints(): Promise<ClusterEndpoint[]> {
+    return Promise.resolve(this.state.endpoints().map(({ proof: _proof, ...e }) => ({ ...e, node: this.node })));
+  }
+
   // The directory is the only record of what this node serves: nothing to claim, release or stop.
   claim(): void {}
   release(): void {}
+  adopt(): void {}
   stop(): Promise<void> {
     return Promise.resolve();
   }

@@ -20,15 +20,19 @@ import { ClusterUnavailableError } from '../../protocol/errors';
 import type { Logger } from '../../runtime/log';
 import type { ClusterConfig } from '../config';
 import type { Membership, NodeInfo, Ownership } from './cluster';
+import { EndpointDirectory, type ClusterEndpoint } from './endpoint-directory';
 import { HEARTBEAT_MS, HEARTBEAT_TTL_MS, Keys } from './keys';
-import type { LocalState } from './local-cluster';
+import { proxiesByAccount, type LocalState } from './local-cluster';
 import { Ownerships } from './ownership';
 import type { RedisLink } from './redis-link';
 import { storedOf } from './shared-state';
 
+/** Beats, and answers whether the heartbeat was still there (if not, the endpoint directory went with it). */
 const BEAT = `
+local alive = redis.call('EXISTS', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[3])`;
+redis.call('SADD', KEYS[2], ARGV[3])
+return alive`;
 
 const NODES = `
 local out = {}
@@ -43,16 +47,19 @@ interface Beat {
   advertise: string;
   sessions: number;
   tunnels: number;
+  proxies: Record<string, number>;
 }
 
 function beatOf(text: string): Beat | null {
   try {
     const value = JSON.parse(text) as Partial<Beat>;
-    return typeof value.advertise === 'string' &&
-      typeof value.sessions === 'number' &&
-      typeof value.tunnels === 'number'
-      ? { advertise: value.advertise, sessions: value.sessions, tunnels: value.tunnels }
-      : null;
+    if (typeof value.advertise !== 'string' || typeof value.sessions !== 'number' || typeof value.tunnels !== 'number')
+      return null;
+    const proxies: Record<string, number> = {};
+    // A node of an earlier version beats without `proxies`: it simply attracts no redirector by them.
+    if (typeof value.proxies === 'object' && value.proxies !== null)
+      for (const [account, n] of Object.entries(value.proxies)) if (typeof n === 'number') proxies[account] = n;
+    return { advertise: value.advertise, sessions: value.sessions, tunnels: value.tunnels, proxies };
   } catch {
     return null;
   }
@@ -61,6 +68,7 @@ function beatOf(text: string): Beat | null {
 export class RedisCluster extends EventEmitter implements Membership {
   readonly node: string;
   private readonly ownerships: Ownerships;
+  private readonly directory: EndpointDirectory;
   private readonly credential: string;
   private timer: NodeJS.Timeout | null = null;
   private beating = false;
@@ -80,6 +88,7 @@ export class RedisCluster extends EventEmitter implements Membership {
       .digest()
       .toString('base64url');
     this.ownerships = new Ownerships(link, this.node, (id, by) => this.emit('lost', id, by));
+    this.directory = new EndpointDirectory(link, this.node);
     link.on('down', () =>
       this.log.warn(`lost the cluster's Redis (${config.url}): serving only what this node holds until it is back`, {
         node: this.node,
@@ -104,7 +113,9 @@ export class RedisCluster extends EventEmitter implements Membership {
     if (this.timer !== null) clearInterval(this.timer);
     this.emit('stop');
     // A clean stop leaves at once rather than a heartbeat's lifetime later; what it owned is then free.
-    await this.link.eval(`redis.call('DEL', KEYS[1])`, [Keys.node(this.node)], []).catch(() => undefined);
+    await this.link
+      .eval(`redis.call('DEL', KEYS[1], KEYS[2])`, [Keys.node(this.node), Keys.endpoints(this.node)], [])
+      .catch(() => undefined);
     await this.link.close();
   }
 
@@ -129,6 +140,24 @@ export class RedisCluster extends EventEmitter implements Membership {
 
   nodeSecret(): string {
     return this.credential;
+  }
+
+  async endpoints(): Promise<ClusterEndpoint[]> {
+    if (!this.link.available)
+      throw new ClusterUnavailableError(
+        `node ${this.node} cannot reach the cluster's Redis: it knows only its own endpoints until it is back`,
+      );
+    return this.directory.all();
+  }
+
+  adopt(id: string, secret: string): void {
+    if (!this.link.available) return; // the dead node's entry expires with its heartbeat anyway
+    this.directory.takeOver(id, secret).then(
+      (from) => {
+        if (from !== null) this.log.info(`an endpoint of node ${from} came here: its directory entry moved`, { from });
+      },
+      (e: unknown) => this.log.debug(`cannot move an endpoint's directory entry: ${String(e)}`),
+    );
   }
 
   claim(publicationId: string, session: string): void {
@@ -157,17 +186,21 @@ export class RedisCluster extends EventEmitter implements Membership {
   private async beat(): Promise<void> {
     if (this.beating) return;
     this.beating = true;
+    const endpoints = this.state.endpoints();
     const beat: Beat = {
       advertise: this.config.advertise ?? this.state.advertise(),
       sessions: this.state.sessions(),
       tunnels: this.state.tunnels(),
+      proxies: proxiesByAccount(endpoints),
     };
     try {
-      await this.link.eval(
+      const alive = await this.link.eval(
         BEAT,
         [Keys.node(this.node), Keys.nodes],
         [JSON.stringify(beat), String(HEARTBEAT_TTL_MS), this.node],
       );
+      if (Number(alive) === 0) this.directory.rewrite();
+      await this.directory.sync(endpoints);
     } catch {
       // RedisLink said it once ('down'); the next beat tries again.
     } finally {
@@ -178,6 +211,7 @@ export class RedisCluster extends EventEmitter implements Membership {
   /** Redis is back: re-assert every claim, then let the server re-read what it may have missed. */
   private async rejoin(): Promise<void> {
     try {
+      this.directory.rewrite();
       await this.beat();
       await this.ownerships.reassertAll();
       this.emit('resync');

@@ -35,7 +35,9 @@ describe('server: a cluster of one', function () {
 
   it('lists itself alone, at its address, and owns what its proxy publishes', async function () {
     const nodes = await server.cluster.nodes();
-    assert.deepEqual(nodes, [{ name: 'local', advertise: `127.0.0.1:${port}`, sessions: 0, tunnels: 0, load: 0 }]);
+    assert.deepEqual(nodes, [
+      { name: 'local', advertise: `127.0.0.1:${port}`, sessions: 0, tunnels: 0, load: 0, proxies: {} },
+    ]);
     assert.equal(server.cluster.available, true);
     assert.equal(await server.cluster.ownerOf('default/web'), null);
 
