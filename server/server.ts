@@ -122,7 +122,7 @@ export class TunnelServer {
     };
   }
 
-  /** This node's endpoint sessions, as the cluster's endpoint directory records them. */
+  /** This node's connected endpoint sessions, as the cluster's endpoint directory records them. */
   private localEndpoints(): LocalEndpoint[] {
     const publishes = new Map<EndpointSession, Set<string>>();
     for (const proxy of new Set(this.directory.holders())) {
@@ -130,7 +130,8 @@ export class TunnelServer {
       publishes.set(proxy.endpoint, names);
       for (const id of proxy.publications) names.add(id.slice(id.indexOf('/') + 1));
     }
-    return [...this.endpoints.all()].map((e) => {
+    const connected = [...this.endpoints.all()].filter((e) => e.h2 !== null);
+    return connected.map((e) => {
       let proof = this.proofs.get(e);
       if (proof === undefined) this.proofs.set(e, (proof = proofOf(e.secret)));
       const names = [...(publishes.get(e) ?? [])];
@@ -140,7 +141,6 @@ export class TunnelServer {
         role: names.length > 0 ? 'proxy' : 'client',
         publishes: names.sort(),
         remote: e.h2?.socket?.remoteAddress ?? '',
-        connected: e.h2 !== null,
         since: e.since,
         proof,
       };

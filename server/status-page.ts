@@ -168,7 +168,6 @@ async function refresh() {
         c.append(el('div', 'host', e.account + (e.remote ? ' @ ' + e.remote : '')));
         c.append(row('node', e.node));
         c.append(row('role', e.role + (e.publishes.length ? ' of ' + e.publishes.join(', ') : '')));
-        c.append(row('state', e.connected ? 'connected' : 'in grace period', 'state ' + (e.connected ? 'on' : 'off')));
         return c;
       }, 'no endpoint on any node');
     }

@@ -7,7 +7,30 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { freePort, Program, tmpDir, UNDERPASS } from './harness';
+import type { LocalEndpoint } from '../server/cluster/endpoint-directory';
+import { Keys } from '../server/cluster/keys';
+import type { ServerStatus } from '../server/status-page';
+import { freePort, Program, run, tmpDir, UNDERPASS } from './harness';
+
+/**
+ * Resolves once `check` answers true (polled every 100 ms); rejects after `ms` saying what never came and,
+ * with `show`, what there was instead.
+ */
+export async function until(
+  what: string,
+  check: () => Promise<boolean>,
+  ms = 15_000,
+  show?: () => Promise<unknown>,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline)
+      throw new Error(
+        `never came within ${ms} ms: ${what}${show ? `; there was ${JSON.stringify(await show())}` : ''}`,
+      );
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 /** A real redis-server on 127.0.0.1:`port`, keeping nothing on disk. */
 export function redisServer(port: number, label = 'redis-server'): Program {
@@ -30,6 +53,8 @@ export interface ClusterNode {
   program: Program;
   /** HOST:PORT, as endpoints dial it. */
   address: string;
+  /** HOST:PORT of its `--metrics` listener, where its status page is (`/status.json`). */
+  metrics: string;
 }
 
 export class TestCluster {
@@ -72,6 +97,7 @@ export class TestCluster {
   async startNode(name: string, args: string[] = []): Promise<ClusterNode> {
     const known = this.nodes.get(name);
     const port = known?.port ?? (await freePort());
+    const metrics = known?.metrics ?? `127.0.0.1:${await freePort()}`;
     const dataDir = path.join(this.dir, name);
     const first = path.join(this.dir, this.names[0]!, 'tls');
     if (name !== this.names[0] && !fs.existsSync(path.join(dataDir, 'tls'))) {
@@ -94,13 +120,30 @@ export class TestCluster {
       name,
       '--advertise',
       address,
+      '--metrics',
+      metrics,
       ...this.serverArgs,
       ...args,
     ]);
     await program.waitFor(/listening on/);
-    const node = { name, port, dataDir, program, address };
+    const node = { name, port, dataDir, program, address, metrics };
     this.nodes.set(name, node);
     return node;
+  }
+
+  /** Node `name`'s status page, `/status.json`. */
+  async status(name: string): Promise<ServerStatus> {
+    const response = await fetch(`http://${this.node(name).metrics}/status.json`);
+    return (await response.json()) as ServerStatus;
+  }
+
+  /** The endpoint directory's entries of node `name`, straight from Redis (HGETALL). */
+  async directoryOf(name: string): Promise<LocalEndpoint[]> {
+    const r = await run('redis-cli', ['-p', String(this.redisPort), 'HGETALL', Keys.endpoints(name)]);
+    const lines = r.stdout.split('\n').filter((l) => l !== '');
+    const out: LocalEndpoint[] = [];
+    for (let i = 1; i < lines.length; i += 2) out.push(JSON.parse(lines[i]!) as LocalEndpoint);
+    return out;
   }
 
   /** The flags an endpoint dials node `name` with. */

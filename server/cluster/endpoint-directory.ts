@@ -1,6 +1,8 @@
 /**
- * The cluster's endpoint directory: which node each endpoint session is on (PROTOCOL.md "Cluster state in
- * Redis"). Each node keeps one Redis hash of its own endpoint sessions, endpoint id → JSON, that lives
+ * The cluster's endpoint directory: which node each endpoint is connected to (PROTOCOL.md "Cluster state
+ * in Redis"). Each node keeps one Redis hash of its connected endpoint sessions, endpoint id → JSON
+ * (a session waiting out its grace period after its link dropped is not listed: its endpoint may be
+ * connected to another node by then), that lives
  * exactly as long as its heartbeat: the node refreshes both at every beat, so a node that dies (`kill -9`)
  * takes its entries with it within the heartbeat's lifetime, and nothing ever waits on or locks an entry.
  * Readers list only the hashes of nodes whose heartbeat is alive.
@@ -28,8 +30,6 @@ export interface LocalEndpoint {
   publishes: string[];
   /** Its address as this node sees it ('' over a WebSocket carrier). */
   remote: string;
-  /** Whether its connection is up (else its session waits out the grace period here). */
-  connected: boolean;
   /** When the session began (ms since 1970). */
   since: number;
   /** `proofOf(secret)` of the session's resumption secret. */
@@ -84,7 +84,6 @@ function entryOf(node: string, text: string): ClusterEndpoint | null {
       role: e.role,
       publishes: Array.isArray(e.publishes) ? e.publishes.filter((p) => typeof p === 'string') : [],
       remote: typeof e.remote === 'string' ? e.remote : '',
-      connected: e.connected !== false,
       since: typeof e.since === 'number' ? e.since : 0,
     };
   } catch {

@@ -24,7 +24,7 @@ export const Keys = {
   node: (name: string): string => `${PREFIX}node:${name}`,
   /**
    * Hash with the heartbeat's TTL: a node's endpoint sessions (endpoint-directory.ts), endpoint id → JSON
-   * {id, account, role, publishes, remote, connected, since, proof}.
+   * {id, account, role, publishes, remote, since, proof}, for each connected session.
    */
   endpoints: (name: string): string => `${PREFIX}endpoints:${name}`,
   /** Hash: who owns a publication, {node, epoch, session, at}; `epoch` outlives every owner. */

@@ -13,7 +13,7 @@ export interface LocalState {
   tunnels(): number;
   /** Whether this node's directory holds `publicationId` now. */
   holds(publicationId: string): boolean;
-  /** Its endpoint sessions now, connected or waiting out their grace period. */
+  /** Its connected endpoint sessions now. */
   endpoints(): LocalEndpoint[];
 }
 

@@ -6,11 +6,14 @@
  * Redis stopped (SIGSTOP) for 10 s: the open tunnel keeps carrying lines, a new cross-node tunnel is
  * refused with UP_ERR_CLUSTER_UNAVAILABLE in one line, and everything works again once Redis is back.
  * Node c paused (SIGSTOP) until the proxy gave it up: on its return it takes nothing back.
+ * The endpoint directory (read from Redis with redis-cli, and from a node's status page) follows the
+ * proxy from node to node, a killed node's entries go with its heartbeat, and an endpoint that leaves
+ * leaves it.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { TestCluster } from '../cluster';
+import { TestCluster, until } from '../cluster';
 import { freePort, lineEchoServer, Program, PYTHON, run, tmpDir, UNDERPASS } from '../harness';
 
 const OWNER = '{underpass}:owner:default/echo';
@@ -48,6 +51,16 @@ describe('cluster: failover and a Redis outage (issue 14)', function () {
     (await run('redis-cli', ['-p', String(cluster.redisPort), ...args])).stdout.trim();
   const published = (): string[] => proxy.stdout.match(PUBLISHED) ?? [];
   const once = async (): Promise<string> => (await run(PYTHON, ['-c', ONCE(forwardPort)])).stdout.trim();
+  /** The roles node `name`'s endpoint directory lists, as `role:publications`, sorted. */
+  const listed = async (name: string): Promise<string[]> =>
+    (await cluster.directoryOf(name)).map((e) => `${e.role}:${e.publishes.join(',')}`).sort();
+  /** Where the cluster's endpoints are, as node `name`'s status page shows them: `node:role`, sorted. */
+  const where = async (name: string): Promise<string[]> =>
+    ((await cluster.status(name)).cluster?.endpoints ?? []).map((e) => `${e.node}:${e.role}`).sort();
+
+  /** Every node's directory, for a failure's message. */
+  const everywhere = async (): Promise<Record<string, string[]>> =>
+    Object.fromEntries(await Promise.all(['a', 'b', 'c'].map(async (n) => [n, await listed(n)] as const)));
 
   before(async function () {
     dir = tmpDir('cluster-failover');
@@ -99,6 +112,28 @@ describe('cluster: failover and a Redis outage (issue 14)', function () {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
+  it("lists each endpoint under the node it is on, in Redis and on every node's status page", async function () {
+    await cluster.node('a').program.waitFor(/published publication=echo/);
+    await until(
+      "the proxy in node a's directory",
+      async () => (await listed('a')).includes('proxy:echo'),
+      15_000,
+      everywhere,
+    );
+    await until(
+      "the redirector in node b's directory",
+      async () => (await listed('b')).includes('client:'),
+      15_000,
+      everywhere,
+    );
+    assert.deepEqual(await listed('c'), [], 'node c holds no endpoint');
+    const ttl = Number(await redisCli('PTTL', '{underpass}:endpoints:a'));
+    assert.ok(ttl > 0 && ttl <= 5_000, `node a's directory lives as long as its heartbeat (PTTL ${ttl})`);
+    assert.deepEqual(await where('c'), ['a:proxy', 'b:client'], 'node c shows where the others are');
+    const status = await run(process.execPath, [UNDERPASS, 'status', '--ipc', ipc()]);
+    assert.match(status.stdout, /session +up to \S+ \(cluster node b\)/);
+  });
+
   it('moves a proxy whose node was killed to another node, with the same name and key', async function () {
     await cluster.node('a').program.waitFor(/published publication=echo/);
     assert.equal(await redisCli('HGET', OWNER, 'node'), 'a');
@@ -120,6 +155,25 @@ describe('cluster: failover and a Redis outage (issue 14)', function () {
     assert.equal(await redisCli('HGET', OWNER, 'node'), 'c');
     assert.ok(Number(await redisCli('HGET', OWNER, 'epoch')) > epochBefore, 'the new owner has a higher epoch');
     assert.equal(await once(), 'ONCE', 'a new tunnel crosses b → c');
+
+    // The directory entry moved with it: node c took node a's entry for the proxy's session over at
+    // once, before a's heartbeat expired; then a's heartbeat and directory are both gone.
+    await until(
+      "the proxy in node c's directory",
+      async () => (await listed('c')).includes('proxy:echo'),
+      15_000,
+      everywhere,
+    );
+    assert.deepEqual(await listed('a'), [], 'node a lists nothing of the proxy any more');
+    assert.deepEqual(await where('b'), ['b:client', 'c:proxy']);
+    await cluster.node('c').program.waitFor(/an endpoint of node a came here: its directory entry moved/);
+    await until(
+      "node a's heartbeat and directory gone",
+      async () => (await redisCli('EXISTS', '{underpass}:node:a', '{underpass}:endpoints:a')) === '0',
+      15_000,
+      everywhere,
+    );
+    process.stdout.write(`      (node a's heartbeat expired ${Date.now() - killedAt} ms after kill -9)\n`);
   });
 
   it('keeps open tunnels flowing while Redis is stopped, refuses new cross-node ones, and recovers', async function () {
@@ -167,5 +221,28 @@ describe('cluster: failover and a Redis outage (issue 14)', function () {
     assert.equal(await redisCli('HGET', OWNER, 'node'), 'b', 'node c took nothing back');
     assert.ok(Number(await redisCli('HGET', OWNER, 'epoch')) > epochBefore);
     assert.equal(await once(), 'ONCE', 'the tunnel reaches the proxy on node b');
+    await until(
+      'the proxy listed on node b alone',
+      async () => (await where('b')).join() === 'b:client,b:proxy',
+      15_000,
+      everywhere,
+    );
+  });
+
+  it('drops an endpoint from the directory when it leaves', async function () {
+    await until(
+      "the redirector in node b's directory",
+      async () => (await listed('b')).includes('client:'),
+      15_000,
+      everywhere,
+    );
+    await redirector.stop();
+    await until(
+      "the redirector gone from node b's directory",
+      async () => !(await listed('b')).includes('client:'),
+      15_000,
+      everywhere,
+    );
+    assert.deepEqual(await where('c'), ['b:proxy']);
   });
 });

@@ -17,7 +17,6 @@ function endpoint(id: string, role: 'proxy' | 'client' = 'client'): LocalEndpoin
     role,
     publishes: role === 'proxy' ? ['web'] : [],
     remote: '127.0.0.1',
-    connected: true,
     since: 1,
     proof: proofOf(`secret-of-${id}`),
   };
