@@ -5,7 +5,8 @@
  * a 50 MB curl download (sha256 equal on both ends), 200 tunnels open at once, and a half-close. When
  * node a dies, the tunnels that crossed it are reset (ECONNRESET at the app). Least load spreads 30
  * endpoints that all dial one node over the three within one of even; affinity sends a redirector whose
- * account's tunnels crossed to a node there at its next session. Every program is real.
+ * account's tunnels crossed to a node there at its next session, and one with no tunnels yet to the node
+ * its account's proxies are on. Every program is real.
  */
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -234,6 +235,19 @@ describe('cluster: affinity (issue 14)', function () {
     echoPort = await freePort();
     programs.push(lineEchoServer(echoPort, { upper: true }));
     cluster = await new TestCluster(['a', 'b']).start();
+  });
+
+  after(async function () {
+    await Promise.all(programs.map((p) => p.stop()));
+    await cluster?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("sends a redirector to the node its account's tunnels crossed to, at its next session", async function () {
+    // The first redirector comes while its account has no proxy anywhere: it stays on node b.
+    const first = await freePort();
+    const crossing = await redirector('first', first);
+    // Its proxy then comes to node a (the least loaded), so the redirector's tunnel crosses b → a.
     const proxy = new Program('proxy', process.execPath, [
       UNDERPASS,
       'proxy',
@@ -244,18 +258,7 @@ describe('cluster: affinity (issue 14)', function () {
     ]);
     programs.push(proxy);
     await proxy.waitFor(/"event":"published","name":"echo"/, 20_000, 'stdout');
-  });
-
-  after(async function () {
-    await Promise.all(programs.map((p) => p.stop()));
-    await cluster?.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-
-  it("sends a redirector to the node its account's tunnels crossed to, at its next session", async function () {
-    // Least load keeps the first redirector on node b (node a has the proxy): its tunnel crosses to a.
-    const first = await freePort();
-    const crossing = await redirector('first', first);
+    assert.doesNotMatch(proxy.stderr, /sends this endpoint/);
     const r1 = await run(PYTHON, ['-c', concurrentEchoes(first, host, echoPort, 1)]);
     assert.equal(r1.stdout.trim(), '1', r1.stderr);
     await cluster.node('b').program.waitFor(/node link to a up/);
@@ -268,6 +271,18 @@ describe('cluster: affinity (issue 14)', function () {
     await cluster.node('b').program.waitFor(/sending an endpoint to node a .*its account's tunnels go to node a/);
     const r2 = await run(PYTHON, ['-c', concurrentEchoes(second, host, echoPort, 1)]);
     assert.equal(r2.stdout.trim(), '1', r2.stderr);
+  });
+
+  it("sends a redirector with no tunnels yet to the node its account's proxies are on", async function () {
+    // Node b restarted has relayed nothing; node a's heartbeat says it holds the account's proxy.
+    await cluster.node('b').program.stop();
+    await cluster.startNode('b');
+    const third = await freePort();
+    const meeting = await redirector('third', third);
+    await meeting.waitFor(new RegExp(`sends this endpoint to ${cluster.node('a').address}`));
+    await cluster.node('b').program.waitFor(/sending an endpoint to node a .*its account's proxies are on node a/);
+    const r3 = await run(PYTHON, ['-c', concurrentEchoes(third, host, echoPort, 1)]);
+    assert.equal(r3.stdout.trim(), '1', r3.stderr);
   });
 });
 
