@@ -28,6 +28,12 @@ export interface EndpointSession {
   tunnels: TunnelTable;
 }
 
+/** A resumption token's two parts, `ID.SECRET`; null for a token of another shape. */
+export function parseResumeToken(token: string): { id: string; secret: string } | null {
+  const dot = token.indexOf('.');
+  return dot > 0 ? { id: token.slice(0, dot), secret: token.slice(dot + 1) } : null;
+}
+
 export class EndpointRegistry {
   /** Endpoint sessions by id, connected or waiting out their grace period. */
   private readonly byId = new Map<string, EndpointSession>();
@@ -54,7 +60,8 @@ export class EndpointRegistry {
 
   /** Whether resumption token `token` names a session this server holds (it is resumed here, never moved). */
   holds(token: string): boolean {
-    return this.byId.has(token.slice(0, token.indexOf('.')));
+    const parts = parseResumeToken(token);
+    return parts !== null && this.byId.has(parts.id);
   }
 
   /** Forgets an endpoint session at once (its token ended): it cannot be resumed. */
@@ -69,10 +76,10 @@ export class EndpointRegistry {
   open(h2: http2.Http2Session, account: string, token?: string): { endpoint: EndpointSession; resumed: boolean } {
     const current = this.byH2.get(h2);
     if (current) return { endpoint: current, resumed: false };
-    if (token !== undefined) {
-      const dot = token.indexOf('.');
-      const known = this.byId.get(token.slice(0, dot));
-      if (dot > 0 && known && known.account === account && secretsEqual(token.slice(dot + 1), known.secret)) {
+    const parts = token !== undefined ? parseResumeToken(token) : null;
+    if (parts !== null) {
+      const known = this.byId.get(parts.id);
+      if (known && known.account === account && secretsEqual(parts.secret, known.secret)) {
         this.log.info('session resumed', { account, tunnels: known.tunnels.size });
         this.metrics?.resumed('session');
         this.carry(known, h2);

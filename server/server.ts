@@ -40,7 +40,7 @@ import { LocalCluster, type LocalState } from './cluster/local-cluster';
 import { proofOf, type LocalEndpoint } from './cluster/endpoint-directory';
 import { serverConfig, type ClusterConfig, type ServerConfig, type ServerOptions } from './config';
 import { MemoryDirectory, type PublicationDirectory } from './directory';
-import { EndpointRegistry, type EndpointSession } from './endpoints';
+import { EndpointRegistry, type EndpointSession, parseResumeToken } from './endpoints';
 import { Listener } from './listener';
 import { Publications, type ProxySession } from './publications';
 import { Forwarder } from './forwarding';
@@ -395,10 +395,8 @@ export class TunnelServer {
     const h2 = stream.session as http2.Http2Session;
     const { endpoint, resumed } = this.endpoints.open(h2, account, typeof token === 'string' ? token : undefined);
     // A session another node held (the endpoint failed over): its entry in the directory moves here.
-    if (!resumed && typeof token === 'string' && token.indexOf('.') > 0) {
-      const dot = token.indexOf('.');
-      this.clusterView.adopt(token.slice(0, dot), token.slice(dot + 1));
-    }
+    const presented = !resumed && typeof token === 'string' ? parseResumeToken(token) : null;
+    if (presented !== null) this.clusterView.adopt(presented.id, presented.secret);
     const info: SessionInfo = {
       v: WIRE_VERSION,
       account,

@@ -17,24 +17,26 @@
  * else can), instead of leaving it to expire with a dead node's heartbeat.
  */
 import crypto from 'node:crypto';
+import { z } from 'zod';
 import { Keys, HEARTBEAT_TTL_MS } from './keys';
 import type { RedisLink } from './redis-link';
 
 /** An endpoint session on this node, as the directory records it. */
-export interface LocalEndpoint {
-  id: string;
-  account: string;
+const Entry = z.object({
+  id: z.string(),
+  account: z.string(),
   /** `proxy` while it holds publications here, else `client` (a redirector). */
-  role: 'proxy' | 'client';
+  role: z.enum(['proxy', 'client']),
   /** The publications it holds here (names, without the account). */
-  publishes: string[];
+  publishes: z.array(z.string()).catch([]),
   /** Its address as this node sees it ('' over a WebSocket carrier). */
-  remote: string;
+  remote: z.string().catch(''),
   /** When the session began (ms since 1970). */
-  since: number;
+  since: z.number().catch(0),
   /** `proofOf(secret)` of the session's resumption secret. */
-  proof: string;
-}
+  proof: z.string(),
+});
+export type LocalEndpoint = z.infer<typeof Entry>;
 
 /** An endpoint session anywhere in the cluster: the node it is on, and what that node recorded. */
 export type ClusterEndpoint = Omit<LocalEndpoint, 'proof'> & { node: string };
@@ -73,22 +75,14 @@ end
 return false`;
 
 function entryOf(node: string, text: string): ClusterEndpoint | null {
+  let value: unknown;
   try {
-    const e = JSON.parse(text) as Partial<LocalEndpoint>;
-    if (typeof e.id !== 'string' || typeof e.account !== 'string' || (e.role !== 'proxy' && e.role !== 'client'))
-      return null;
-    return {
-      node,
-      id: e.id,
-      account: e.account,
-      role: e.role,
-      publishes: Array.isArray(e.publishes) ? e.publishes.filter((p) => typeof p === 'string') : [],
-      remote: typeof e.remote === 'string' ? e.remote : '',
-      since: typeof e.since === 'number' ? e.since : 0,
-    };
+    value = JSON.parse(text);
   } catch {
     return null;
   }
+  const parsed = Entry.omit({ proof: true }).safeParse(value);
+  return parsed.success ? { node, ...parsed.data } : null;
 }
 
 export class EndpointDirectory {
@@ -140,10 +134,5 @@ export class EndpointDirectory {
   async takeOver(id: string, secret: string): Promise<string | null> {
     const reply = await this.link.eval(TAKE_OVER, [Keys.nodes], [id, proofOf(secret), this.node, Keys.endpoints('')]);
     return typeof reply === 'string' ? reply : null;
-  }
-
-  /** A clean stop: this node's entries go at once. */
-  async clear(): Promise<void> {
-    await this.link.eval(`redis.call('DEL', KEYS[1])`, [Keys.endpoints(this.node)], []);
   }
 }

@@ -16,6 +16,7 @@
  */
 import crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { z } from 'zod';
 import { ClusterUnavailableError } from '../../protocol/errors';
 import type { Logger } from '../../runtime/log';
 import type { ClusterConfig } from '../config';
@@ -43,26 +44,24 @@ end
 return out`;
 
 /** What a heartbeat carries. */
-interface Beat {
-  advertise: string;
-  sessions: number;
-  tunnels: number;
-  proxies: Record<string, number>;
-}
+const Beat = z.object({
+  advertise: z.string(),
+  sessions: z.number(),
+  tunnels: z.number(),
+  // A node of an earlier version beats without `proxies`: it simply attracts no redirector by them.
+  proxies: z.record(z.string(), z.number()).catch({}),
+});
+type Beat = z.infer<typeof Beat>;
 
 function beatOf(text: string): Beat | null {
+  let value: unknown;
   try {
-    const value = JSON.parse(text) as Partial<Beat>;
-    if (typeof value.advertise !== 'string' || typeof value.sessions !== 'number' || typeof value.tunnels !== 'number')
-      return null;
-    const proxies: Record<string, number> = {};
-    // A node of an earlier version beats without `proxies`: it simply attracts no redirector by them.
-    if (typeof value.proxies === 'object' && value.proxies !== null)
-      for (const [account, n] of Object.entries(value.proxies)) if (typeof n === 'number') proxies[account] = n;
-    return { advertise: value.advertise, sessions: value.sessions, tunnels: value.tunnels, proxies };
+    value = JSON.parse(text);
   } catch {
     return null;
   }
+  const parsed = Beat.safeParse(value);
+  return parsed.success ? parsed.data : null;
 }
 
 export class RedisCluster extends EventEmitter implements Membership {
