@@ -38,6 +38,21 @@ import {
 
 export { fail, formatStatus, seconds } from './options';
 
+/**
+ * What `ls` says when it found nothing. A pseudo name is NAME.ACCOUNT.ZONE, so `ls home` finds none of
+ * `printer.home.jsmith`: a prefix without the token's account is suggested with it.
+ */
+async function lsHint(ipc: string, prefix: string | undefined): Promise<string> {
+  if (prefix === undefined) return ' that this token may use';
+  const status = await load.ipcClient().ipcRequest(ipc, 'status', {});
+  const account = status.ok ? status.session.account : undefined;
+  const suggestion =
+    account !== undefined && !prefix.toLowerCase().split('.').includes(account.toLowerCase())
+      ? ` (names end with their account: try 'underpass ls ${prefix}.${account}')`
+      : '';
+  return ` under ${prefix} that this token may use${suggestion}`;
+}
+
 export function buildProgram(): Command {
   const program = new Command('underpass')
     .version(version)
@@ -311,9 +326,7 @@ export function buildProgram(): Command {
         if (reply.truncated)
           process.stderr.write('underpass ls: more names than one answer holds: give a longer PREFIX\n');
         if (reply.names.length === 0 && flags.json !== true)
-          process.stderr.write(
-            `underpass ls: nothing${prefix !== undefined ? ` under ${prefix}` : ''} that this token may use\n`,
-          );
+          process.stderr.write(`underpass ls: nothing${await lsHint(flags.ipc, prefix)}\n`);
       } catch (e) {
         fail('underpass ls', e);
       }

@@ -106,6 +106,10 @@ except socket.gaierror: print("offline: no such name")`,
     assert.equal(none.code, 0);
     assert.equal(none.stdout, '');
     assert.match(none.stderr, /nothing under nothing\.here/);
+    // A prefix without the account finds nothing, and is shown with it.
+    const bare = await run(process.execPath, [UNDERPASS, 'ls', 'home', '--ipc', chain.ipcPath]);
+    assert.equal(bare.stdout, '');
+    assert.match(bare.stderr, /nothing under home .*try 'underpass ls home\.default'\)$/m);
   });
 
   it("another account's publications never show unless granted", async function () {
