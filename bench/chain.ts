@@ -35,6 +35,8 @@ export interface ChainOptions {
   nodeArgs?: string[];
   /** Extra flags for the proxy (the direct hop's `--direct-listen`). */
   proxyArgs?: string[];
+  /** The `underpass` entry the daemons run (another build's bin/underpass.js, for an A/B); ours by default. */
+  program?: string;
 }
 
 export class BenchChain {
@@ -47,9 +49,11 @@ export class BenchChain {
   readonly pseudoNet = `127.${200 + Math.floor(Math.random() * 50)}.0.0/16`;
   private readonly hosts = new Map<string, string>();
   private readonly nodeArgs: string[];
+  private readonly program: string;
 
   constructor(private readonly options: ChainOptions) {
     this.nodeArgs = options.nodeArgs ?? [];
+    this.program = options.program ?? UNDERPASS;
     onCleanup(() => fs.rmSync(this.dir, { recursive: true, force: true }));
   }
 
@@ -60,7 +64,7 @@ export class BenchChain {
     this.server = new Proc(
       'server',
       process.execPath,
-      [...this.nodeArgs, UNDERPASS, 'server', '--listen', `127.0.0.1:${serverPort}`, '--data-dir', dataDir],
+      [...this.nodeArgs, this.program, 'server', '--listen', `127.0.0.1:${serverPort}`, '--data-dir', dataDir],
       { env: { ...env, UNDERPASS_LOG_LEVEL: 'info' }, keepOutput: false },
     );
     await this.server.waitFor(/listening on/);
@@ -74,7 +78,14 @@ export class BenchChain {
       token,
     ];
 
-    const proxyArgs = [...this.nodeArgs, UNDERPASS, 'proxy', ...endpoint, '--json', ...(this.options.proxyArgs ?? [])];
+    const proxyArgs = [
+      ...this.nodeArgs,
+      this.program,
+      'proxy',
+      ...endpoint,
+      '--json',
+      ...(this.options.proxyArgs ?? []),
+    ];
     for (const p of this.options.publish) proxyArgs.push('--publish', p);
     this.proxy = new Proc('proxy', process.execPath, proxyArgs, { env, keepOutput: false });
     for (const spec of this.options.publish) {
@@ -85,7 +96,16 @@ export class BenchChain {
     this.redirector = new Proc(
       'redirector',
       process.execPath,
-      [...this.nodeArgs, UNDERPASS, 'redirector', ...endpoint, '--ipc', this.ipcPath, '--pseudo-net', this.pseudoNet],
+      [
+        ...this.nodeArgs,
+        this.program,
+        'redirector',
+        ...endpoint,
+        '--ipc',
+        this.ipcPath,
+        '--pseudo-net',
+        this.pseudoNet,
+      ],
       {
         env: { ...env, UNDERPASS_LOG_LEVEL: 'info' },
         keepOutput: false,

@@ -9,13 +9,17 @@ It times itself, so the hook's start-up never enters these figures. Output: one 
                                   warm-up iterations, which are dropped). With IPC, the redirector's
                                   socket, each connection is claimed there after connect() (a
                                   notification, no reply), as the hook does (PROTOCOL.md §2), so an unhooked probe
-                                  is admitted the same way.
+                                  is admitted the same way. With UNDERPASS_PROBE_MARKS=1 in the
+                                  environment it adds "marks_ms": per sample, CLOCK_MONOTONIC in ms at the
+                                  start, after connect(), after the claim and once the byte is back (the
+                                  daemons' UNDERPASS_OPEN_TRACE clock, for bench/timeline.ts).
   probe.py ordinary PORT N        N x getaddrinfo('localhost', PORT) and N x connect+close to
                                   127.0.0.1:PORT: the ordinary-name path the hook must leave alone.
                                   {"getaddrinfo_us": per call, "connect_us": per call}
 """
 
 import json
+import os
 import socket
 import sys
 import time
@@ -37,21 +41,32 @@ def latency(host, port, n, ipc=None):
     addr = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)[0][4]
     warm = max(10, n // 20)
     samples = []
+    marks = [] if os.environ.get('UNDERPASS_PROBE_MARKS') == '1' else None
+    clock = time.monotonic_ns
     for i in range(n + warm):
         t0 = time.perf_counter_ns()
+        m0 = clock()
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.connect(addr)  # blocking, no timeout: the path a hooked blocking connect takes
+        m1 = clock()
         if ipc is not None:
             claim(ipc, s, addr[0], addr[1])
+        m2 = clock()
         s.sendall(b'x')
         if s.recv(1) != b'x':
             raise SystemExit('probe: echo answered wrongly')
         t1 = time.perf_counter_ns()
+        m3 = clock()
         s.close()
         if i >= warm:
             samples.append((t1 - t0) / 1000)
-    return {'samples_us': samples, 'address': addr[0]}
+            if marks is not None:
+                marks.append([m / 1e6 for m in (m0, m1, m2, m3)])
+    out = {'samples_us': samples, 'address': addr[0]}
+    if marks is not None:
+        out['marks_ms'] = marks
+    return out
 
 
 def ordinary(port, n):

@@ -13,6 +13,7 @@ import type { ErrorCode } from '../protocol/errors';
 import { Headers, type SessionInfo } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
 import type { MetricsSnapshot } from '../runtime/metrics';
+import { openTrace } from '../runtime/open-trace';
 import { ResumableStream } from '../runtime/resumable-stream';
 import { ServerLink } from '../runtime/server-link';
 import { dialTarget } from '../runtime/dial';
@@ -20,6 +21,9 @@ import { abort, splice } from '../runtime/splice';
 import { proxyHeader, type ProxyClient } from './proxy-protocol';
 import { proxyConfig, type ProxyConfig, type ProxyOptions, type Target } from './config';
 import { DirectListener, refuseStream } from './direct-listener';
+
+/** The opening steps of each tunnel, when UNDERPASS_OPEN_TRACE asks for them (the bench's timeline). */
+const trace = openTrace('proxy');
 
 /** What `--json` prints, one object a line. */
 export type ProxyEvent =
@@ -129,6 +133,7 @@ export class ServiceProxy extends EventEmitter {
   /** A tunnel request: connect to the key's target, then open the stream that carries the bytes, or say why not. */
   private handleTunnel(id: string, key: string, client: ProxyClient | undefined): void {
     const asked = performance.now();
+    trace?.markId(id, 'tunnel-in');
     const fail = (code: string, message: string): void => {
       this.options.metrics?.tunnelOpened(code);
       this.link.send({ type: 'tunnel-failed', id, code, message });
@@ -207,6 +212,7 @@ export class ServiceProxy extends EventEmitter {
 
   /** The target answered: open the stream that carries the tunnel, and splice the two. */
   private carryTunnel(id: string, target: Target, asked: number, socket: net.Socket): void {
+    trace?.markId(id, 'target-connected');
     const live = this.link.current();
     if (!live) {
       socket.destroy();
@@ -220,6 +226,7 @@ export class ServiceProxy extends EventEmitter {
       ...this.link.authHeaders(),
     });
     stream.on('error', () => undefined);
+    trace?.markId(id, 'connect-out');
     const leg = new ResumableStream(authority);
     leg.attach(stream, 0);
     this.link.tunnels.add(id, leg);
@@ -227,6 +234,7 @@ export class ServiceProxy extends EventEmitter {
     // HEADERS instead of waiting for the server's 200. A refusal (the client gave up meanwhile) resets
     // the target connection before the stream's end could close it in order.
     stream.once('response', (headers) => {
+      trace?.markId(id, 'ok-in');
       if (Number(headers[':status']) !== 200) {
         abort(socket);
         leg.destroy();
@@ -236,6 +244,10 @@ export class ServiceProxy extends EventEmitter {
     const { metrics } = this.options;
     metrics?.tunnelOpened('ok', target.name, (performance.now() - asked) / 1000);
     splice(socket, leg, undefined, undefined, metrics?.meter(target.name, 'b'));
+    if (trace !== null) {
+      trace.markFirstData(leg, id, 'data-in');
+      trace.markFirstData(socket, id, 'target-data-in');
+    }
   }
 
   /** What the metrics read at scrape time. */

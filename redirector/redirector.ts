@@ -43,9 +43,9 @@ import type { MetricsSnapshot } from '../runtime/metrics';
 import { ResumableStream } from '../runtime/resumable-stream';
 import { getJson, refusalFrom } from '../runtime/requests';
 import { ServerLink } from '../runtime/server-link';
+import { monotonicMs, openTrace } from '../runtime/open-trace';
 import { abort, splice, type SpliceMeter } from '../runtime/splice';
 import { Admission } from './admission';
-import { OpenTiming } from './open-timing';
 import { redirectorConfig, type RedirectorConfig, type RedirectorOptions } from './config';
 import { IpcServer } from './ipc-server';
 import { listenOnPseudo, movedListenerWarning } from './pseudo-listener';
@@ -86,6 +86,9 @@ interface EarlyTunnel {
 }
 
 const NAME_TTL_MS = 30_000;
+
+/** The opening steps of each tunnel, when UNDERPASS_OPEN_TRACE asks for them (the bench's timeline). */
+const trace = openTrace('redirector');
 
 /** Marks a tunnel request as forwarding mode's: the server dials the authority itself. */
 const FORWARD_HEADERS: http2.OutgoingHttpHeaders = { [Headers.forward]: '1' };
@@ -345,8 +348,12 @@ export class Redirector implements TunnelDialer {
         message: name ? `${name} is not published on port ${port}` : `${address} is not a pseudo address`,
       };
     }
+    const asked = trace === null ? 0 : monotonicMs();
     try {
-      this.park(listener, await this.openTunnel(listener));
+      const tunnel = await this.openTunnel(listener);
+      this.park(listener, tunnel);
+      trace?.markId(tunnel.id, 'ipc-connect-in', asked);
+      trace?.markId(tunnel.id, 'ok-in');
       return { ok: true, ...movedOf(listener), ...(target?.standIn === true ? { via: target.address } : {}) };
     } catch (e) {
       this.log.info(`tunnel to ${listener.host}:${port} refused: ${isUnderpassError(e) ? e.message : String(e)}`);
@@ -525,14 +532,14 @@ export class Redirector implements TunnelDialer {
     socket.on('error', () => undefined);
     // Only the redirector's user (and root) may use its listeners; the socket stays paused until then.
     let early: EarlyTunnel | null = null;
-    const timing = OpenTiming.start(this.log, listener.host);
+    trace?.mark(socket, 'accept');
     this.admission.admit(
       socket,
       () => {
-        timing?.markAdmitted();
-        this.joinTunnel(listener, socket, early, timing);
+        trace?.mark(socket, 'admitted');
+        this.joinTunnel(listener, socket, early);
       },
-      () => (early = this.requestEarly(listener, socket, timing)),
+      () => (early = this.requestEarly(listener, socket)),
     );
   }
 
@@ -543,12 +550,12 @@ export class Redirector implements TunnelDialer {
    * and a connection that closes unadmitted — refused by the owner check, or given up — resets its
    * tunnel, as the target then sees. A parked tunnel (a blocking connect's) needs no request.
    */
-  private requestEarly(listener: Listener, socket: net.Socket, timing: OpenTiming | null): EarlyTunnel | null {
+  private requestEarly(listener: Listener, socket: net.Socket): EarlyTunnel | null {
     // A publication that offers a direct hop tries that first, after admission (direct-hop.ts). Without
     // a session the refusal waits for the admission too: a reset right at the accept can reach a blocking
     // connect() before it returned, which then fails where a real server's connect had succeeded.
     if (listener.parked.length > 0 || this.offersDirect(listener.host) || this.link.current() === null) return null;
-    const leg = this.startTunnel(listener, socket, timing);
+    const leg = this.startTunnel(listener, socket);
     if (leg === null) return null;
     const cancel = (): void => {
       leg.destroy();
@@ -563,7 +570,7 @@ export class Redirector implements TunnelDialer {
    * right behind the request and wait at the server for the proxy's answer, saving a round trip; a
    * refusal resets the connection the app holds.
    */
-  private startTunnel(listener: Listener, socket: net.Socket, timing: OpenTiming | null): ResumableStream | null {
+  private startTunnel(listener: Listener, socket: net.Socket): ResumableStream | null {
     const authority = `${listener.host}:${listener.port}`;
     const leg = new ResumableStream(authority);
     const { stream, answered } = this.requestTunnel(
@@ -575,18 +582,19 @@ export class Redirector implements TunnelDialer {
       },
       listener.forward ? FORWARD_HEADERS : {},
     );
+    trace?.mark(socket, 'connect-out');
     // Observed before anything else: without a session the answer is already a rejection (the refusal
     // itself is handled above), and one left unobserved would end the process.
     answered.then(
       (tunnel) => {
-        timing?.markAnswered();
+        trace?.name(socket, tunnel.id);
+        trace?.markId(tunnel.id, 'ok-in');
         this.link.tunnels.add(tunnel.id, leg);
       },
       () => undefined,
     );
     if (!stream) return null;
     leg.attach(stream, 0);
-    timing?.logAtFirstByte(leg);
     return leg;
   }
 
@@ -601,7 +609,15 @@ export class Redirector implements TunnelDialer {
 
   /** Joins an answered tunnel to a client socket. */
   private carry(authority: string, tunnel: Answered, socket: net.Socket): void {
-    splice(socket, this.legOf(authority, tunnel), undefined, undefined, this.meterOf(authority));
+    this.spliceApp(socket, this.legOf(authority, tunnel), authority);
+  }
+
+  /** Joins the app's socket to its tunnel's leg; from here the splice carries a close of either side to the other. */
+  private spliceApp(socket: net.Socket, leg: Duplex, authority: string): void {
+    splice(socket, leg, undefined, undefined, this.meterOf(authority));
+    // After the splice, which reads them: a 'data' listener alone would let bytes flow past it.
+    trace?.markFirstData(socket, socket, 'app-data-in');
+    trace?.markFirstData(leg, socket, 'data-in');
   }
 
   /**
@@ -662,27 +678,22 @@ export class Redirector implements TunnelDialer {
   }
 
   /** An admitted connection: join it to its early tunnel, a parked one, or one opened now. */
-  private joinTunnel(
-    listener: Listener,
-    socket: net.Socket,
-    early: EarlyTunnel | null,
-    timing: OpenTiming | null,
-  ): void {
+  private joinTunnel(listener: Listener, socket: net.Socket, early: EarlyTunnel | null): void {
     const authority = `${listener.host}:${listener.port}`;
     if (early !== null) {
-      // From here the splice carries a close of either side to the other.
       socket.off('close', early.cancel);
       // Refused meanwhile: the refusal already reset the socket.
-      if (!early.leg.destroyed) splice(socket, early.leg, undefined, undefined, this.meterOf(authority));
+      if (!early.leg.destroyed) this.spliceApp(socket, early.leg, authority);
       return;
     }
     const parked = this.takeParked(listener);
     if (parked) {
+      if (parked.id !== '') trace?.name(socket, parked.id);
       this.carry(authority, parked, socket);
       return;
     }
     if (!this.offersDirect(listener.host)) {
-      this.joinRelayed(listener, socket, timing);
+      this.joinRelayed(listener, socket);
       return;
     }
     // The app's socket stays paused while the direct hop is tried: a fallback to the relay loses nothing.
@@ -690,7 +701,7 @@ export class Redirector implements TunnelDialer {
       (stream) => {
         // The app may have given up meanwhile: nothing is opened for it then.
         if (socket.destroyed) stream?.close(http2.constants.NGHTTP2_CANCEL);
-        else if (stream === null) this.joinRelayed(listener, socket, timing);
+        else if (stream === null) this.joinRelayed(listener, socket);
         else this.carry(authority, { stream, id: '', direct: true }, socket);
       },
       (e: unknown) => {
@@ -701,10 +712,9 @@ export class Redirector implements TunnelDialer {
   }
 
   /** Opens a relayed tunnel for an admitted connection, without waiting for the proxy's answer. */
-  private joinRelayed(listener: Listener, socket: net.Socket, timing: OpenTiming | null): void {
-    const authority = `${listener.host}:${listener.port}`;
-    const leg = this.startTunnel(listener, socket, timing);
-    if (leg !== null) splice(socket, leg, undefined, undefined, this.meterOf(authority));
+  private joinRelayed(listener: Listener, socket: net.Socket): void {
+    const leg = this.startTunnel(listener, socket);
+    if (leg !== null) this.spliceApp(socket, leg, `${listener.host}:${listener.port}`);
   }
 
   /** Counts a tunnel's bytes under its publication (`NAME:PORT` → the pseudo name) when metrics are on. */

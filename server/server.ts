@@ -51,7 +51,11 @@ import { TokenStore } from './token-store';
 import { appendAudit, tryTokenId, type TokenGrant } from './tokens';
 import { statusOf, type ServerStatus } from './status-page';
 import { TunnelMatcher, type TunnelClient } from './tunnels';
+import { monotonicMs, openTrace } from '../runtime/open-trace';
 import { ClusterNode } from './cluster/cluster-node';
+
+/** The opening steps of each tunnel, when UNDERPASS_OPEN_TRACE asks for them (the bench's timeline). */
+const trace = openTrace('server');
 
 /** One shared no-op listener (a fresh closure per stream is 56 B of heap for the stream's life). */
 function ignore(): void {}
@@ -278,6 +282,7 @@ export class TunnelServer {
   }
 
   private handleStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    const started = trace === null ? 0 : monotonicMs();
     stream.on('error', ignore);
     if (headers[Headers.node] !== undefined) {
       this.handleNodeStream(stream, headers);
@@ -354,6 +359,7 @@ export class TunnelServer {
             this.endpoints.endpointFor(stream, account),
           );
         } else {
+          trace?.mark(stream, 'connect-in', started);
           this.responder.markTunnelRequest(stream);
           this.handleTunnelRequest(stream, account, headers, grant);
         }

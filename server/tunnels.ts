@@ -14,12 +14,16 @@ import { publicationId } from '../protocol/names';
 import { Headers } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
 import type { Metrics } from '../runtime/metrics';
+import { openTrace } from '../runtime/open-trace';
 import { ResumableStream } from '../runtime/resumable-stream';
 import { splice, type SpliceMeter, type SpliceResult } from '../runtime/splice';
 import type { EndpointSession } from './endpoints';
 import type { ProxySession } from './publications';
 import type { Responder } from './respond';
 import type { Publication } from './store';
+
+/** The opening steps of each tunnel, when UNDERPASS_OPEN_TRACE asks for them (the bench's timeline). */
+const trace = openTrace('server');
 
 /** One publication's traffic since the server started, for the status page. */
 export interface Traffic {
@@ -115,6 +119,7 @@ export class TunnelMatcher {
     const requesterEndpoint = typeof requester === 'function' ? requester() : null;
 
     const id = crypto.randomBytes(12).toString('base64url');
+    trace?.name(stream, id);
     const timer = setTimeout(() => {
       if (this.pending.get(id) !== pending) return;
       this.forget(pending);
@@ -148,10 +153,12 @@ export class TunnelMatcher {
           ? clientOf(session, pending.requesterEndpoint?.account ?? '', host)
           : requester,
     );
+    trace?.markId(id, 'control-out');
   }
 
   /** The proxy reached the target and opens the stream that carries the bytes. */
   answer(stream: http2.ServerHttp2Stream, id: string): void {
+    trace?.markId(id, 'answer-in');
     const pending = this.pending.get(id);
     if (!pending || pending.proxy.session !== stream.session) {
       throw new NotFoundError('no tunnel request with that id is waiting on this session');
@@ -187,6 +194,11 @@ export class TunnelMatcher {
       undefined,
       traffic.meter,
     );
+    if (trace !== null) {
+      trace.markId(id, 'ok-out');
+      trace.markFirstData(clientSide, id, 'client-data-in');
+      trace.markFirstData(proxyLeg, id, 'proxy-data-in');
+    }
   }
 
   /** The proxy could not reach the target: the redirector's request is refused with its reason. */
