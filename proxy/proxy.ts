@@ -32,12 +32,16 @@ export type ProxyEvent =
   | { event: 'disconnected' }
   | { event: 'reconnected' };
 
+function ignoreError(): void {}
+
 export class ServiceProxy extends EventEmitter {
   readonly link: ServerLink;
   /** Service key → target: the proxy alone knows where a key leads; the server never sees HOST:PORT. */
   private readonly byKey = new Map<string, Target>();
   /** Pseudo name → target, for the direct listener's tunnels (they name the publication, not a key). */
   private readonly byHost = new Map<string, Target>();
+  /** Target → `NAME:PORT`, made once: each tunnel's request and leg name it. */
+  private readonly authorities = new Map<Target, string>();
   private wasUp = false;
   private readonly direct: DirectListener | null;
   /** What every publish announces of the direct listener, once it listens. */
@@ -218,14 +222,19 @@ export class ServiceProxy extends EventEmitter {
       socket.destroy();
       return;
     }
-    const authority = `${target.name}:${target.port}`;
+    let authority = this.authorities.get(target);
+    if (authority === undefined) {
+      authority = `${target.name}:${target.port}`;
+      this.authorities.set(target, authority);
+    }
     const stream = live.session.request({
       ':method': 'CONNECT',
       ':authority': authority,
       [Headers.tunnelId]: id,
       ...this.link.authHeaders(),
     });
-    stream.on('error', () => undefined);
+    // Not a closure: one made here would keep this call's scope (socket, leg) for the tunnel's life.
+    stream.on('error', ignoreError);
     trace?.markId(id, 'connect-out');
     const leg = new ResumableStream(authority);
     leg.attach(stream, 0);

@@ -7,10 +7,13 @@
 import net from 'node:net';
 
 export interface DialOutcome {
+  /** The socket is connected; its errors from now on are the caller's (a no-op listener holds them meanwhile). */
   connected: (socket: net.Socket) => void;
   /** The connection could not be made: `reason` is its errno code (ETIMEDOUT for the deadline). */
   failed: (reason: string) => void;
 }
+
+function ignoreError(): void {}
 
 export function dialTarget(host: string, port: number, timeoutMs: number, outcome: DialOutcome): net.Socket {
   const socket = net.connect({ host, port, allowHalfOpen: true, noDelay: true });
@@ -18,12 +21,17 @@ export function dialTarget(host: string, port: number, timeoutMs: number, outcom
     () => socket.destroy(Object.assign(new Error('ETIMEDOUT'), { code: 'ETIMEDOUT' })),
     timeoutMs,
   );
-  socket.once('error', (e: NodeJS.ErrnoException) => {
+  const onError = (e: NodeJS.ErrnoException): void => {
     clearTimeout(timer);
-    if (socket.connecting || socket.bytesRead + socket.bytesWritten === 0) outcome.failed(e.code ?? e.message);
-  });
+    outcome.failed(e.code ?? e.message);
+  };
+  socket.once('error', onError);
   socket.once('connect', () => {
     clearTimeout(timer);
+    // Nothing of the dial stays with the open connection: a listener holding these closures (and,
+    // through them, the timer and the caller's outcome) was ~0.8 KiB per idle tunnel on the proxy.
+    socket.off('error', onError);
+    socket.on('error', ignoreError);
     outcome.connected(socket);
   });
   return socket;

@@ -38,6 +38,8 @@ import { TunnelTable } from './tunnel-table';
 import { Backoff, ServerList, type Candidate } from './server-list';
 import { candidateRoutes, describeRoute, openRoute, proxyFor, type Route } from './transport';
 
+const VERSION_TEXT = String(WIRE_VERSION);
+
 /** While tunnels wait for the session, reconnect attempts come at least this often (ms). */
 const RESUME_RETRY_MS = 1_000;
 /** With several servers, how long one may take to connect before the next is tried (ms). */
@@ -75,6 +77,7 @@ export class ServerLink extends EventEmitter {
   private movedTo: Candidate | null = null;
   /** The kind of route that worked last (`describeRoute`); tried first on every reconnect. */
   private preferred: string | null = null;
+  private bearer: string | null = null;
 
   constructor(options: LinkOptions) {
     super();
@@ -113,7 +116,9 @@ export class ServerLink extends EventEmitter {
 
   /** Headers every request carries. */
   authHeaders(): http2.OutgoingHttpHeaders {
-    return { authorization: `Bearer ${this.config.token}`, [Headers.version]: String(WIRE_VERSION) };
+    // The values made once: every tunnel's stream keeps the headers it sent, strings included.
+    this.bearer ??= `Bearer ${this.config.token}`;
+    return { authorization: this.bearer, [Headers.version]: VERSION_TEXT };
   }
 
   /** Sends a message on the control stream; false while the session is down. */
