@@ -13,6 +13,10 @@ It times itself, so the hook's start-up never enters these figures. Output: one 
                                   environment it adds "marks_ms": per sample, CLOCK_MONOTONIC in ms at the
                                   start, after connect(), after the claim and once the byte is back (the
                                   daemons' UNDERPASS_OPEN_TRACE clock, for bench/timeline.ts).
+  probe.py latency-ab N HOST PORT IPC HOST PORT IPC
+                                  The same against two tunnels (two builds' chains, say), taking turns
+                                  connect by connect, so that load which comes and goes falls on both
+                                  alike. {"samples_us": [[first's...], [second's...]]}
   probe.py ordinary PORT N        N x getaddrinfo('localhost', PORT) and N x connect+close to
                                   127.0.0.1:PORT: the ordinary-name path the hook must leave alone.
                                   {"getaddrinfo_us": per call, "connect_us": per call}
@@ -69,6 +73,27 @@ def latency(host, port, n, ipc=None):
     return out
 
 
+def latency_ab(n, targets):
+    addrs = [(socket.getaddrinfo(h, p, socket.AF_INET, socket.SOCK_STREAM)[0][4], ipc) for h, p, ipc in targets]
+    warm = max(10, n // 20)
+    samples = [[] for _ in addrs]
+    for i in range(n + warm):
+        for j, (addr, ipc) in enumerate(addrs):
+            t0 = time.perf_counter_ns()
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.connect(addr)
+            claim(ipc, s, addr[0], addr[1])
+            s.sendall(b'x')
+            if s.recv(1) != b'x':
+                raise SystemExit('probe: echo answered wrongly')
+            t1 = time.perf_counter_ns()
+            s.close()
+            if i >= warm:
+                samples[j].append((t1 - t0) / 1000)
+    return {'samples_us': samples}
+
+
 def ordinary(port, n):
     # Warm the resolver (nsswitch, /etc/hosts parsing) before timing.
     for _ in range(50):
@@ -88,6 +113,8 @@ def ordinary(port, n):
 def main(argv):
     if len(argv) in (4, 5) and argv[0] == 'latency':
         out = latency(argv[1], int(argv[2]), int(argv[3]), argv[4] if len(argv) == 5 else None)
+    elif len(argv) == 8 and argv[0] == 'latency-ab':
+        out = latency_ab(int(argv[1]), [(argv[2], int(argv[3]), argv[4]), (argv[5], int(argv[6]), argv[7])])
     elif len(argv) == 3 and argv[0] == 'ordinary':
         out = ordinary(int(argv[1]), int(argv[2]))
     else:

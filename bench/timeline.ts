@@ -20,7 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { freePort, PYTHON, ROOT } from '../cli/chain';
 import { BenchChain } from './chain';
-import { cpuTicks, exec, Proc, stopAll, sleep, tail } from './proc';
+import { cpuTicks, CpuTally, exec, Proc, stopAll, sleep, tail, type ExecResult } from './proc';
 import { quantile } from './stats';
 
 const PROBE = path.join(ROOT, 'bench', 'probe.py');
@@ -227,35 +227,57 @@ async function timeline(args: Args): Promise<string> {
   return tables.join('\n\n');
 }
 
+/** The daemons whose CPU per tunnel the A/B reads. */
+type Daemon = 'server' | 'proxy' | 'redirector';
+
 async function ab(args: Args): Promise<string> {
   const { echo, port } = await startEcho();
-  const builds = [
-    ['before', path.join(args.before!, 'bin', 'underpass.js')],
-    ['after', undefined],
-  ] as const;
+  const labels = ['before', 'after'] as const;
+  const program = { before: path.join(args.before!, 'bin', 'underpass.js'), after: undefined };
   const chains = new Map<string, BenchChain>();
-  for (const [label, program] of builds) {
-    const chain = new BenchChain({ publish: [`echo=127.0.0.1:${port}`], ...(program ? { program } : {}) });
+  for (const label of labels) {
+    const p = program[label];
+    const chain = new BenchChain({ publish: [`echo=127.0.0.1:${port}`], ...(p !== undefined ? { program: p } : {}) });
     await chain.start();
     chains.set(label, chain);
   }
+  const cpu = new Map(labels.map((l) => [l, new CpuTally<Daemon>(chains.get(l)!.pids())]));
   const samples = new Map<string, number[]>();
+  const note = (key: string, got: number[]): void => {
+    samples.set(key, [...(samples.get(key) ?? []), ...got]);
+    progress(
+      `${key}: p50 ${(quantile(got, 0.5) / 1000).toFixed(3)} ms, p99 ${(quantile(got, 0.99) / 1000).toFixed(3)} ms`,
+    );
+  };
+  const warm = Math.max(10, Math.floor(args.n / 20));
   const { machine } = await machineDuring(async () => {
-    for (let round = 1; round <= args.rounds; round++)
-      for (const client of ['no hook', 'hooked'] as const)
-        for (const [label] of round % 2 === 1 ? builds : [...builds].reverse()) {
-          const out = await probe(chains.get(label)!, client, port, args.n, false);
-          const key = `${client} ${label}`;
-          samples.set(key, [...(samples.get(key) ?? []), ...out.samples_us]);
-          progress(
-            `round ${round}: ${key} p50 ${(quantile(out.samples_us, 0.5) / 1000).toFixed(3)} ms, p99 ${(quantile(out.samples_us, 0.99) / 1000).toFixed(3)} ms`,
-          );
-        }
+    for (let round = 1; round <= args.rounds; round++) {
+      progress(`round ${round} of ${args.rounds}`);
+      // Unhooked: one probe taking turns connect by connect, the CPU of both chains read around it.
+      const target = async (label: string): Promise<string[]> => {
+        const chain = chains.get(label)!;
+        return [await chain.pseudoAddress('echo'), String(port), chain.ipcPath];
+      };
+      const argv = [PROBE, 'latency-ab', String(args.n), ...(await target('before')), ...(await target('after'))];
+      const run = (): Promise<ExecResult> => exec(PYTHON, argv, { timeoutMs: 300_000 });
+      const r = await cpu.get('before')!.around(
+        () => cpu.get('after')!.around(run, () => args.n + warm),
+        () => args.n + warm,
+      );
+      if (r.code !== 0) throw new Error(`probe exited ${r.code}: ${tail(r.stderr, 3)}`);
+      const both = (JSON.parse(r.stdout.trim().split('\n').pop()!) as { samples_us: number[][] }).samples_us;
+      note('no hook before', both[0]!);
+      note('no hook after', both[1]!);
+      // Hooked: one hooked probe per build (hook-run attaches to one redirector), in turn.
+      for (const label of round % 2 === 1 ? labels : [...labels].reverse())
+        note(`hooked ${label}`, (await probe(chains.get(label)!, 'hooked', port, args.n, false)).samples_us);
+    }
   });
   for (const chain of chains.values()) await chain.stop();
   await echo.stop();
+  const ms = (v: number[], q: number): string => (quantile(v, q) / 1000).toFixed(3);
   const lines = [
-    `${args.rounds} interleaved rounds of ${args.n} connects each; load ${machine.load} at start, steal ${machine.steal} during the run`,
+    `${args.rounds} rounds of ${args.n} connects per build and client (unhooked: both builds in turn, connect by connect; hooked: a probe per build, in turn); load ${machine.load} at start, steal ${machine.steal} during the run`,
     '',
     '| client | before p50 | after p50 | before p99 | after p99 | p50 after/before |',
     '|---|---|---|---|---|---|',
@@ -263,10 +285,15 @@ async function ab(args: Args): Promise<string> {
   for (const client of ['no hook', 'hooked'] as const) {
     const b = samples.get(`${client} before`) ?? [];
     const a = samples.get(`${client} after`) ?? [];
-    const ms = (v: number[], q: number): string => (quantile(v, q) / 1000).toFixed(3);
     lines.push(
       `| ${client} | ${ms(b, 0.5)} | ${ms(a, 0.5)} | ${ms(b, 0.99)} | ${ms(a, 0.99)} | ${(quantile(a, 0.5) / quantile(b, 0.5)).toFixed(2)} |`,
     );
+  }
+  lines.push('', '| daemon CPU per unhooked tunnel, ms | server | proxy | redirector |', '|---|---|---|---|');
+  for (const label of labels) {
+    const per = cpu.get(label)!.perUnit();
+    const f = (d: Daemon): string => (per === null ? '—' : per[d].toFixed(3));
+    lines.push(`| ${label} | ${f('server')} | ${f('proxy')} | ${f('redirector')} |`);
   }
   return lines.join('\n');
 }
