@@ -65,6 +65,11 @@ export const EndpointMessage = z.discriminatedUnion('type', [
     })
     .strict(),
   z.object({ type: z.literal('tunnel-failed'), id, code, message: text }).strict(),
+  /**
+   * The target of a tunnel that came on a standby stream (Paths.standby) answered: the server sends the
+   * redirector its 200 (added within version 1, for servers with `standby`).
+   */
+  z.object({ type: z.literal('tunnel-ready'), id }).strict(),
   ack,
   /** A tunnel the endpoint aborted while its session was down: the server resets its side too. */
   z.object({ type: z.literal('reset'), id }).strict(),

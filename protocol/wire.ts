@@ -31,6 +31,12 @@ export const Paths = {
   list: '/v1/list',
   /** GET /v1/direct/<pseudo name>: a ticket for the publication's direct listener, answers {@link DirectOffer}. */
   direct: '/v1/direct/',
+  /**
+   * POST, held by the server: a proxy's stream in waiting, answered with the next tunnel request of its
+   * session (`underpass-tunnel`, `underpass-service-key`) and carrying that tunnel's bytes from then on
+   * (PROTOCOL.md §1.2; added within version 1, for servers with the `standby` feature).
+   */
+  standby: '/v1/standby',
 } as const;
 
 export const Headers = {
@@ -90,6 +96,11 @@ export const SessionInfo = z.object({
   resume: ResumeInfo.optional(),
   /** A cluster node's name (`--node`): which node of the service the endpoint is on (added within version 1). */
   node: z.string().optional(),
+  /**
+   * What this server does beyond version 1 as first written (added within version 1; an endpoint
+   * ignores names it does not know): `standby`, a proxy may hold streams for its next tunnels (Paths.standby).
+   */
+  features: z.array(z.string().max(64)).max(32).optional(),
 });
 export type SessionInfo = z.infer<typeof SessionInfo>;
 

@@ -10,7 +10,7 @@ import net from 'node:net';
 import type { DirectListing, ServerMessage } from '../protocol/control';
 import type { TicketBody } from '../protocol/direct-ticket';
 import type { ErrorCode } from '../protocol/errors';
-import { Headers, type SessionInfo } from '../protocol/wire';
+import { Headers, Paths, type SessionInfo } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
 import type { MetricsSnapshot } from '../runtime/metrics';
 import { openTrace } from '../runtime/open-trace';
@@ -24,6 +24,12 @@ import { DirectListener, refuseStream } from './direct-listener';
 
 /** The opening steps of each tunnel, when UNDERPASS_OPEN_TRACE asks for them (the bench's timeline). */
 const trace = openTrace('proxy');
+
+/**
+ * Standby streams kept at a server that offers them: tunnels opened faster than the proxy replaces
+ * them go the control line's way, as they do with a server that offers none.
+ */
+const STANDBY_STREAMS = 2;
 
 /** What `--json` prints, one object a line. */
 export type ProxyEvent =
@@ -46,6 +52,12 @@ export class ServiceProxy extends EventEmitter {
   private readonly direct: DirectListener | null;
   /** What every publish announces of the direct listener, once it listens. */
   private listing: DirectListing | null = null;
+  /**
+   * On a server with standby streams: the targets whose publish this session has not had answered yet.
+   * The streams open once it is empty, so that no tunnel request on one can come before the service key
+   * it names (a stream's answer can overtake a control line).
+   */
+  private unpublished: { session: http2.ClientHttp2Session; names: Set<string> } | null = null;
 
   private readonly options: ProxyConfig;
 
@@ -57,7 +69,7 @@ export class ServiceProxy extends EventEmitter {
         ? null
         : new DirectListener(this.options.logger, (host, ticket, stream) => this.openDirect(host, ticket, stream));
     this.link = new ServerLink({ ...this.options.link, publishes: this.options.targets.map((t) => t.name) });
-    this.link.on('up', (_session: http2.ClientHttp2Session, info: SessionInfo) => this.publishAll(info));
+    this.link.on('up', (session: http2.ClientHttp2Session, info: SessionInfo) => this.publishAll(session, info));
     this.link.on('message', (message: ServerMessage) => this.handleServerMessage(message));
     this.link.on('down', () => this.emitEvent({ event: 'disconnected' }));
   }
@@ -82,10 +94,14 @@ export class ServiceProxy extends EventEmitter {
   }
 
   /** Publishes every target on each new or resumed session: the server forgets publications with their control stream. */
-  private publishAll(info: SessionInfo): void {
+  private publishAll(session: http2.ClientHttp2Session, info: SessionInfo): void {
     if (this.wasUp) this.emitEvent({ event: 'reconnected' });
     this.wasUp = true;
     if (info.resume?.resumed === true) this.log.debug('session resumed');
+    this.unpublished =
+      info.features?.includes('standby') === true
+        ? { session, names: new Set(this.options.targets.map((t) => t.name)) }
+        : null;
     for (const target of this.options.targets)
       this.link.send({
         type: 'publish',
@@ -122,11 +138,13 @@ export class ServiceProxy extends EventEmitter {
           key: message.key,
           target: `${target.host}:${target.port}`,
         });
+        this.noteAnswered(message.name);
         return;
       }
       case 'refused':
         this.log.error(`the server refused publication '${message.name}': ${message.message}`);
         this.emitEvent({ event: 'refused', name: message.name, code: message.code, message: message.message });
+        this.noteAnswered(message.name);
         return;
       case 'tunnel':
         this.handleTunnel(message.id, message.key, message.client);
@@ -136,6 +154,39 @@ export class ServiceProxy extends EventEmitter {
 
   /** A tunnel request: connect to the key's target, then open the stream that carries the bytes, or say why not. */
   private handleTunnel(id: string, key: string, client: ProxyClient | undefined): void {
+    const opening = this.tryOpening(id, key);
+    if (opening === null) return;
+    const { target, asked, fail } = opening;
+    this.dial(target, client, {
+      failed: fail,
+      connected: (socket) => {
+        trace?.markId(id, 'target-connected');
+        const live = this.link.current();
+        if (!live) {
+          socket.destroy();
+          return;
+        }
+        this.carryTunnel(this.openStream(live.session, id, target, socket), target, asked, socket);
+      },
+    });
+  }
+
+  /** The server answered the publish of `name`: once it answered every one, the standby streams open. */
+  private noteAnswered(name: string): void {
+    const waiting = this.unpublished;
+    if (waiting === null || !waiting.names.delete(name) || waiting.names.size > 0) return;
+    this.unpublished = null;
+    for (let i = 0; i < STANDBY_STREAMS; i++) this.openStandby(waiting.session);
+  }
+
+  /**
+   * The start of tunnel `id`'s opening: its target by service key, when it began, and how to tell the
+   * server it failed; null, the server told, when the key is none of ours.
+   */
+  private tryOpening(
+    id: string,
+    key: string,
+  ): { target: Target; asked: number; fail: (code: string, message: string) => void } | null {
     const asked = performance.now();
     trace?.markId(id, 'tunnel-in');
     const fail = (code: string, message: string): void => {
@@ -145,9 +196,110 @@ export class ServiceProxy extends EventEmitter {
     const target = this.byKey.get(key);
     if (!target) {
       fail('UP_ERR_NOT_FOUND', 'the proxy holds no publication with that service key');
+      return null;
+    }
+    return { target, asked, fail };
+  }
+
+  /**
+   * Keeps a stream in waiting at a server that offers them (SessionInfo.features `standby`): the server
+   * answers it with its next tunnel request and the app's first bytes right behind, so they reach this
+   * proxy with the request instead of after a control line, a connect and a stream of our own. Each one
+   * used is replaced at once; one the server refuses is not.
+   */
+  private openStandby(session: http2.ClientHttp2Session): void {
+    if (session.closed || session.destroyed) return;
+    const stream = session.request({ ':method': 'POST', ':path': Paths.standby, ...this.link.authHeaders() });
+    stream.on('error', ignoreError);
+    stream.once('response', (headers) => {
+      const id = headers[Headers.tunnelId];
+      const key = headers[Headers.serviceKey];
+      if (Number(headers[':status']) !== 200 || typeof id !== 'string' || typeof key !== 'string') {
+        stream.close();
+        return;
+      }
+      // The tunnel's dial first: the replacement is not on its way.
+      this.handleStandbyTunnel(stream, id, key);
+      this.openStandby(session);
+    });
+  }
+
+  /**
+   * A tunnel request that came on a standby stream: its leg is that stream, already carrying the app's
+   * first bytes; they go to the target once it answers, and the server hears `tunnel-ready` then (its
+   * 200 to the redirector waits for it). A failure is said on the control stream, and the server resets
+   * the stream: a reset from here could overtake that line and leave the app without its reason.
+   */
+  private handleStandbyTunnel(stream: http2.ClientHttp2Stream, id: string, key: string): void {
+    const opening = this.tryOpening(id, key);
+    if (opening === null) return;
+    const { target, asked, fail } = opening;
+    // The server sends these only for publications that did not ask for who connects.
+    if (target.proxyProtocol !== undefined) {
+      fail('UP_ERR_PROTOCOL', `${target.name} wants the PROXY protocol, which a standby tunnel does not carry`);
       return;
     }
-    this.dial(target, client, { failed: fail, connected: (socket) => this.carryTunnel(id, target, asked, socket) });
+    const leg = new ResumableStream(this.authorityOf(target));
+    // Until the splice handles them: the server resets the stream of a tunnel that failed.
+    leg.on('error', ignoreError);
+    leg.attach(stream, 0);
+    this.link.tunnels.add(id, leg);
+    this.dial(target, undefined, {
+      failed: fail,
+      connected: (socket) => {
+        trace?.markId(id, 'target-connected');
+        // The app gave up meanwhile: the target connection goes at once.
+        if (leg.destroyed) {
+          socket.destroy();
+          return;
+        }
+        this.link.send({ type: 'tunnel-ready', id });
+        trace?.markId(id, 'ready-out');
+        this.carryTunnel(leg, target, asked, socket);
+      },
+    });
+  }
+
+  /** `NAME:PORT` of `target`, made once: each tunnel's request and leg name it, and keep the string. */
+  private authorityOf(target: Target): string {
+    let authority = this.authorities.get(target);
+    if (authority === undefined) {
+      authority = `${target.name}:${target.port}`;
+      this.authorities.set(target, authority);
+    }
+    return authority;
+  }
+
+  /** Opens the stream that carries tunnel `id` as a resumable leg joined to the target's `socket`. */
+  private openStream(
+    session: http2.ClientHttp2Session,
+    id: string,
+    target: Target,
+    socket: net.Socket,
+  ): ResumableStream {
+    const authority = this.authorityOf(target);
+    const stream = session.request({
+      ':method': 'CONNECT',
+      ':authority': authority,
+      [Headers.tunnelId]: id,
+      ...this.link.authHeaders(),
+    });
+    // Not a closure: one made here would keep this call's scope (socket, leg) for the tunnel's life.
+    stream.on('error', ignoreError);
+    trace?.markId(id, 'connect-out');
+    const leg = new ResumableStream(authority);
+    leg.attach(stream, 0);
+    this.link.tunnels.add(id, leg);
+    // A refusal (the client gave up meanwhile) resets the target connection before the stream's end
+    // could close it in order.
+    stream.once('response', (headers) => {
+      trace?.markId(id, 'ok-in');
+      if (Number(headers[':status']) !== 200) {
+        abort(socket);
+        leg.destroy();
+      }
+    });
+    return leg;
   }
 
   /**
@@ -214,48 +366,18 @@ export class ServiceProxy extends EventEmitter {
     });
   }
 
-  /** The target answered: open the stream that carries the tunnel, and splice the two. */
-  private carryTunnel(id: string, target: Target, asked: number, socket: net.Socket): void {
-    trace?.markId(id, 'target-connected');
-    const live = this.link.current();
-    if (!live) {
-      socket.destroy();
-      return;
-    }
-    let authority = this.authorities.get(target);
-    if (authority === undefined) {
-      authority = `${target.name}:${target.port}`;
-      this.authorities.set(target, authority);
-    }
-    const stream = live.session.request({
-      ':method': 'CONNECT',
-      ':authority': authority,
-      [Headers.tunnelId]: id,
-      ...this.link.authHeaders(),
-    });
-    // Not a closure: one made here would keep this call's scope (socket, leg) for the tunnel's life.
-    stream.on('error', ignoreError);
-    trace?.markId(id, 'connect-out');
-    const leg = new ResumableStream(authority);
-    leg.attach(stream, 0);
-    this.link.tunnels.add(id, leg);
-    // Spliced at once: what the target says first (a banner, a greeting) travels right behind the
-    // HEADERS instead of waiting for the server's 200. A refusal (the client gave up meanwhile) resets
-    // the target connection before the stream's end could close it in order.
-    stream.once('response', (headers) => {
-      trace?.markId(id, 'ok-in');
-      if (Number(headers[':status']) !== 200) {
-        abort(socket);
-        leg.destroy();
-      }
-    });
+  /**
+   * The target answered: splice its socket to the tunnel's leg. At once, not after the server's 200:
+   * what the target says first (a banner, a greeting) travels right behind the HEADERS.
+   */
+  private carryTunnel(leg: ResumableStream, target: Target, asked: number, socket: net.Socket): void {
     // The proxy's splice has the service on side a: its bytes go downstream.
     const { metrics } = this.options;
     metrics?.tunnelOpened('ok', target.name, (performance.now() - asked) / 1000);
     splice(socket, leg, undefined, undefined, metrics?.meter(target.name, 'b'));
-    if (trace !== null) {
-      trace.markFirstData(leg, id, 'data-in');
-      trace.markFirstData(socket, id, 'target-data-in');
+    if (trace !== null && leg.id !== null) {
+      trace.markFirstData(leg, leg.id, 'data-in');
+      trace.markFirstData(socket, leg.id, 'target-data-in');
     }
   }
 

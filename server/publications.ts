@@ -6,7 +6,7 @@
  */
 import http2 from 'node:http2';
 import { encodeControl, EndpointMessage, type DirectListing, type ServerMessage } from '../protocol/control';
-import { ForbiddenError, isUnderpassError, NotFoundError, OfflineError } from '../protocol/errors';
+import { ForbiddenError, isUnderpassError, LimitError, NotFoundError, OfflineError } from '../protocol/errors';
 import { publicationId, publicationName, pseudoName, tryParsePseudoName } from '../protocol/names';
 import { isUnder, MAX_LISTED, type DirectOffer, type NameInfo, type NameList } from '../protocol/wire';
 import { readControl } from '../runtime/control-stream';
@@ -33,7 +33,12 @@ export interface ProxySession {
   pending: Map<string, PendingTunnel>;
   /** Publications whose tunnel requests carry who asks (the proxy speaks the PROXY protocol to them). */
   wantsClient: Set<string>;
+  /** The proxy's streams in waiting (Paths.standby), each answered with a tunnel request and carrying it. */
+  standby: Set<http2.ServerHttp2Stream>;
 }
+
+/** Standby streams one proxy session may hold: a few cover the tunnels opened before it replaces them. */
+export const MAX_STANDBY = 8;
 
 export interface PublicationsDeps {
   /** The cluster this node is part of: told which publications a proxy session here serves. */
@@ -51,6 +56,9 @@ export interface PublicationsDeps {
 
 export class Publications {
   private nextProxyId = 1;
+
+  /** Each session's proxy role, for its standby streams (a session has one control stream at most). */
+  private readonly proxyOfSession = new WeakMap<http2.Http2Session, ProxySession>();
 
   constructor(private readonly deps: PublicationsDeps) {}
 
@@ -167,7 +175,9 @@ export class Publications {
       publications: new Set(),
       pending: new Map(),
       wantsClient: new Set(),
+      standby: new Set(),
     };
+    this.proxyOfSession.set(proxy.session, proxy);
     endpoint.control = stream;
     stream.respond({ ':status': 200, 'content-type': 'application/x-ndjson' });
     readControl(
@@ -181,8 +191,20 @@ export class Publications {
     );
     stream.once('close', () => {
       if (endpoint.control === stream) endpoint.control = null;
+      if (this.proxyOfSession.get(proxy.session) === proxy) this.proxyOfSession.delete(proxy.session);
       this.dropProxy(proxy);
+      for (const standby of proxy.standby) standby.close(http2.constants.NGHTTP2_CANCEL);
     });
+  }
+
+  /** A proxy's stream in waiting for its next tunnel (Paths.standby): held, unanswered, until one comes. */
+  handleStandby(stream: http2.ServerHttp2Stream): void {
+    const proxy = stream.session === undefined ? undefined : this.proxyOfSession.get(stream.session);
+    if (proxy === undefined) throw new NotFoundError('a standby stream needs the control stream of its session first');
+    if (proxy.standby.size >= MAX_STANDBY)
+      throw new LimitError(`a proxy session holds at most ${MAX_STANDBY} standby streams`);
+    proxy.standby.add(stream);
+    stream.once('close', () => proxy.standby.delete(stream));
   }
 
   private handleProxyMessage(proxy: ProxySession, message: EndpointMessage): void {
@@ -199,6 +221,9 @@ export class Publications {
         return;
       case 'tunnel-failed':
         this.deps.tunnels.handleTunnelFailed(proxy, message.id, message.code, message.message);
+        return;
+      case 'tunnel-ready':
+        this.deps.tunnels.handleTunnelReady(proxy, message.id);
         return;
     }
   }

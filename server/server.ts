@@ -57,6 +57,9 @@ import { ClusterNode } from './cluster/cluster-node';
 /** The opening steps of each tunnel, when UNDERPASS_OPEN_TRACE asks for them (the bench's timeline). */
 const trace = openTrace('server');
 
+/** What the session answer announces beyond version 1 as first written (SessionInfo.features). */
+const SERVER_FEATURES = ['standby'];
+
 /** One shared no-op listener (a fresh closure per stream is 56 B of heap for the stream's life). */
 function ignore(): void {}
 
@@ -382,6 +385,8 @@ export class TunnelServer {
         this.responder.json(stream, this.publications.list(account, under.toLowerCase(), grant));
       } else if (method === 'POST' && path === Paths.control) {
         this.publications.handleControl(stream, account, grant);
+      } else if (method === 'POST' && path === Paths.standby) {
+        this.publications.handleStandby(stream);
       } else {
         this.responder.refuse(stream, 'UP_ERR_NOT_FOUND', `no such endpoint: ${String(method)} ${path}`);
       }
@@ -408,6 +413,7 @@ export class TunnelServer {
       account,
       zone: this.zone,
       resume: { token: `${endpoint.id}.${endpoint.secret}`, resumed, graceMs: this.config.graceMs },
+      features: SERVER_FEATURES,
       ...(this.node !== null ? { node: this.cluster.node } : {}),
     };
     this.responder.json(stream, info);

@@ -9,7 +9,7 @@ import { unmapIPv4 } from '../protocol/ipc-wire';
 import crypto from 'node:crypto';
 import http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
-import { LimitError, NotFoundError } from '../protocol/errors';
+import { LimitError, NotFoundError, type ErrorCode } from '../protocol/errors';
 import { publicationId } from '../protocol/names';
 import { Headers } from '../protocol/wire';
 import type { Logger } from '../runtime/log';
@@ -50,6 +50,12 @@ export interface PendingTunnel {
   started: number;
   timer: NodeJS.Timeout;
   onClientClose: () => void;
+  /**
+   * The proxy's leg of a tunnel given to one of its standby streams, while the proxy connects to the
+   * target: the app's first bytes already go down it, and what it carries back is held, with the
+   * redirector's 200, until the proxy's `tunnel-ready`.
+   */
+  held: ResumableStream | null;
 }
 
 export interface TunnelLimits {
@@ -79,6 +85,15 @@ export function clientOf(requester: http2.Http2Session, account: string, host: s
     account,
     host,
   };
+}
+
+/** One of the proxy's standby streams still open, taken from its set; null when it holds none. */
+function takeStandby(proxy: ProxySession): http2.ServerHttp2Stream | null {
+  for (const stream of proxy.standby) {
+    proxy.standby.delete(stream);
+    if (!stream.destroyed && !stream.closed) return stream;
+  }
+  return null;
 }
 
 export class TunnelMatcher {
@@ -121,13 +136,14 @@ export class TunnelMatcher {
     const id = crypto.randomBytes(12).toString('base64url');
     trace?.name(stream, id);
     const timer = setTimeout(() => {
-      if (this.pending.get(id) !== pending) return;
-      this.forget(pending);
-      this.responder.refuse(stream, 'UP_ERR_UNREACHABLE', `${host}'s proxy did not answer in time`);
+      if (this.pending.get(id) === pending)
+        this.refusePending(pending, 'UP_ERR_UNREACHABLE', `${host}'s proxy did not answer in time`);
     }, this.limits.tunnelTimeoutMs);
     timer.unref();
     const onClientClose = (): void => {
-      if (this.pending.get(id) === pending) this.forget(pending);
+      if (this.pending.get(id) !== pending) return;
+      this.forget(pending);
+      pending.held?.destroy();
     };
     const pending: PendingTunnel = {
       id,
@@ -139,10 +155,19 @@ export class TunnelMatcher {
       started: performance.now(),
       timer,
       onClientClose,
+      held: null,
     };
     this.pending.set(id, pending);
     proxy.pending.set(id, pending);
     stream.once('close', onClientClose);
+    // A publication behind the PROXY protocol needs who asks, which only the control line carries.
+    const standby = proxy.wantsClient.has(publication.name) ? null : takeStandby(proxy);
+    if (standby !== null) {
+      standby.respond({ ':status': 200, [Headers.tunnelId]: id, [Headers.serviceKey]: publication.key });
+      trace?.markId(id, 'standby-out');
+      this.join(pending, standby, true);
+      return;
+    }
     this.sendTunnel(
       proxy,
       id,
@@ -160,17 +185,29 @@ export class TunnelMatcher {
   answer(stream: http2.ServerHttp2Stream, id: string): void {
     trace?.markId(id, 'answer-in');
     const pending = this.pending.get(id);
-    if (!pending || pending.proxy.session !== stream.session) {
+    if (!pending || pending.proxy.session !== stream.session || pending.held !== null) {
       throw new NotFoundError('no tunnel request with that id is waiting on this session');
     }
-    this.forget(pending);
-    const client = pending.client;
-    if (client.destroyed || client.closed) {
+    if (pending.client.destroyed || pending.client.closed) {
+      this.forget(pending);
       stream.close(http2.constants.NGHTTP2_CANCEL);
       return;
     }
     stream.respond({ ':status': 200 });
-    client.respond({ ':status': 200, [Headers.tunnelId]: id });
+    this.join(pending, stream, false);
+  }
+
+  /**
+   * Splices the redirector's stream and the proxy's, each as a resumable leg. `held`: the proxy is
+   * still connecting to the target (a standby stream), and the redirector's 200 waits for its
+   * tunnel-ready; else the tunnel is open now.
+   */
+  private join(pending: PendingTunnel, stream: http2.ServerHttp2Stream, held: boolean): void {
+    const { id, client } = pending;
+    if (!held) {
+      this.forget(pending);
+      client.respond({ ':status': 200, [Headers.tunnelId]: id });
+    }
     // Each leg outlives its stream for the grace period should its endpoint's link drop.
     // The server never resumes a tunnel itself (its endpoints do), so its legs name no authority.
     let clientSide: Duplex = client;
@@ -186,7 +223,7 @@ export class TunnelMatcher {
     const traffic = this.trafficOf(pending.publication);
     traffic.open += 1;
     traffic.opened += 1;
-    this.metrics?.tunnelOpened('ok', pending.publication.name, (performance.now() - pending.started) / 1000);
+    if (!held) this.metrics?.tunnelOpened('ok', pending.publication.name, (performance.now() - pending.started) / 1000);
     splice(
       clientSide,
       proxyLeg,
@@ -194,6 +231,12 @@ export class TunnelMatcher {
       undefined,
       traffic.meter,
     );
+    // Held until tunnel-ready: nothing may reach the redirector before its 200 (a write would send
+    // one without the tunnel's id), and a paused leg emits neither data nor its end.
+    if (held) {
+      proxyLeg.pause();
+      pending.held = proxyLeg;
+    }
     if (trace !== null) {
       trace.markId(id, 'ok-out');
       trace.markFirstData(clientSide, id, 'client-data-in');
@@ -201,20 +244,42 @@ export class TunnelMatcher {
     }
   }
 
+  /** The proxy reached the target of a tunnel on a standby stream: the redirector gets its 200, and the bytes flow both ways. */
+  handleTunnelReady(proxy: ProxySession, id: string): void {
+    const pending = proxy.pending.get(id);
+    const held = pending?.held;
+    if (!pending || !held) return;
+    trace?.markId(id, 'ready-in');
+    this.forget(pending);
+    pending.client.respond({ ':status': 200, [Headers.tunnelId]: id });
+    this.metrics?.tunnelOpened('ok', pending.publication.name, (performance.now() - pending.started) / 1000);
+    held.resume();
+  }
+
   /** The proxy could not reach the target: the redirector's request is refused with its reason. */
   handleTunnelFailed(proxy: ProxySession, id: string, code: string, message: string): void {
     const pending = proxy.pending.get(id);
     if (!pending) return;
-    this.forget(pending);
     this.log.info(`tunnel refused: ${message}`, { publication: pending.publication.name, code });
-    this.responder.refuse(pending.client, 'UP_ERR_TARGET_REFUSED', message);
+    this.refusePending(pending, 'UP_ERR_TARGET_REFUSED', message);
   }
 
   /** The proxy went away: every request waiting on it is refused. */
   dropProxy(proxy: ProxySession): void {
-    for (const pending of [...proxy.pending.values()]) {
-      this.forget(pending);
-      this.responder.refuse(pending.client, 'UP_ERR_OFFLINE', 'the service proxy went away');
+    for (const pending of [...proxy.pending.values()])
+      this.refusePending(pending, 'UP_ERR_OFFLINE', 'the service proxy went away');
+  }
+
+  /**
+   * Refuses a waiting request. A held tunnel's legs go too, after the refusal, so that the redirector
+   * reads the refusal's reason rather than a reset; the proxy's stream is reset with them.
+   */
+  private refusePending(pending: PendingTunnel, code: ErrorCode, message: string): void {
+    this.forget(pending);
+    this.responder.refuse(pending.client, code, message);
+    if (pending.held !== null) {
+      this.trafficOf(pending.publication).opened -= 1;
+      pending.held.destroy();
     }
   }
 

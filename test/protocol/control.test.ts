@@ -34,6 +34,11 @@ describe('protocol/control: the control stream codec', function () {
     assert.deepEqual(new ControlDecoder(ServerMessage).push(tunnel), [
       { type: 'tunnel', id: 'abc', key: '0123456789abcdef0123' },
     ]);
+    // {"type":"tunnel-ready","id":"abc"}\n
+    const ready = Buffer.from('7b2274797065223a2274756e6e656c2d7265616479222c226964223a22616263227d0a', 'hex');
+    assert.deepEqual(new ControlDecoder(EndpointMessage).push(ready), [{ type: 'tunnel-ready', id: 'abc' }]);
+    // Only a proxy sends it: a server's line with it is malformed.
+    assert.throws(() => new ControlDecoder(ServerMessage).push(ready), /malformed/);
     const ack = Buffer.from('7b2274797065223a2261636b222c226964223a227431222c226e223a357d0a', 'hex'); // {"type":"ack","id":"t1","n":5}\n
     assert.deepEqual(new ControlDecoder(EndpointMessage).push(ack), [{ type: 'ack', id: 't1', n: 5 }]);
     assert.deepEqual(new ControlDecoder(ServerMessage).push(ack), [{ type: 'ack', id: 't1', n: 5 }]);
@@ -56,6 +61,7 @@ describe('protocol/control: the control stream codec', function () {
         code: fc.constantFrom('UP_ERR_TARGET_REFUSED', 'UP_ERR_NOT_FOUND'),
         message: fc.string({ maxLength: 200 }),
       }),
+      fc.record({ type: fc.constant('tunnel-ready' as const), id: fc.string({ minLength: 1, maxLength: 64 }) }),
     );
     fc.assert(
       fc.property(
