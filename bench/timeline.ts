@@ -148,7 +148,7 @@ function timelineTable(client: Client, matched: Array<{ steps: Steps; mark: numb
     .map(([key, v]) => ({ key, median: quantile(v, 0.5), p90: quantile(v, 0.9), n: v.length }))
     .sort((a, b) => a.median - b.median);
   const lines = [
-    `### ${client}: ${matched.length} tunnels traced, connect + 1-byte round trip p50 ${(quantile(e2e, 0.5) / 1000).toFixed(3)} ms (untraced runs of the same rounds)`,
+    `### ${client}: ${matched.length} tunnels traced, connect + 1-byte round trip p50 ${(quantile(e2e, 0.5) / 1000).toFixed(3)} ms (these traced runs)`,
     '',
     '| step (process, event) | from the probe start, median ms | gap to the row above, ms | p90 ms |',
     '|---|---|---|---|',

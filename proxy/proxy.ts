@@ -31,6 +31,9 @@ const trace = openTrace('proxy');
  */
 const STANDBY_STREAMS = 2;
 
+/** The longest a used standby stream waits for its replacement (ms), for a target that says nothing first. */
+const STANDBY_REPLACE_MS = 50;
+
 /** What `--json` prints, one object a line. */
 export type ProxyEvent =
   | { event: 'published'; name: string; host: string; key: string; target: string }
@@ -186,12 +189,14 @@ export class ServiceProxy extends EventEmitter {
   private tryOpening(
     id: string,
     key: string,
+    onFailed?: () => void,
   ): { target: Target; asked: number; fail: (code: string, message: string) => void } | null {
     const asked = performance.now();
     trace?.markId(id, 'tunnel-in');
     const fail = (code: string, message: string): void => {
       this.options.metrics?.tunnelOpened(code);
       this.link.send({ type: 'tunnel-failed', id, code, message });
+      onFailed?.();
     };
     const target = this.byKey.get(key);
     if (!target) {
@@ -218,9 +223,7 @@ export class ServiceProxy extends EventEmitter {
         stream.close();
         return;
       }
-      // The tunnel's dial first: the replacement is not on its way.
-      this.handleStandbyTunnel(stream, id, key);
-      this.openStandby(session);
+      this.handleStandbyTunnel(stream, id, key, session);
     });
   }
 
@@ -230,8 +233,29 @@ export class ServiceProxy extends EventEmitter {
    * 200 to the redirector waits for it). A failure is said on the control stream, and the server resets
    * the stream: a reset from here could overtake that line and leave the app without its reason.
    */
-  private handleStandbyTunnel(stream: http2.ClientHttp2Stream, id: string, key: string): void {
-    const opening = this.tryOpening(id, key);
+  private handleStandbyTunnel(
+    stream: http2.ClientHttp2Stream,
+    id: string,
+    key: string,
+    session: http2.ClientHttp2Session,
+  ): void {
+    // The stream is replaced once this tunnel's opening is over — its dial failed, or the target's first
+    // bytes left for the server, or STANDBY_REPLACE_MS passed — not now: a stream made now, and the
+    // server's work to take it, would sit on this tunnel's way to its tunnel-ready and its first bytes.
+    let replaced = false;
+    let watched: net.Socket | null = null;
+    const onFirstBytes = (): void => void setImmediate(replace);
+    const replace = (): void => {
+      if (replaced) return;
+      replaced = true;
+      clearTimeout(timer);
+      // Nothing of this stays with the open tunnel.
+      watched?.off('data', onFirstBytes);
+      this.openStandby(session);
+    };
+    const timer = setTimeout(replace, STANDBY_REPLACE_MS);
+    timer.unref();
+    const opening = this.tryOpening(id, key, () => setImmediate(replace));
     if (opening === null) return;
     const { target, asked, fail } = opening;
     // The server sends these only for publications that did not ask for who connects.
@@ -256,6 +280,9 @@ export class ServiceProxy extends EventEmitter {
         this.link.send({ type: 'tunnel-ready', id });
         trace?.markId(id, 'ready-out');
         this.carryTunnel(leg, target, asked, socket);
+        // After the splice's listener: the bytes are written by then, and leave before the immediate.
+        watched = socket;
+        socket.once('data', onFirstBytes);
       },
     });
   }
