@@ -3,9 +3,10 @@
  *
  * node-ipc is pinned to 9.2.1: the last release before the 2022 sabotage (10.1.1–10.1.2 and 9.2.2 / 11.x
  * with `peacenotwar`), with a dependency tree of three small packages (event-pubsub, js-message,
- * js-queue → easy-stack), all read, none with install scripts. Its server keeps an unbounded string
- * buffer per socket until it sees the delimiter, so this module caps that buffer and drops a peer that
- * exceeds it; it also serves one user only (socket in a 0700 directory, mode 0600).
+ * js-queue → easy-stack), all read, none with install scripts. It runs in raw mode: this module splits
+ * each peer's bytes into messages itself (node-ipc's wire form, protocol/ipc-wire.ts), and drops a peer
+ * that sends more than IPC_MAX_MESSAGE without a delimiter; it also serves one user only (socket in a
+ * 0700 directory, mode 0600).
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -13,7 +14,10 @@ import path from 'node:path';
 import RootIPC from 'node-ipc';
 import { ConfigError } from '../protocol/errors';
 import {
+  encodeIpcMessage,
+  IPC_DELIMITER,
   IPC_MAX_MESSAGE,
+  tryDecodeIpcMessage,
   IpcEvent,
   IpcMessages,
   tryParseIpcRequest,
@@ -37,8 +41,14 @@ export type IpcHandlers = { [K in IpcRequestKind]: (request: IpcRequest<K>) => P
 };
 
 interface IpcSocket extends net.Socket {
-  ipcBuffer?: string;
+  /** The start of a message whose delimiter has not come yet. */
+  ipcPending?: string;
 }
+
+/** Request kinds by the event they travel as. */
+const KINDS = new Map<string, IpcKind>(
+  (Object.keys(IpcMessages) as IpcKind[]).map((kind) => [IpcMessages[kind].event, kind]),
+);
 
 /** Fails when something already answers at `socketPath`; removes a stale socket file otherwise. */
 async function claimPath(socketPath: string): Promise<void> {
@@ -73,27 +83,15 @@ export class IpcServer {
       silent: true,
       unlink: false,
       maxConnections: 4096,
-      // Each request carries `id` only for node-ipc's bookkeeping; replies go to the socket that asked.
+      // Raw: node-ipc hands over each socket's bytes and this module splits them into messages. Parsed
+      // by node-ipc, every message became a js-message object whose accessors are closures of its own,
+      // so each claim (one per tunneled connection) left new hidden classes in V8's old space.
+      rawBuffer: true,
       id: 'underpass-redirector',
     });
     this.ipc.serve(this.socketPath);
     const server = this.ipc.server;
-    for (const kind of Object.keys(IpcMessages) as IpcKind[]) {
-      server.on(IpcMessages[kind].event, (data: unknown, socket: IpcSocket) => void this.dispatch(kind, data, socket));
-    }
-    // node-ipc publishes a new connection as ('connect', socket) — and a peer's message typed "connect"
-    // as ('connect', data, socket); only the first kind is a connection.
-    server.on('connect', (socket: unknown, fromMessage?: unknown) => {
-      if (fromMessage !== undefined || !(socket instanceof net.Socket)) return;
-      // Runs after node-ipc's own 'data' handler has appended to its buffer.
-      socket.on('data', () => {
-        if (((socket as IpcSocket).ipcBuffer?.length ?? 0) > IPC_MAX_MESSAGE) {
-          this.logger.warn('dropped an IPC peer that sent an oversized message');
-          socket.destroy();
-        }
-      });
-      socket.on('error', () => undefined);
-    });
+    server.on('data', (data: Buffer, socket: IpcSocket) => this.receive(data, socket));
     server.on('error', (err: unknown) => this.logger.debug(`IPC error: ${String(err)}`));
     await new Promise<void>((resolve, reject) => {
       server.on('start', () => resolve());
@@ -117,6 +115,23 @@ export class IpcServer {
     }
   }
 
+  /** A peer's bytes: each complete message is dispatched; a peer past IPC_MAX_MESSAGE without a delimiter is dropped. */
+  private receive(data: Buffer, socket: IpcSocket): void {
+    let buffer = (socket.ipcPending ?? '') + data.toString('utf8');
+    for (let end = buffer.indexOf(IPC_DELIMITER); end >= 0; end = buffer.indexOf(IPC_DELIMITER)) {
+      const message = tryDecodeIpcMessage(buffer.slice(0, end));
+      buffer = buffer.slice(end + IPC_DELIMITER.length);
+      // Garbage and unknown events cost only their sender: nothing answers them.
+      const kind = message === null ? undefined : KINDS.get(message.type);
+      if (message !== null && kind !== undefined) void this.dispatch(kind, message.data, socket);
+    }
+    socket.ipcPending = buffer;
+    if (buffer.length > IPC_MAX_MESSAGE) {
+      this.logger.warn('dropped an IPC peer that sent an oversized message');
+      socket.destroy();
+    }
+  }
+
   private async dispatch(kind: IpcKind, data: unknown, socket: IpcSocket): Promise<void> {
     let reply: object;
     const request = tryParseIpcRequest(kind, data);
@@ -137,6 +152,6 @@ export class IpcServer {
     }
     // A notification's sender closed its socket right after writing: nothing goes back.
     if (IpcMessages[kind].reply !== null && socket !== undefined && !socket.destroyed)
-      this.ipc.server.emit(socket, IpcEvent.reply, reply);
+      this.ipc.server.emit(socket, encodeIpcMessage(IpcEvent.reply, reply));
   }
 }
