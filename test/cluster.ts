@@ -60,8 +60,11 @@ export interface ClusterNode {
 export class TestCluster {
   readonly dir = tmpDir('cluster');
   readonly token = `cluster-token-${process.pid}-0123456789abcdef`;
-  redis!: Program;
+  /** The redis-server `start()` ran, unless it was given a Redis to use. */
+  redis: Program | undefined;
   redisPort = 0;
+  /** What the nodes' `--cluster` names. */
+  private url = '';
   readonly nodes = new Map<string, ClusterNode>();
 
   constructor(
@@ -85,10 +88,15 @@ export class TestCluster {
     throw new Error(`no node listens at ${address}`);
   }
 
-  async start(): Promise<this> {
-    this.redisPort = await freePort();
-    this.redis = redisServer(this.redisPort);
-    await this.redis.waitFor(/Ready to accept connections/);
+  /** Starts the nodes on `url`, or on a redis-server of its own (`redisPort`) when none is given. */
+  async start(url?: string): Promise<this> {
+    if (url !== undefined) this.url = url;
+    else {
+      this.redisPort = await freePort();
+      this.redis = redisServer(this.redisPort);
+      await this.redis.waitFor(/Ready to accept connections/);
+      this.url = `redis://127.0.0.1:${this.redisPort}`;
+    }
     for (const name of this.names) await this.startNode(name);
     return this;
   }
@@ -115,7 +123,7 @@ export class TestCluster {
       '--token',
       this.token,
       '--cluster',
-      `redis://127.0.0.1:${this.redisPort}`,
+      this.url,
       '--node',
       name,
       '--advertise',

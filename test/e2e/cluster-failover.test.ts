@@ -181,7 +181,7 @@ describe('cluster: failover and a Redis outage (issue 14)', function () {
     extra.push(app);
     await app.waitFor(/LINE 2/);
     const b = cluster.node('b').program;
-    cluster.redis.child.kill('SIGSTOP');
+    cluster.redis!.child.kill('SIGSTOP');
     let stoppedLines: number;
     try {
       await b.waitFor(/lost the cluster's Redis/);
@@ -192,7 +192,7 @@ describe('cluster: failover and a Redis outage (issue 14)', function () {
       await new Promise((r) => setTimeout(r, 10_000));
       assert.ok(app.stdout.split('\n').length > stoppedLines + 5, `the open tunnel went on:\n${app.stdout}`);
     } finally {
-      cluster.redis.child.kill('SIGCONT');
+      cluster.redis!.child.kill('SIGCONT');
     }
     await b.waitFor(/the cluster's Redis is back/);
     await cluster.node('c').program.waitFor(/the cluster's Redis is back: re-asserted 1 publication/);
