@@ -184,7 +184,12 @@ function tlsOver(socket: net.Socket | undefined, target: Target, alpn: string): 
  * stream whose own TLS protects it (HTTP/2 then runs in clear inside it).
  */
 export async function openRoute(route: Route, target: Target, timeoutMs = 5_000): Promise<Duplex> {
-  const raw = route.proxy || route.carrier === 'tls' ? await openTcp(route, target, timeoutMs) : undefined;
+  // A WebSocket dials by name unless it is given its socket: one of a name's several addresses
+  // (server-list.ts) must be the one dialled, or a failover could land on any of them, or on none.
+  const raw =
+    route.proxy || route.carrier === 'tls' || target.address !== undefined
+      ? await openTcp(route, target, timeoutMs)
+      : undefined;
   if (route.carrier === 'tls') {
     const socket = tls.connect(tlsOver(raw, target, ALPN));
     return withTimeout(

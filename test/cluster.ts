@@ -46,8 +46,15 @@ export function redisServer(port: number, label = 'redis-server'): Program {
   ]);
 }
 
+/** Where a node listens. */
+export interface Listen {
+  host: string;
+  port: number;
+}
+
 export interface ClusterNode {
   name: string;
+  host: string;
   port: number;
   dataDir: string;
   program: Program;
@@ -88,8 +95,12 @@ export class TestCluster {
     throw new Error(`no node listens at ${address}`);
   }
 
-  /** Starts the nodes on `url`, or on a redis-server of its own (`redisPort`) when none is given. */
-  async start(url?: string): Promise<this> {
+  /**
+   * Starts the nodes on Redis `url`, or on a redis-server of its own (`redisPort`) when none is given;
+   * each on a free port of 127.0.0.1 unless `listen` names its address.
+   */
+  async start(options: { url?: string; listen?: Record<string, Listen> } = {}): Promise<this> {
+    const { url, listen = {} } = options;
     if (url !== undefined) this.url = url;
     else {
       this.redisPort = await freePort();
@@ -97,14 +108,18 @@ export class TestCluster {
       await this.redis.waitFor(/Ready to accept connections/);
       this.url = `redis://127.0.0.1:${this.redisPort}`;
     }
-    for (const name of this.names) await this.startNode(name);
+    for (const name of this.names) await this.startNode(name, [], listen[name]);
     return this;
   }
 
-  /** Starts (or starts again, on the same port and data dir) node `name`, with `args` for it alone. */
-  async startNode(name: string, args: string[] = []): Promise<ClusterNode> {
+  /**
+   * Starts (or starts again, on the same address and data dir) node `name`, with `args` for it alone, on
+   * `listen` or a free port of 127.0.0.1.
+   */
+  async startNode(name: string, args: string[] = [], listen?: Listen): Promise<ClusterNode> {
     const known = this.nodes.get(name);
-    const port = known?.port ?? (await freePort());
+    const host = listen?.host ?? known?.host ?? '127.0.0.1';
+    const port = listen?.port ?? known?.port ?? (await freePort(host));
     const metrics = known?.metrics ?? `127.0.0.1:${await freePort()}`;
     const dataDir = path.join(this.dir, name);
     const first = path.join(this.dir, this.names[0]!, 'tls');
@@ -112,7 +127,7 @@ export class TestCluster {
       fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
       fs.cpSync(first, path.join(dataDir, 'tls'), { recursive: true });
     }
-    const address = `127.0.0.1:${port}`;
+    const address = `${host}:${port}`;
     const program = new Program(`node ${name}`, process.execPath, [
       UNDERPASS,
       'server',
@@ -134,7 +149,7 @@ export class TestCluster {
       ...args,
     ]);
     await program.waitFor(/listening on/);
-    const node = { name, port, dataDir, program, address, metrics };
+    const node = { name, host, port, dataDir, program, address, metrics };
     this.nodes.set(name, node);
     return node;
   }

@@ -4,7 +4,10 @@
  * `redis+sentinel://SENTINEL/mymaster`, and (2) a real three-primary Redis Cluster (`redis-cli --cluster
  * create`), named as `redis+cluster://HOST:PORT,HOST:PORT`. In each, a proxy on node a and a redirector on
  * node b carry a tunnel across the node link b → a, and the cluster's state (heartbeats, the publication's
- * owner) is read back from that Redis with redis-cli.
+ * owner) is read back from that Redis with redis-cli. And (3) an endpoint given one name that resolves to
+ * both nodes' addresses (`--server localhost:PORT`, run in a mount namespace whose /etc/hosts gives
+ * localhost 127.0.0.1 and 127.0.0.2, the nodes' addresses) moves to the other address over TLS when its
+ * node is killed.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -41,7 +44,7 @@ function crossesOn(label: string, url: () => string, redisCli: (...args: string[
     dir = tmpDir(`cluster-${label.replace(/\W+/g, '-')}`);
     echoPort = await freePort();
     programs.push(lineEchoServer(echoPort, { upper: true }));
-    cluster = await new TestCluster(['a', 'b']).start(url());
+    cluster = await new TestCluster(['a', 'b']).start({ url: url() });
     // The redirector comes first, while its account has no proxy anywhere, so that it stays on node b.
     socksPort = await freePort();
     redirector = new Program('redirector', process.execPath, [
@@ -89,6 +92,67 @@ function crossesOn(label: string, url: () => string, redisCli: (...args: string[
     await cluster.node('b').program.waitFor(/node link to a up/);
   });
 }
+
+describe('cluster: one server name of several addresses (issue 14)', function () {
+  this.timeout(120_000);
+  let cluster: TestCluster;
+  let dir: string;
+  let port: number;
+  const programs: Program[] = [];
+  const redisCli = async (...args: string[]): Promise<string> =>
+    (await run('redis-cli', ['-p', String(cluster.redisPort), ...args])).stdout.trim();
+
+  before(async function () {
+    dir = tmpDir('cluster-one-name');
+    port = await freePort();
+    cluster = await new TestCluster(['a', 'b']).start({
+      listen: { a: { host: '127.0.0.1', port }, b: { host: '127.0.0.2', port } },
+    });
+  });
+
+  after(async function () {
+    await Promise.all(programs.map((p) => p.stop()));
+    await cluster?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('dials each address of the name, and moves to the other one over TLS when its node dies', async function () {
+    const echoPort = await freePort();
+    programs.push(lineEchoServer(echoPort, { upper: true }));
+    // The name both nodes' certificates hold (localhost), resolving to both of their addresses.
+    const hosts = path.join(dir, 'hosts');
+    fs.writeFileSync(hosts, '127.0.0.1 localhost\n127.0.0.2 localhost\n');
+    const proxy = new Program('proxy', 'unshare', [
+      ...['-m', 'sh', '-c', `mount --bind ${hosts} /etc/hosts && exec "$@"`, 'sh'],
+      ...[process.execPath, UNDERPASS, 'proxy', '--server', `localhost:${port}`, '--ca', cluster.ca],
+      ...['--token', cluster.token, '--json', '--publish', `echo=127.0.0.1:${echoPort}`],
+    ]);
+    programs.push(proxy);
+    await proxy.waitFor(/"event":"published","name":"echo"/, 20_000, 'stdout');
+    assert.match(proxy.stderr, new RegExp(`localhost:${port} \\(127\\.0\\.0\\.1:${port}\\)`));
+    assert.equal(await redisCli('HGET', OWNER, 'node'), 'a');
+
+    await cluster.node('a').program.stop('SIGKILL');
+    await until('the proxy on node b', async () => (await redisCli('HGET', OWNER, 'node')) === 'b');
+    await proxy.waitFor(
+      new RegExp(`session moved to the tunnel server localhost:${port} \\(127\\.0\\.0\\.2:${port}\\)`),
+    );
+    assert.doesNotMatch(proxy.stderr, /WebSocket/, 'the other address is dialled as it is, over TLS');
+
+    const socksPort = await freePort();
+    const redirector = new Program('redirector', process.execPath, [
+      UNDERPASS,
+      'redirector',
+      ...cluster.endpointArgs('b'),
+      ...['--ipc', path.join(dir, 'redirector.sock'), '--pseudo-net', `127.${60 + (process.pid % 30)}.0.0/16`],
+      ...['--dns', 'off', '--socks', `127.0.0.1:${socksPort}`],
+    ]);
+    programs.push(redirector);
+    await redirector.waitFor(/serving hooks on/);
+    const echoed = await run(PYTHON, ['-c', throughSocks(socksPort, 'echo.default.underpass.internal', echoPort)]);
+    assert.equal(echoed.stdout.trim(), 'ACROSS THE NODES', echoed.stderr);
+  });
+});
 
 describe('cluster: on Redis Sentinel and on a Redis Cluster (issue 14)', function () {
   this.timeout(120_000);
