@@ -213,6 +213,7 @@ export class TunnelServer {
       this.log,
     );
     this.address = await this.listener.listen(this.config.port, this.config.host);
+    this.clusterView.listening();
     return this.address;
   }
 

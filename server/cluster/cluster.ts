@@ -72,5 +72,10 @@ export interface Membership extends ClusterView {
    * session at its next beat).
    */
   adopt(id: string, secret: string): void;
+  /**
+   * The node's listener is up. Only then does a node beat: a heartbeat is what makes other nodes send
+   * endpoints to it and dial it, and before it listens its address is not known, or not yet answered.
+   */
+  listening(): void;
   stop(): Promise<void>;
 }

@@ -59,6 +59,8 @@ export class LocalCluster implements Membership {
   claim(): void {}
   release(): void {}
   adopt(): void {}
+
+  listening(): void {}
   stop(): Promise<void> {
     return Promise.resolve();
   }

@@ -71,6 +71,8 @@ export class RedisCluster extends EventEmitter implements Membership {
   private readonly credential: string;
   private timer: NodeJS.Timeout | null = null;
   private beating = false;
+  /** Whether the node listens yet (its heartbeat waits for it). */
+  private reachable = false;
 
   constructor(
     private readonly link: RedisLink,
@@ -100,12 +102,16 @@ export class RedisCluster extends EventEmitter implements Membership {
     return this.link.available;
   }
 
-  /** Subscribes to the events channel and starts beating. */
+  /** Subscribes to the events channel; the heartbeat starts once the node listens (`listening`). */
   async start(): Promise<void> {
     await this.link.subscribe(Keys.events, (message) => this.handleEvent(message));
-    await this.beat();
     this.timer = setInterval(() => void this.beat(), HEARTBEAT_MS);
     this.timer.unref();
+  }
+
+  listening(): void {
+    this.reachable = true;
+    void this.beat();
   }
 
   async stop(): Promise<void> {
@@ -183,7 +189,7 @@ export class RedisCluster extends EventEmitter implements Membership {
   }
 
   private async beat(): Promise<void> {
-    if (this.beating) return;
+    if (this.beating || !this.reachable) return;
     this.beating = true;
     const endpoints = this.state.endpoints();
     const beat: Beat = {

@@ -2,8 +2,8 @@
  * Issue 14, part A: what two real `underpass server` nodes share through a real redis-server besides the
  * directory. A token issued with `underpass token create` on node a's data dir works at node b at once,
  * and revoking it there ends its session on node b; the accounts one node was started with hold on the
- * other, which was given none; and a node whose --token differs from the cluster's refuses to start in
- * one line.
+ * other, which was given none; a node's heartbeat names its address from the first; and a node whose
+ * --token differs from the cluster's refuses to start in one line.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -72,6 +72,28 @@ describe('cluster: tokens and accounts are the cluster’s (issue 14)', function
     const p = proxy('b', alice, 'mine');
     const m = await p.waitFor(/"event":"published","name":"mine","host":"([^"]+)"/, 20_000, 'stdout');
     assert.equal(m[1], 'mine.alice.underpass.internal', 'node b knows account alice from the cluster');
+  });
+
+  it('beats only once it listens, so its heartbeat names its address from the first', async function () {
+    // Without --advertise: the node's address is what its listener got.
+    const port = await freePort();
+    const d = new Program('node d', process.execPath, [
+      ...[UNDERPASS, 'server', '--listen', `127.0.0.1:${port}`, '--data-dir', path.join(cluster.dir, 'd')],
+      ...['--token', cluster.token, '--cluster', `redis://127.0.0.1:${cluster.redisPort}`, '--node', 'd'],
+    ]);
+    programs.push(d);
+    await d.waitFor(/listening on/);
+    // The heartbeat is what sends endpoints to a node: one written before the listener was up named no
+    // address, and a redirector sent there by a placement line stopped on "sent this endpoint to ''".
+    const seen: string[] = [];
+    while (seen.length === 0 || seen.at(-1) === '(none)') {
+      const r = await run('redis-cli', ['-p', String(cluster.redisPort), 'GET', '{underpass}:node:d']);
+      const text = r.stdout.trim();
+      seen.push(text === '' ? '(none)' : (JSON.parse(text) as { advertise: string }).advertise);
+      if (seen.length > 100) break;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.equal(seen.filter((s) => s !== '(none)')[0], `127.0.0.1:${port}`, `heartbeats seen: ${seen.join(', ')}`);
   });
 
   it('refuses to start a node whose --token differs from the cluster’s, in one line', async function () {
