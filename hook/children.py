@@ -31,18 +31,21 @@ class ChildWorker:
         self._device = device
         self._pending = queue.Queue()
         self._seen = set()
+        self._busy = False
         threading.Thread(target=self._work, name='child-hooker', daemon=True).start()
         device.on('child-added', lambda child: self._pending.put(child))
 
     def _work(self):
         while True:
             child = self._pending.get()
+            self._busy = True
             try:
                 self._hooker.on_child_added(child)
             except Exception:  # on_child_added resumes in `finally`; the next child must still be served
                 pass
             finally:
                 self._seen.add(child.pid)
+                self._busy = False
                 self._pending.task_done()
 
     def settle(self, main_pid):
@@ -52,13 +55,18 @@ class ChildWorker:
         gating stops in every hooked process, so that nothing new is held meanwhile: what they start from
         now on runs unhooked rather than be killed with us (and is not waited for)."""
         self._hooker.gate_new_children = False
+        deadline = time.monotonic() + SETTLE_SECONDS
+        # A child being hooked now may have read the flag before it changed, and get gating on: its session
+        # must be among those whose gating stops below, or what it forks meanwhile would be held, and
+        # killed with us, without counting as held (it started after `ungated_after`).
+        while self._busy and time.monotonic() < deadline:
+            time.sleep(0.005)
         for session, _script in list(self._hooker.scripts.values()):
             try:
                 session.disable_child_gating()
             except Exception:
                 pass
         ungated_after = start_time_now()
-        deadline = time.monotonic() + SETTLE_SECONDS
         while time.monotonic() < deadline:
             if self._pending.unfinished_tasks == 0 and not self._device_has_pending():
                 parents = [os.getpid()] + [pid for pid in self._hooker.scripts if pid != main_pid]
@@ -85,7 +93,10 @@ class ChildWorker:
         if is_traced(pid):
             return True
         started = start_time(pid)
-        return pid not in self._seen and started is not None and started < ungated_after
+        # Start times count clock ticks (10 ms): a child the command forked just before it exited mostly
+        # started in the very tick gating stopped in, and must count as held until it is seen. (A child
+        # forked unhooked in that tick after it is waited for, at most SETTLE_SECONDS: rare, and harmless.)
+        return pid not in self._seen and started is not None and started <= ungated_after
 
     def _device_has_pending(self):
         try:
