@@ -14,6 +14,7 @@ import {
 import { ConfigError, NoRedirectorError } from '../protocol/errors';
 import type { ProxyEvent } from '../proxy/proxy';
 import type { LogFormat } from '../runtime/log';
+import { dropBoundAsyncResource } from '../runtime/bound-async-resource';
 import { defaultIpcPath } from '../runtime/paths';
 import { addAdminCommands } from './admin-commands';
 import { applyConfigFile, collect, tryConfigPath, type FileExtras } from './config-file';
@@ -193,6 +194,8 @@ export function buildProgram(): Command {
           MetricsFlags & { publish: string[]; json?: boolean; proxyProtocol?: 'v1' | 'v2'; directListen?: string },
       ) => {
         const logger = load.log().createLogger('proxy', flags.logFormat);
+        // A stream per tunnel: Node 20's request() would leave old-space garbage for each (the module says).
+        dropBoundAsyncResource();
         try {
           const { parsePublish, parseDirectListen } = load.proxyConfig();
           const { ServiceProxy } = load.proxy();
@@ -258,6 +261,7 @@ export function buildProgram(): Command {
     )
     .action(async (flags: RedirectorFlags & { forward: string[]; directRetry: number }) => {
       const logger = load.log().createLogger('redirector', flags.logFormat);
+      dropBoundAsyncResource();
       try {
         const { parseServiceKey } = load.redirectorConfig();
         const { Redirector } = load.redirector();
