@@ -17,6 +17,7 @@ import { openTrace } from '../runtime/open-trace';
 import { ResumableStream } from '../runtime/resumable-stream';
 import { ServerLink } from '../runtime/server-link';
 import { dialTarget } from '../runtime/dial';
+import { LookupCache } from '../runtime/lookup-cache';
 import { abort, splice } from '../runtime/splice';
 import { proxyHeader, type ProxyClient } from './proxy-protocol';
 import { proxyConfig, type ProxyConfig, type ProxyOptions, type Target } from './config';
@@ -49,6 +50,8 @@ export class ServiceProxy extends EventEmitter {
   private readonly byKey = new Map<string, Target>();
   /** Pseudo name → target, for the direct listener's tunnels (they name the publication, not a key). */
   private readonly byHost = new Map<string, Target>();
+  /** The targets' host names, resolved once every few seconds rather than once a tunnel. */
+  private readonly lookups = new LookupCache();
   /** Target → `NAME:PORT`, made once: each tunnel's request and leg name it. */
   private readonly authorities = new Map<Target, string>();
   private wasUp = false;
@@ -338,22 +341,32 @@ export class ServiceProxy extends EventEmitter {
     client: ProxyClient | undefined,
     outcome: { connected: (socket: net.Socket) => void; failed: (code: ErrorCode, message: string) => void },
   ): void {
-    dialTarget(target.host, target.port, target.connectTimeoutMs ?? this.options.connectTimeoutMs, {
-      failed: (reason) => {
-        this.log.warn(`cannot connect to ${target.host}:${target.port} (${reason})`, { publication: target.name });
-        outcome.failed(
-          'UP_ERR_TARGET_REFUSED',
-          `${target.name}'s target ${target.host}:${target.port} refused the connection (${reason})`,
-        );
-      },
-      connected: (socket) => {
-        if (target.proxyProtocol !== undefined && client !== undefined && socket.remoteAddress !== undefined)
-          socket.write(
-            proxyHeader(target.proxyProtocol, client, { address: socket.remoteAddress, port: socket.remotePort ?? 0 }),
+    const timeoutMs = target.connectTimeoutMs ?? this.options.connectTimeoutMs;
+    dialTarget(
+      target.host,
+      target.port,
+      timeoutMs,
+      {
+        failed: (reason) => {
+          this.log.warn(`cannot connect to ${target.host}:${target.port} (${reason})`, { publication: target.name });
+          outcome.failed(
+            'UP_ERR_TARGET_REFUSED',
+            `${target.name}'s target ${target.host}:${target.port} refused the connection (${reason})`,
           );
-        outcome.connected(socket);
+        },
+        connected: (socket) => {
+          if (target.proxyProtocol !== undefined && client !== undefined && socket.remoteAddress !== undefined)
+            socket.write(
+              proxyHeader(target.proxyProtocol, client, {
+                address: socket.remoteAddress,
+                port: socket.remotePort ?? 0,
+              }),
+            );
+          outcome.connected(socket);
+        },
       },
-    });
+      this.lookups.lookup,
+    );
   }
 
   /**

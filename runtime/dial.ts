@@ -15,8 +15,15 @@ export interface DialOutcome {
 
 function ignoreError(): void {}
 
-export function dialTarget(host: string, port: number, timeoutMs: number, outcome: DialOutcome): net.Socket {
-  const socket = net.connect({ host, port, allowHalfOpen: true, noDelay: true });
+/** `lookup`: how a host name is resolved (a LookupCache's, for the proxy's targets); dns.lookup by default. */
+export function dialTarget(
+  host: string,
+  port: number,
+  timeoutMs: number,
+  outcome: DialOutcome,
+  lookup?: net.LookupFunction,
+): net.Socket {
+  const socket = net.connect({ host, port, allowHalfOpen: true, noDelay: true, ...(lookup ? { lookup } : {}) });
   const timer = setTimeout(
     () => socket.destroy(Object.assign(new Error('ETIMEDOUT'), { code: 'ETIMEDOUT' })),
     timeoutMs,
