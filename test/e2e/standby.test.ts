@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http2 from 'node:http2';
 import path from 'node:path';
 import { Chain, freePort, lineEchoServer, Program, PYTHON, tmpDir } from '../harness';
 
@@ -73,6 +74,46 @@ socketserver.ThreadingTCPServer(('127.0.0.1', ${bannerPort}), H).serve_forever()
     await chain?.stop();
     await Promise.all([echo?.stop(), banner?.stop()]);
     fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the server announces the feature, and holds standby streams only beside a control stream, 8 at most', async function () {
+    const session = http2.connect(`https://127.0.0.1:${chain.serverPort}`, { ca: fs.readFileSync(chain.ca) });
+    session.on('error', () => undefined);
+    const auth = { authorization: `Bearer ${chain.token}` };
+    const open = (path: string): http2.ClientHttp2Stream => {
+      const stream = session.request({ ':method': path === '/v1/session' ? 'GET' : 'POST', ':path': path, ...auth });
+      stream.on('error', () => undefined);
+      return stream;
+    };
+    const answer = (stream: http2.ClientHttp2Stream): Promise<http2.IncomingHttpHeaders> =>
+      new Promise((resolve) => stream.once('response', resolve));
+    try {
+      const hello = open('/v1/session');
+      let body = '';
+      hello.on('data', (d: Buffer) => (body += d.toString()));
+      await new Promise((resolve) => hello.once('end', resolve));
+      assert.deepEqual((JSON.parse(body) as { features?: string[] }).features, ['standby']);
+      // Before this session's control stream: refused.
+      const early = await answer(open('/v1/standby'));
+      assert.equal(early[':status'], 404);
+      assert.equal(early['underpass-error'], 'UP_ERR_NOT_FOUND');
+      const control = open('/v1/control');
+      assert.equal((await answer(control))[':status'], 200);
+      const held = Array.from({ length: 8 }, () => open('/v1/standby'));
+      const ninth = await answer(open('/v1/standby'));
+      assert.equal(ninth[':status'], 429);
+      assert.equal(ninth['underpass-error'], 'UP_ERR_LIMIT');
+      // The eight were held, unanswered: they end with the control stream, reset, never answered.
+      let answered = 0;
+      for (const stream of held) stream.once('response', () => (answered += 1));
+      const closed = held.map((stream) => new Promise((resolve) => stream.once('close', resolve)));
+      control.close();
+      await Promise.all(closed);
+      assert.equal(answered, 0);
+      assert.ok(held.every((stream) => stream.rstCode === http2.constants.NGHTTP2_CANCEL));
+    } finally {
+      session.destroy();
+    }
   });
 
   it("carries a non-blocking connect's first bytes, its half-close and the answer on a standby stream", async function () {
