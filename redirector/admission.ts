@@ -28,14 +28,21 @@ export class Admission {
    * Runs `onAdmitted` for a connection its hook claimed (claims.ts), at once or as soon as the claim
    * arrives; one nobody claimed within claimWaitMs goes through the /proc owner check, which a claim
    * arriving meanwhile still cuts short. `onWaiting` runs first, synchronously, when the connection has
-   * to wait: the caller may prepare what needs no admission meanwhile.
+   * to wait: the caller may prepare what needs no admission meanwhile. `local`, the listener's own
+   * address and port when the caller knows them, spares asking the socket (Node keeps what it answers
+   * with the socket for its life).
    */
-  admit(socket: net.Socket, onAdmitted: () => void, onWaiting?: () => void): void {
+  admit(
+    socket: net.Socket,
+    onAdmitted: () => void,
+    onWaiting?: () => void,
+    local?: { address: string; port: number },
+  ): void {
     const ends: ConnectionEnds = {
       peerAddress: socket.remoteAddress ?? '',
       peerPort: socket.remotePort ?? -1,
-      localAddress: socket.localAddress ?? '',
-      localPort: socket.localPort ?? -1,
+      localAddress: local?.address ?? socket.localAddress ?? '',
+      localPort: local?.port ?? socket.localPort ?? -1,
     };
     if (this.claims.take(ends)) {
       this.logAdmitted(ends, 'claim, made before the accept');

@@ -554,6 +554,8 @@ export class Redirector implements TunnelDialer {
         this.joinTunnel(listener, socket, early);
       },
       () => (early = this.requestEarly(listener, socket)),
+      // The socket's local end is the listener's, which listens on one address.
+      { address: listener.address, port: listener.moved?.listenPort ?? listener.port },
     );
   }
 
