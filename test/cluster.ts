@@ -169,6 +169,14 @@ export class TestCluster {
     return out;
   }
 
+  /** `underpass proxy --json` dialling node `name`, publishing each NAME=HOST:PORT of `publishes`. */
+  proxy(name: string, publishes: string[]): Program {
+    return new Program('proxy', process.execPath, [
+      ...[UNDERPASS, 'proxy', ...this.endpointArgs(name), '--json'],
+      ...publishes.flatMap((p) => ['--publish', p]),
+    ]);
+  }
+
   /** The flags an endpoint dials node `name` with. */
   endpointArgs(name: string): string[] {
     return ['--server', this.node(name).address, '--ca', this.ca, '--token', this.token];

@@ -86,16 +86,9 @@ describe('cluster: relay between nodes and placement (issue 14)', function () {
     // The proxy announces redis.default, web.default and echo.default; the redirector only its account.
     fs.writeFileSync(placement, '# proxies of account default\n*.default a\n\ndefault b  # its redirectors\n');
     cluster = await new TestCluster(['a', 'b', 'c'], ['--placement', placement]).start();
-    proxy = new Program('proxy', process.execPath, [
-      UNDERPASS,
-      'proxy',
-      ...cluster.endpointArgs('c'),
-      '--json',
-      '--publish',
+    proxy = cluster.proxy('c', [
       `redis=127.0.0.1:${redisPort}`,
-      '--publish',
       `web=127.0.0.1:${webPort}`,
-      '--publish',
       `echo=127.0.0.1:${echoPort}`,
     ]);
     await proxy.waitFor(/"event":"published","name":"echo"/, 20_000, 'stdout');
@@ -248,14 +241,7 @@ describe('cluster: affinity (issue 14)', function () {
     const first = await freePort();
     const crossing = await redirector('first', first);
     // Its proxy then comes to node a (the least loaded), so the redirector's tunnel crosses b → a.
-    const proxy = new Program('proxy', process.execPath, [
-      UNDERPASS,
-      'proxy',
-      ...cluster.endpointArgs('a'),
-      '--json',
-      '--publish',
-      `echo=127.0.0.1:${echoPort}`,
-    ]);
+    const proxy = cluster.proxy('a', [`echo=127.0.0.1:${echoPort}`]);
     programs.push(proxy);
     await proxy.waitFor(/"event":"published","name":"echo"/, 20_000, 'stdout');
     assert.doesNotMatch(proxy.stderr, /sends this endpoint/);

@@ -63,14 +63,7 @@ function crossesOn(label: string, url: () => string, redisCli: (...args: string[
     programs.push(redirector);
     await redirector.waitFor(/serving hooks on/);
     assert.doesNotMatch(redirector.stderr, /sends this endpoint/, 'the redirector stays on node b');
-    const proxy = new Program('proxy', process.execPath, [
-      UNDERPASS,
-      'proxy',
-      ...cluster.endpointArgs('a'),
-      '--json',
-      '--publish',
-      `echo=127.0.0.1:${echoPort}`,
-    ]);
+    const proxy = cluster.proxy('a', [`echo=127.0.0.1:${echoPort}`]);
     programs.push(proxy);
     await proxy.waitFor(/"event":"published","name":"echo"/, 20_000, 'stdout');
   });
