@@ -117,6 +117,8 @@ export class IpcServer {
 
   /** A peer's bytes: each complete message is dispatched; a peer past IPC_MAX_MESSAGE without a delimiter is dropped. */
   private receive(data: Buffer, socket: IpcSocket): void {
+    // node-ipc reads each socket as UTF-8 text (setEncoding) before it hands the bytes over, so a chunk
+    // never ends inside a character (bad-input.test.ts sends one cut in two).
     let buffer = (socket.ipcPending ?? '') + data.toString('utf8');
     for (let end = buffer.indexOf(IPC_DELIMITER); end >= 0; end = buffer.indexOf(IPC_DELIMITER)) {
       const message = tryDecodeIpcMessage(buffer.slice(0, end));

@@ -185,16 +185,25 @@ print(send(b'{"type":"resolve","data":{"name":42}}\\f').decode().strip('\\f'))
 send(b'not json at all\\f', read=False)
 print(send(b'x' * 200000, read=True) == b'')
 send(b'{"type":"resolve"', read=False)
-print(send(json.dumps({'type': 'resolve', 'data': {'name': '${chain.host('echo')}'}}).encode() + b'\\f').decode().strip('\\f'))`,
+print(send(json.dumps({'type': 'resolve', 'data': {'name': '${chain.host('echo')}'}}).encode() + b'\\f').decode().strip('\\f'))
+# A message cut inside a character (é is two bytes in UTF-8), its halves a moment apart.
+import time
+s = socket.socket(socket.AF_UNIX); s.connect('${chain.ipcPath}'); s.settimeout(5)
+raw = json.dumps({'type': 'resolve', 'data': {'name': 'caf\u00e9.default.underpass.internal'}}, ensure_ascii=False).encode() + b'\\f'
+cut = raw.index('\u00e9'.encode()) + 1
+s.sendall(raw[:cut]); time.sleep(0.2); s.sendall(raw[cut:])
+print(s.recv(4096).decode().strip('\\f')); s.close()`,
     ]);
     const lines = r.stdout.trim().split('\n');
-    assert.equal(lines.length, 3, r.stdout + r.stderr);
+    assert.equal(lines.length, 4, r.stdout + r.stderr);
     assert.deepEqual(JSON.parse(lines[0]!), {
       type: 'reply',
       data: { ok: false, code: 'BAD_REQUEST', message: 'malformed resolve request' },
     });
     assert.equal(lines[1], 'True', 'an oversized message is dropped without a reply');
     assert.equal((JSON.parse(lines[2]!) as { data: { ok: boolean } }).data.ok, true);
+    const cut = JSON.parse(lines[3]!) as { data: { ok: boolean; message?: string } };
+    assert.match(cut.data.message ?? '', /café/, `a character cut between two reads arrives whole: ${lines[3]}`);
     assert.equal(chain.redirector.child.exitCode, null, 'the redirector is still running');
     await assertChainWorks();
   });
