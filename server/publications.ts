@@ -33,8 +33,11 @@ export interface ProxySession {
   pending: Map<string, PendingTunnel>;
   /** Publications whose tunnel requests carry who asks (the proxy speaks the PROXY protocol to them). */
   wantsClient: Set<string>;
-  /** The proxy's streams in waiting (Paths.standby), each answered with a tunnel request and carrying it. */
-  standby: Set<http2.ServerHttp2Stream>;
+  /**
+   * The proxy's streams in waiting (Paths.standby), each answered with a tunnel request and carrying it,
+   * with the 'close' listener that drops it from here (taken off when it is given a tunnel).
+   */
+  standby: Map<http2.ServerHttp2Stream, () => void>;
 }
 
 /** Standby streams one proxy session may hold: a few cover the tunnels opened before it replaces them. */
@@ -175,7 +178,7 @@ export class Publications {
       publications: new Set(),
       pending: new Map(),
       wantsClient: new Set(),
-      standby: new Set(),
+      standby: new Map(),
     };
     this.proxyOfSession.set(proxy.session, proxy);
     endpoint.control = stream;
@@ -193,7 +196,7 @@ export class Publications {
       if (endpoint.control === stream) endpoint.control = null;
       if (this.proxyOfSession.get(proxy.session) === proxy) this.proxyOfSession.delete(proxy.session);
       this.dropProxy(proxy);
-      for (const standby of proxy.standby) standby.close(http2.constants.NGHTTP2_CANCEL);
+      for (const standby of proxy.standby.keys()) standby.close(http2.constants.NGHTTP2_CANCEL);
     });
   }
 
@@ -203,8 +206,9 @@ export class Publications {
     if (proxy === undefined) throw new NotFoundError('a standby stream needs the control stream of its session first');
     if (proxy.standby.size >= MAX_STANDBY)
       throw new LimitError(`a proxy session holds at most ${MAX_STANDBY} standby streams`);
-    proxy.standby.add(stream);
-    stream.once('close', () => proxy.standby.delete(stream));
+    const onClose = (): void => void proxy.standby.delete(stream);
+    proxy.standby.set(stream, onClose);
+    stream.once('close', onClose);
   }
 
   private handleProxyMessage(proxy: ProxySession, message: EndpointMessage): void {
