@@ -154,6 +154,9 @@ while True:
     ]);
     programs.push(app);
     await app.waitFor(/^noname$/m, 20_000, 'stdout');
+    // Unhooked, the app prints only 'noname': its first 'connecting' from here on is a hooked connect,
+    // which may come before this test has even read hook-run's 'hooked process' line.
+    const hookedAt = app.stdout.length;
 
     const hook = new Program('hook-run --pid', process.execPath, [
       HOOK_RUN,
@@ -166,7 +169,6 @@ while True:
     await hook.waitFor(/hooked process \d+/, 20_000, 'stderr');
     // The blocking connect asks the redirector, which waits for the proxy, whose connect to the full
     // listener waits: the app's thread sits in the JS slow path, inside the gate.
-    const hookedAt = app.stdout.length;
     await stdoutAfter(app, hookedAt, /^connecting$/m, 10_000);
     await new Promise((r) => setTimeout(r, 500));
     assert.doesNotMatch(
