@@ -74,6 +74,11 @@ export function publicationId(account: string, name: string): string {
   return `${account}/${name}`;
 }
 
+/** The NAME of publication id `ACCOUNT/NAME` (publicationId's second part). */
+export function nameOfPublication(id: string): string {
+  return id.slice(id.indexOf('/') + 1);
+}
+
 /** If `host` is a pseudo name under `zoneName`, its publication and account; else null. */
 export function tryParsePseudoName(
   host: string,

@@ -18,7 +18,7 @@ import { ResumableStream } from '../runtime/resumable-stream';
 import { ServerLink } from '../runtime/server-link';
 import { dialTarget } from '../runtime/dial';
 import { LookupCache } from '../runtime/lookup-cache';
-import { abort, splice } from '../runtime/splice';
+import { abort, ignoreError, splice } from '../runtime/splice';
 import { proxyHeader, type ProxyClient } from './proxy-protocol';
 import { proxyConfig, type ProxyConfig, type ProxyOptions, type Target } from './config';
 import { DirectListener, refuseStream } from './direct-listener';
@@ -41,8 +41,6 @@ export type ProxyEvent =
   | { event: 'refused'; name: string; code: string; message: string }
   | { event: 'disconnected' }
   | { event: 'reconnected' };
-
-function ignoreError(): void {}
 
 export class ServiceProxy extends EventEmitter {
   readonly link: ServerLink;

@@ -44,7 +44,7 @@ import { ResumableStream } from '../runtime/resumable-stream';
 import { getJson, refusalFrom } from '../runtime/requests';
 import { ServerLink } from '../runtime/server-link';
 import { monotonicMs, openTrace } from '../runtime/open-trace';
-import { abort, splice, type SpliceMeter } from '../runtime/splice';
+import { abort, ignoreError, splice, type SpliceMeter } from '../runtime/splice';
 import { Admission } from './admission';
 import { redirectorConfig, type RedirectorConfig, type RedirectorOptions } from './config';
 import { IpcServer } from './ipc-server';
@@ -97,8 +97,6 @@ const trace = openTrace('redirector');
 
 /** Marks a tunnel request as forwarding mode's: the server dials the authority itself. */
 const FORWARD_HEADERS: http2.OutgoingHttpHeaders = { [Headers.forward]: '1' };
-
-function ignoreError(): void {}
 
 function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);

@@ -5,6 +5,7 @@
  * business (the splice carries it as a reset), not a failed dial.
  */
 import net from 'node:net';
+import { ignoreError } from './splice';
 
 export interface DialOutcome {
   /** The socket is connected; its errors from now on are the caller's (a no-op listener holds them meanwhile). */
@@ -12,8 +13,6 @@ export interface DialOutcome {
   /** The connection could not be made: `reason` is its errno code (ETIMEDOUT for the deadline). */
   failed: (reason: string) => void;
 }
-
-function ignoreError(): void {}
 
 /** `lookup`: how a host name is resolved (a LookupCache's, for the proxy's targets); dns.lookup by default. */
 export function dialTarget(

@@ -23,7 +23,7 @@ import http2 from 'node:http2';
 import { Duplex } from 'node:stream';
 import { ProtocolError, TunnelResetError } from '../protocol/errors';
 import { SESSION_WINDOW, STREAM_WINDOW } from './h2';
-import { RELAY_BUFFER, RESET_GRACE_MS } from './splice';
+import { ignoreError, RELAY_BUFFER, RESET_GRACE_MS } from './splice';
 
 /** Most bytes written but not yet acknowledged, per leg and direction: one stream window. */
 export const REPLAY_LIMIT = STREAM_WINDOW;
@@ -111,8 +111,6 @@ function onStreamClose(this: http2.Http2Stream): void {
 function onStreamDrain(this: http2.Http2Stream): void {
   legOf(this)?.release();
 }
-
-function ignoreError(): void {}
 
 export class ResumableStream extends Duplex {
   /** The tunnel's id, shared by both legs; null until the server named it. */

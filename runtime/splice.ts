@@ -10,6 +10,12 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 
+/**
+ * A stream's 'error' listener where another part reports the error (a splice, a pending request's
+ * answer, a 'close'): Node would throw an unheard one. One function, not a closure per stream.
+ */
+export function ignoreError(): void {}
+
 /** Counts bytes as they are relayed (metrics), each chunk as it passes. */
 export interface SpliceMeter {
   aToB(bytes: number): void;

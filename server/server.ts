@@ -27,7 +27,7 @@ import type http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { BadMessageError, NotFoundError, OfflineError } from '../protocol/errors';
-import { formatHostPort, tryParseHostPort } from '../protocol/names';
+import { formatHostPort, nameOfPublication, tryParseHostPort } from '../protocol/names';
 import { Headers, Paths, WIRE_VERSION, type SessionInfo } from '../protocol/wire';
 import { keepalive, raiseSessionWindow } from '../runtime/h2';
 import type { Logger } from '../runtime/log';
@@ -135,7 +135,7 @@ export class TunnelServer {
     for (const proxy of new Set(this.directory.holders())) {
       const names = publishes.get(proxy.endpoint) ?? new Set<string>();
       publishes.set(proxy.endpoint, names);
-      for (const id of proxy.publications) names.add(id.slice(id.indexOf('/') + 1));
+      for (const id of proxy.publications) names.add(nameOfPublication(id));
     }
     const connected = [...this.endpoints.all()].filter((e) => e.h2 !== null);
     return connected.map((e) => {

@@ -19,7 +19,7 @@
 import crypto from 'node:crypto';
 import { z } from 'zod';
 import { Keys, HEARTBEAT_TTL_MS } from './keys';
-import type { RedisLink } from './redis-link';
+import { decodeJson, type RedisLink } from './redis-link';
 
 /** An endpoint session on this node, as the directory records it. */
 const Entry = z.object({
@@ -74,15 +74,12 @@ for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
 end
 return false`;
 
+/** What readers take of an entry: everything but its proof. */
+const Listed = Entry.omit({ proof: true });
+
 function entryOf(node: string, text: string): ClusterEndpoint | null {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return null;
-  }
-  const parsed = Entry.omit({ proof: true }).safeParse(value);
-  return parsed.success ? { node, ...parsed.data } : null;
+  const entry = decodeJson(Listed, text);
+  return entry === null ? null : { node, ...entry };
 }
 
 export class EndpointDirectory {

@@ -25,7 +25,7 @@ import { EndpointDirectory, type ClusterEndpoint } from './endpoint-directory';
 import { HEARTBEAT_MS, HEARTBEAT_TTL_MS, Keys } from './keys';
 import { proxiesByAccount, type LocalState } from './local-cluster';
 import { Ownerships } from './ownership';
-import type { RedisLink } from './redis-link';
+import { decodeJson, type RedisLink } from './redis-link';
 import { storedOf } from './shared-state';
 
 /** Beats, and answers whether the heartbeat was still there (if not, the endpoint directory went with it). */
@@ -52,17 +52,6 @@ const Beat = z.object({
   proxies: z.record(z.string(), z.number()).catch({}),
 });
 type Beat = z.infer<typeof Beat>;
-
-function beatOf(text: string): Beat | null {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return null;
-  }
-  const parsed = Beat.safeParse(value);
-  return parsed.success ? parsed.data : null;
-}
 
 export class RedisCluster extends EventEmitter implements Membership {
   readonly node: string;
@@ -129,7 +118,7 @@ export class RedisCluster extends EventEmitter implements Membership {
     const flat = Array.isArray(reply) ? (reply as unknown[]) : [];
     const nodes: NodeInfo[] = [];
     for (let i = 0; i + 1 < flat.length; i += 2) {
-      const beat = beatOf(String(flat[i + 1]));
+      const beat = decodeJson(Beat, String(flat[i + 1]));
       if (beat !== null) nodes.push({ name: String(flat[i]), ...beat, load: beat.sessions + beat.tunnels });
     }
     return nodes.sort((a, b) => a.name.localeCompare(b.name));

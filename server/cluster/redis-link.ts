@@ -10,6 +10,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { createClient, createCluster, createSentinel } from 'redis';
+import type { z } from 'zod';
 import { ClusterUnavailableError, ConfigError } from '../../protocol/errors';
 import { tryParseHostPort, type HostPort } from '../../protocol/names';
 
@@ -39,6 +40,18 @@ function hosts(list: string, url: string): HostPort[] {
     if (parsed === null) throw new ConfigError(`--cluster ${url}: '${item}' is not HOST:PORT (expected ${EXAMPLE})`);
     return parsed;
   });
+}
+
+/** A JSON value read back from Redis, if it is what `schema` says; null for text of another shape or none. */
+export function decodeJson<T>(schema: z.ZodType<T>, text: string): T | null {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  const parsed = schema.safeParse(value);
+  return parsed.success ? parsed.data : null;
 }
 
 /** Parses `--cluster`; throws ConfigError naming what is wrong, with the forms it takes. */
